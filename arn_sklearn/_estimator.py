@@ -1,0 +1,397 @@
+"""The scikit-learn estimator: validation, orchestration and fitted attributes."""
+
+import time
+from contextlib import contextmanager
+from numbers import Integral, Real
+
+import numpy as np
+from array_api_compat import array_namespace
+from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+
+from ._anchors import auto_softness, init_anchors
+from ._assignment import SIMILARITIES, soft_assignments
+from ._lifting import (
+    SufficientStatistics,
+    accumulate,
+    iter_chunks,
+    lifted_size,
+    pack_weights,
+    predict_lifted,
+    unpack_weights,
+)
+from ._solve import check_system_fits_memory, solve_ridge
+
+# batch_size=None streams chunks whose lifted block is about this many bytes:
+# large enough for BLAS to run at full speed, small enough to keep memory flat.
+_AUTO_CHUNK_BYTES = 64 * 2**20
+_MIN_AUTO_BATCH = 256
+
+
+@contextmanager
+def _rollback_on_error(estimator):
+    """Restore the estimator's attributes if the block raises.
+
+    Validation sets ``n_features_in_`` before the fit can fail; a failed fit
+    must leave neither a half-fitted model nor a corrupted earlier fit.
+    """
+    saved = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(saved)
+        raise
+
+
+class ARNRegressor(RegressorMixin, BaseEstimator):
+    """Anchored Regression Network with a closed-form, streaming ridge solve.
+
+    Each input ``x`` is softly assigned to ``n_anchors`` anchors ``c_k`` by
+    ``alpha(x) = softmax(K s(x, c_1..m))``; each anchor owns a linear regressor
+    ``(W_k, b_k)`` and the prediction is ``sum_k alpha_k(x) (W_k x + b_k)``.
+    With the anchors fixed, the regressors minimise (paper eq. 10)
+
+        ``sum_i w_i ||f(x_i) - y_i||^2 + alpha * sum_k ||[W_k, b_k]||^2``
+
+    in closed form (eq. 17): one streaming pass accumulates the Gram matrix of
+    the lifted features ``alpha(x) (x) [x, 1]`` (one BLAS ``syrk`` per chunk),
+    then a Cholesky factorisation solves the ``m(d+1)``-square system. Targets
+    are centred on their weighted mean before the solve; biases are folded
+    into the weights and penalised like them.
+
+    Parameters
+    ----------
+    n_anchors : int, default=16
+        Number of anchors (and of linear regressors), ``m`` in the paper.
+    similarity : {"euclidean", "dot", "absdot", "cosine"}, default="euclidean"
+        ``s(x, c)``: ``-||x - c||^2`` (matches KMeans anchors), ``x.c`` (the
+        paper's age regression), ``|x.c|`` (its super-resolution) or cosine.
+    softness : "auto" or float > 0, default="auto"
+        The scale ``K`` of the similarity inside the softmax. Larger is harder:
+        as ``K`` grows the model tends to a separate ridge regressor per
+        Voronoi cell (eqs. 6-9). ``"auto"`` sets ``K = 2 / median gap``, where
+        the gap is the difference between a sample's two largest similarities
+        (on at most 10,000 rows), so that the runner-up anchor of a typical
+        sample weighs ``exp(-2)`` of the nearest; ``benchmarks/bench_softness.py``
+        compares this rule with a grid.
+    alpha : float >= 0, default=1.0
+        Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
+    anchors : {"kmeans", "random"} or array-like of shape (n_anchors, n_features), \
+            default="kmeans"
+        ``"kmeans"``: KMeans centroids of at most ``max(10000, 64 * n_anchors)``
+        random rows; ``"random"``: distinct random rows of ``X``; an array is
+        used as given.
+    batch_size : int, default=None
+        Rows per streamed chunk. ``None`` picks chunks whose lifted block is
+        about 64 MiB, so memory does not grow with the number of samples.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the anchor initialisation and the subsamples.
+    verbose : int, default=0
+        1 prints the time of each stage, 2 also each chunk.
+
+    Attributes
+    ----------
+    anchors_ : ndarray of shape (n_anchors, n_features)
+        The anchors ``c_k``.
+    softness_ : float
+        The softness ``K`` used.
+    coef_ : ndarray of shape (n_anchors, n_features) or (n_anchors, n_targets, n_features)
+        ``W_k`` for each anchor; the middle axis is present for 2-D ``y``.
+    intercept_ : ndarray of shape (n_anchors,) or (n_anchors, n_targets)
+        ``b_k`` for each anchor, including the target mean (the assignments
+        sum to one, so it can be carried by every anchor).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    sklearn.linear_model.Ridge : The single-anchor special case.
+
+    Notes
+    -----
+    The statistics are accumulated and solved in float64 whatever the input
+    dtype, because the normal equations square the condition number of the
+    lifted design; predictions are returned in the input's floating dtype.
+    The fitted model keeps these statistics (``m(d+1)`` squared doubles) so that
+    :meth:`partial_fit` can continue them.
+
+    References
+    ----------
+    E. Agustsson, R. Timofte, L. Van Gool, "Anchored Regression Networks
+    applied to Age Estimation and Super Resolution", ICCV 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn import ARNRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(-3, 3, size=(500, 1))
+    >>> y = np.abs(X[:, 0])
+    >>> model = ARNRegressor(n_anchors=4, random_state=0).fit(X, y)
+    >>> model.coef_.shape
+    (4, 1)
+    >>> bool(model.score(X, y) > 0.99)
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "n_anchors": [Interval(Integral, 1, None, closed="left")],
+        "similarity": [StrOptions(set(SIMILARITIES))],
+        "softness": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "anchors": [StrOptions({"kmeans", "random"}), "array-like"],
+        "batch_size": [None, Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_anchors=16,
+        *,
+        similarity="euclidean",
+        softness="auto",
+        alpha=1.0,
+        anchors="kmeans",
+        batch_size=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_anchors = n_anchors
+        self.similarity = similarity
+        self.softness = softness
+        self.alpha = alpha
+        self.anchors = anchors
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit anchors, softness and regressors on all rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; an integer weight equals repeating the row.
+
+        Returns
+        -------
+        self : ARNRegressor
+        """
+        with _rollback_on_error(self):
+            X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=True)
+            anchors, softness = self._initial_anchors(X, w)
+            stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
+            self._set_solution(stats, anchors, softness, y_ndim)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Add a batch of rows to the accumulated statistics and re-solve.
+
+        The first call fixes the anchors and the softness (from this batch, or
+        as given); later calls reuse them, so fitting in chunks gives the same
+        model as one :meth:`fit` on all rows with the same anchors.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : ARNRegressor
+        """
+        first_call = not hasattr(self, "_stats")
+        with _rollback_on_error(self):
+            X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=first_call)
+            if first_call:
+                anchors, softness = self._initial_anchors(X, w)
+                stats = None
+            else:
+                if Y.shape[1] != self._stats.zty.shape[1]:
+                    raise ValueError(
+                        f"y has {Y.shape[1]} targets but earlier calls to "
+                        f"partial_fit had {self._stats.zty.shape[1]}."
+                    )
+                anchors, softness, stats = self.anchors_, self.softness_, self._stats
+            stats = self._accumulate(X, Y, w, anchors, softness, stats=stats)
+            self._set_solution(stats, anchors, softness, y_ndim)
+        return self
+
+    # -------------------------------------------------------------- predict
+    def predict(self, X):
+        """Predict ``sum_k alpha_k(x) (W_k x + b_k)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        """
+        X = self._validate_predict_data(X)
+        xp = array_namespace(X)
+        W = pack_weights(self._coef_3d(), self._intercept_2d(), xp)
+        batch_size = self._resolve_batch_size(W.shape[0])
+        parts = [
+            predict_lifted(chunk, self._assign(chunk, xp), W, xp)
+            for chunk in _row_chunks(xp.astype(X, xp.float64), batch_size)
+        ]
+        y_pred = xp.astype(xp.concat(parts, axis=0), X.dtype)
+        return y_pred[:, 0] if self.coef_.ndim == 2 else y_pred
+
+    def soft_assignments(self, X):
+        """Soft assignments ``alpha(X)`` of samples to the anchors (eq. 4).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        A : ndarray of shape (n_samples, n_anchors)
+            Non-negative rows that sum to one.
+        """
+        X = self._validate_predict_data(X)
+        xp = array_namespace(X)
+        return xp.astype(self._assign(xp.astype(X, xp.float64), xp), X.dtype)
+
+    # -------------------------------------------------------------- helpers
+    def _validate_fit_data(self, X, y, sample_weight, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            multi_output=True,
+            y_numeric=True,
+            dtype=[np.float64, np.float32],
+        )
+        Y = np.asarray(y, dtype=np.float64)
+        Y = Y[:, None] if Y.ndim == 1 else Y
+        w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if reset:
+            self._check_anchor_count(X)
+        return X, Y, w, y.ndim
+
+    def _validate_predict_data(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def _check_anchor_count(self, X):
+        n_samples, n_features = X.shape
+        if isinstance(self.anchors, str):
+            if n_samples < self.n_anchors:
+                raise ValueError(
+                    f"Expected n_samples >= n_anchors, got n_samples={n_samples} "
+                    f"< n_anchors={self.n_anchors}. Use fewer anchors or more rows."
+                )
+            return
+        anchors = np.asarray(self.anchors)
+        if anchors.shape != (self.n_anchors, n_features):
+            raise ValueError(
+                f"anchors has shape {anchors.shape}; expected (n_anchors, n_features) "
+                f"= ({self.n_anchors}, {n_features})."
+            )
+        if not np.all(np.isfinite(anchors)):
+            raise ValueError("anchors contains NaN or infinity.")
+
+    def _initial_anchors(self, X, sample_weight):
+        random_state = check_random_state(self.random_state)
+        tic = time.perf_counter()
+        if isinstance(self.anchors, str):
+            anchors = init_anchors(X, sample_weight, self.n_anchors, self.anchors, random_state)
+        else:
+            anchors = np.asarray(self.anchors, dtype=np.float64)
+        if self.softness == "auto":
+            xp = array_namespace(X)
+            softness = auto_softness(
+                xp.astype(X, xp.float64), anchors, self.similarity, xp, random_state
+            )
+        else:
+            softness = float(self.softness)
+        if self.verbose:
+            print(
+                f"[ARN] anchors ({self.anchors if isinstance(self.anchors, str) else 'given'})"
+                f" and softness={softness:.4g} in {time.perf_counter() - tic:.2f} s"
+            )
+        return anchors, softness
+
+    def _resolve_batch_size(self, n_lifted):
+        if self.batch_size is not None:
+            return self.batch_size
+        return max(_MIN_AUTO_BATCH, _AUTO_CHUNK_BYTES // (8 * n_lifted))
+
+    def _accumulate(self, X, Y, w, anchors, softness, stats):
+        xp = array_namespace(X)
+        n_features = X.shape[1]
+        n_lifted = lifted_size(anchors.shape[0], n_features)
+        batch_size = self._resolve_batch_size(n_lifted)
+        if stats is None:
+            check_system_fits_memory(anchors.shape[0], n_features, Y.shape[1], batch_size)
+            stats = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp)
+        tic = time.perf_counter()
+
+        def assign(chunk):
+            return soft_assignments(chunk, anchors, self.similarity, softness, xp)
+
+        stats = accumulate(
+            iter_chunks(X, Y, w, batch_size), assign, xp, stats, verbose=self.verbose
+        )
+        if self.verbose:
+            print(
+                f"[ARN] accumulated {X.shape[0]} rows into a {n_lifted}-square "
+                f"system in {time.perf_counter() - tic:.2f} s"
+            )
+        return stats
+
+    def _set_solution(self, stats, anchors, softness, y_ndim):
+        xp = array_namespace(stats.gram)
+        tic = time.perf_counter()
+        W, y_mean = solve_ridge(stats, self.alpha, xp)
+        if self.verbose:
+            print(f"[ARN] solved in {time.perf_counter() - tic:.2f} s")
+        coef, intercept = unpack_weights(W, y_mean, anchors.shape[0], anchors.shape[1], xp)
+        if y_ndim == 1:
+            coef, intercept = coef[:, 0, :], intercept[:, 0]
+        self.anchors_ = anchors
+        self.softness_ = softness
+        self.coef_ = coef
+        self.intercept_ = intercept
+        self._stats = stats
+
+    def _assign(self, X, xp):
+        return soft_assignments(X, self.anchors_, self.similarity, self.softness_, xp)
+
+    def _coef_3d(self):
+        return self.coef_[:, None, :] if self.coef_.ndim == 2 else self.coef_
+
+    def _intercept_2d(self):
+        return self.intercept_[:, None] if self.intercept_.ndim == 1 else self.intercept_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+
+def _row_chunks(X, batch_size):
+    for start in range(0, X.shape[0], batch_size):
+        yield X[start : start + batch_size, ...]

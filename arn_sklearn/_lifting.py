@@ -1,0 +1,227 @@
+"""Lifted features ``x~ = alpha(x) (x) [x, 1]`` and the streamed sufficient statistics.
+
+With fixed anchors, ARN is ridge regression on the lifted features (paper eq. 17).
+The normal equations only need sums over rows, which :class:`SufficientStatistics`
+holds; they can be accumulated chunk by chunk (``fit``), continued later
+(``partial_fit``) and added across data blocks (``a + b``).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# The normal equations square the condition number of the lifted design, so the
+# statistics are always accumulated and solved in float64, whatever the input dtype.
+ACCUMULATION_DTYPE = "float64"
+
+
+def lift(X, A, xp):
+    """Lifted features: row ``i`` is ``kron(A[i], [X[i], 1])``.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    A : array of shape (n_samples, n_anchors)
+        Soft assignments.
+    xp : array namespace
+
+    Returns
+    -------
+    Z : array of shape (n_samples, n_anchors * (n_features + 1))
+        Column ``k * (n_features + 1) + j`` is ``A[:, k] * [X, 1][:, j]``; the
+        constant column folds each anchor's bias into its weights.
+    """
+    n_samples, n_features = X.shape
+    ones = xp.ones((n_samples, 1), dtype=X.dtype)
+    X1 = xp.concat([X, ones], axis=1)
+    Z = A[:, :, None] * X1[:, None, :]
+    return xp.reshape(Z, (n_samples, A.shape[1] * (n_features + 1)))
+
+
+def lifted_size(n_anchors, n_features):
+    """Number of columns of the lifted design, ``m (d + 1)``."""
+    return n_anchors * (n_features + 1)
+
+
+@dataclass
+class SufficientStatistics:
+    """Weighted sums over rows that define the ARN normal equations.
+
+    Attributes
+    ----------
+    gram : array of shape (p, p)
+        ``sum_i w_i z_i z_i^T`` with ``p = m (d + 1)``.
+    zty : array of shape (p, n_targets)
+        ``sum_i w_i z_i y_i^T``.
+    z_sum : array of shape (p,)
+        ``sum_i w_i z_i``; with ``y_sum`` it centres the targets at solve time.
+    y_sum : array of shape (n_targets,)
+        ``sum_i w_i y_i``.
+    weight_sum : float
+        ``sum_i w_i``.
+    n_samples : int
+        Number of rows seen.
+    """
+
+    gram: object
+    zty: object
+    z_sum: object
+    y_sum: object
+    weight_sum: float
+    n_samples: int
+
+    @classmethod
+    def zeros(cls, n_lifted, n_targets, xp, device=None):
+        dtype = getattr(xp, ACCUMULATION_DTYPE)
+        kw = {"dtype": dtype} if device is None else {"dtype": dtype, "device": device}
+        return cls(
+            gram=xp.zeros((n_lifted, n_lifted), **kw),
+            zty=xp.zeros((n_lifted, n_targets), **kw),
+            z_sum=xp.zeros((n_lifted,), **kw),
+            y_sum=xp.zeros((n_targets,), **kw),
+            weight_sum=0.0,
+            n_samples=0,
+        )
+
+    def __add__(self, other):
+        return SufficientStatistics(
+            gram=self.gram + other.gram,
+            zty=self.zty + other.zty,
+            z_sum=self.z_sum + other.z_sum,
+            y_sum=self.y_sum + other.y_sum,
+            weight_sum=self.weight_sum + other.weight_sum,
+            n_samples=self.n_samples + other.n_samples,
+        )
+
+    def copy(self):
+        return SufficientStatistics(
+            gram=self.gram * 1.0,
+            zty=self.zty * 1.0,
+            z_sum=self.z_sum * 1.0,
+            y_sum=self.y_sum * 1.0,
+            weight_sum=self.weight_sum,
+            n_samples=self.n_samples,
+        )
+
+
+def _gram_update(gram, Zw, xp):
+    """``gram += Zw^T Zw`` as one symmetric rank-k update.
+
+    On numpy this calls BLAS ``dsyrk`` in place on the upper triangle (half the
+    flops of a GEMM and no p x p temporary); :func:`symmetrize_upper` restores
+    the lower triangle once the stream ends. Other namespaces use a matmul.
+    """
+    if isinstance(gram, np.ndarray) and isinstance(Zw, np.ndarray):
+        from scipy.linalg.blas import dsyrk
+
+        # Zw is C-ordered (b, p), so Zw.T is F-ordered (p, b): no copy is made.
+        return dsyrk(1.0, Zw.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
+    return gram + Zw.T @ Zw
+
+
+def symmetrize_upper(gram, xp, block=2048):
+    """Copy the upper triangle of ``gram`` onto its lower one, block by block.
+
+    Works in place on numpy so that a large Gram matrix is never duplicated.
+    """
+    if not isinstance(gram, np.ndarray):
+        upper = xp.triu(gram)
+        return upper + xp.triu(gram, k=1).T
+    p = gram.shape[0]
+    for start in range(0, p, block):
+        stop = min(start + block, p)
+        gram[stop:, start:stop] = gram[start:stop, stop:].T
+        diag_block = gram[start:stop, start:stop]
+        gram[start:stop, start:stop] = np.triu(diag_block) + np.triu(diag_block, 1).T
+    return gram
+
+
+def accumulate(chunks, assign, xp, stats, verbose=0):
+    """Stream ``(X, Y, w)`` chunks into sufficient statistics.
+
+    Parameters
+    ----------
+    chunks : iterable of (X, Y, w)
+        ``X`` of shape (b, d), ``Y`` of shape (b, n_targets), ``w`` of shape (b,).
+    assign : callable
+        Maps a chunk ``X`` to its soft assignments, shape (b, n_anchors).
+    xp : array namespace
+    stats : SufficientStatistics
+        Statistics to continue from; they are not modified.
+    verbose : int
+        Print a line per chunk when > 1.
+
+    Returns
+    -------
+    SufficientStatistics
+        ``stats`` plus the contribution of every chunk, with a full symmetric
+        ``gram``.
+    """
+    dtype = getattr(xp, ACCUMULATION_DTYPE)
+    out = stats.copy()
+    gram = out.gram
+    if isinstance(gram, np.ndarray):
+        gram = np.asfortranarray(gram)
+    for i, (X, Y, w) in enumerate(chunks):
+        X = xp.astype(X, dtype)
+        Y = xp.astype(Y, dtype)
+        w = xp.astype(w, dtype)
+        sqrt_w = xp.sqrt(w)[:, None]
+        # Rows scaled by sqrt(w) turn the weighted sums into plain products.
+        Zw = lift(X, assign(X), xp) * sqrt_w
+        gram = _gram_update(gram, Zw, xp)
+        out.zty = out.zty + Zw.T @ (Y * sqrt_w)
+        out.z_sum = out.z_sum + Zw.T @ sqrt_w[:, 0]
+        out.y_sum = out.y_sum + xp.sum(Y * w[:, None], axis=0)
+        out.weight_sum += float(xp.sum(w))
+        out.n_samples += X.shape[0]
+        if verbose > 1:
+            print(f"[ARN] chunk {i}: {out.n_samples} rows accumulated")
+    out.gram = symmetrize_upper(gram, xp)
+    return out
+
+
+def iter_chunks(X, Y, w, batch_size):
+    """Yield ``(X, Y, w)`` slices of at most ``batch_size`` rows."""
+    n_samples = X.shape[0]
+    for start in range(0, n_samples, batch_size):
+        stop = min(start + batch_size, n_samples)
+        yield X[start:stop, ...], Y[start:stop, ...], w[start:stop]
+
+
+def unpack_weights(W, y_mean, n_anchors, n_features, xp):
+    """Per-anchor regressors from the lifted solution.
+
+    Parameters
+    ----------
+    W : array of shape (n_anchors * (n_features + 1), n_targets)
+    y_mean : array of shape (n_targets,)
+        Target offset; since the assignments sum to one it is added to every
+        anchor's intercept.
+
+    Returns
+    -------
+    coef : array of shape (n_anchors, n_targets, n_features)
+    intercept : array of shape (n_anchors, n_targets)
+    """
+    W3 = xp.reshape(W, (n_anchors, n_features + 1, W.shape[1]))
+    coef = xp.permute_dims(W3[:, :n_features, :], (0, 2, 1))
+    intercept = W3[:, n_features, :] + y_mean[None, :]
+    return coef, intercept
+
+
+def pack_weights(coef, intercept, xp):
+    """Inverse of :func:`unpack_weights` with the offset kept in the intercept.
+
+    Returns
+    -------
+    W : array of shape (n_anchors * (n_features + 1), n_targets)
+    """
+    n_anchors, n_targets, n_features = coef.shape
+    W3 = xp.concat([xp.permute_dims(coef, (0, 2, 1)), intercept[:, None, :]], axis=1)
+    return xp.reshape(W3, (n_anchors * (n_features + 1), n_targets))
+
+
+def predict_lifted(X, A, W, xp):
+    """ARN output ``sum_k A[:, k] (W_k x + b_k)`` as one GEMM on the lifted rows."""
+    return lift(X, A, xp) @ W

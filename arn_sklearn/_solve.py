@@ -1,0 +1,134 @@
+"""Solve the ARN normal equations (paper eq. 17) from sufficient statistics."""
+
+import os
+import warnings
+
+import numpy as np
+from scipy import linalg
+
+# A Cholesky factor whose squared diagonal ratio falls below this is treated as
+# numerically singular: its solution would be dominated by rounding errors.
+_RCOND_THRESHOLD = 1e-13
+
+
+def available_memory_bytes():
+    """Memory the process can still allocate, from ``MemAvailable`` where known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def system_bytes(n_lifted, n_targets, batch_size, itemsize=8):
+    """Bytes a fit holds at its peak: the Gram matrix, its factor, the chunk."""
+    return itemsize * (
+        2 * n_lifted * n_lifted + (n_lifted + 2) * n_targets + 2 * batch_size * n_lifted
+    )
+
+
+def check_system_fits_memory(n_anchors, n_features, n_targets, batch_size, available=None):
+    """Raise ``MemoryError`` before allocating a system that cannot fit.
+
+    Parameters
+    ----------
+    n_anchors, n_features, n_targets, batch_size : int
+    available : int or None
+        Bytes available; read from the operating system when None.
+    """
+    n_lifted = n_anchors * (n_features + 1)
+    needed = system_bytes(n_lifted, n_targets, batch_size)
+    if available is None:
+        available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise MemoryError(
+            f"The ARN system with n_anchors={n_anchors} and n_features={n_features} "
+            f"is {n_lifted} x {n_lifted} and needs about {needed / 2**30:.1f} GiB, "
+            f"but only {available / 2**30:.1f} GiB is available. Use fewer anchors, "
+            "reduce the number of features (e.g. with PCA), or lower batch_size."
+        )
+    return needed
+
+
+def centered_rhs(stats, xp):
+    """Right-hand side for targets centred on their weighted mean.
+
+    Returns
+    -------
+    rhs : array of shape (p, n_targets)
+        ``sum_i w_i z_i (y_i - y_mean)^T``.
+    y_mean : array of shape (n_targets,)
+    """
+    y_mean = stats.y_sum / stats.weight_sum
+    return stats.zty - stats.z_sum[:, None] * y_mean[None, :], y_mean
+
+
+def solve_ridge(stats, alpha, xp):
+    """Minimise ``sum_i w_i ||W^T z_i - (y_i - y_mean)||^2 + alpha ||W||^2``.
+
+    Parameters
+    ----------
+    stats : SufficientStatistics
+    alpha : float
+        Ridge penalty (paper's lambda); the folded biases are penalised too.
+    xp : array namespace
+
+    Returns
+    -------
+    W : array of shape (p, n_targets)
+        Lifted weights, row ``k * (d + 1) + j`` for anchor ``k`` and input ``j``.
+    y_mean : array of shape (n_targets,)
+    """
+    if not stats.weight_sum > 0:
+        raise ValueError("The sum of sample weights is zero; nothing to fit.")
+    rhs, y_mean = centered_rhs(stats, xp)
+    if isinstance(stats.gram, np.ndarray):
+        return _solve_numpy(stats.gram, rhs, alpha), y_mean
+    return _solve_namespace(stats.gram, rhs, alpha, xp), y_mean
+
+
+def _regularized(gram, alpha):
+    system = np.array(gram, dtype=np.float64, order="F", copy=True)
+    system.flat[:: system.shape[0] + 1] += alpha
+    return system
+
+
+def _solve_numpy(gram, rhs, alpha):
+    system = _regularized(gram, alpha)
+    try:
+        factor = linalg.cho_factor(system, lower=False, overwrite_a=True, check_finite=False)
+        diag = np.diag(factor[0]) ** 2
+        if diag.min() <= _RCOND_THRESHOLD * diag.max():
+            raise linalg.LinAlgError("ill-conditioned")
+        return linalg.cho_solve(factor, rhs, check_finite=False)
+    except linalg.LinAlgError:
+        warnings.warn(
+            "The ARN normal equations are singular or ill-conditioned (alpha="
+            f"{alpha!r}); falling back to a minimum-norm least-squares solve. "
+            "Increase alpha, or remove collinear features.",
+            linalg.LinAlgWarning,
+            stacklevel=4,
+        )
+        system = _regularized(gram, alpha)
+        return linalg.lstsq(system, rhs, lapack_driver="gelsd", check_finite=False)[0]
+
+
+def _solve_namespace(gram, rhs, alpha, xp):
+    p = gram.shape[0]
+    system = gram + alpha * xp.eye(p, dtype=gram.dtype)
+    L = xp.linalg.cholesky(system)
+    if bool(xp.any(xp.isnan(L))):
+        warnings.warn(
+            "The ARN normal equations are singular; falling back to a "
+            "pseudo-inverse. Increase alpha, or remove collinear features.",
+            linalg.LinAlgWarning,
+            stacklevel=4,
+        )
+        return xp.linalg.pinv(system) @ rhs
+    return xp.linalg.solve(system, rhs)
