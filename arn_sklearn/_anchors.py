@@ -13,7 +13,7 @@ KMEANS_MIN_ROWS = 10_000
 # softness="auto" sets K so that, for the median sample, the runner-up anchor
 # weighs exp(-AUTO_SOFTNESS_LOG_RATIO) times the nearest one. The value is the
 # best of a grid in benchmarks/bench_softness.py across datasets and similarities.
-AUTO_SOFTNESS_LOG_RATIO = 2.0
+AUTO_SOFTNESS_LOG_RATIO = 0.5
 AUTO_SOFTNESS_MAX_ROWS = 10_000
 
 

@@ -76,10 +76,10 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
     softness : "auto" or float > 0, default="auto"
         The scale ``K`` of the similarity inside the softmax. Larger is harder:
         as ``K`` grows the model tends to a separate ridge regressor per
-        Voronoi cell (eqs. 6-9). ``"auto"`` sets ``K = 2 / median gap``, where
+        Voronoi cell (eqs. 6-9). ``"auto"`` sets ``K = 0.5 / median gap``, where
         the gap is the difference between a sample's two largest similarities
         (on at most 10,000 rows), so that the runner-up anchor of a typical
-        sample weighs ``exp(-2)`` of the nearest; ``benchmarks/bench_softness.py``
+        sample weighs ``exp(-0.5)`` of the nearest; ``benchmarks/bench_softness.py``
         compares this rule with a grid.
     alpha : float >= 0, default=1.0
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
