@@ -8,6 +8,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
+from sklearn.utils._array_api import get_namespace
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
@@ -17,6 +18,7 @@ from sklearn.utils.validation import (
 
 from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES, soft_assignments
+from ._backend import DEVICES, Backend, to_numpy
 from ._lifting import (
     SufficientStatistics,
     accumulate,
@@ -27,6 +29,7 @@ from ._lifting import (
     unpack_weights,
 )
 from ._solve import check_system_fits_memory, solve_ridge
+from ._sparse import accumulate_top_k, densify, predict_top_k, top_k_assignments
 
 # batch_size=None streams chunks whose lifted block is about this many bytes:
 # large enough for BLAS to run at full speed, small enough to keep memory flat.
@@ -91,6 +94,18 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
     batch_size : int, default=None
         Rows per streamed chunk. ``None`` picks chunks whose lifted block is
         about 64 MiB, so memory does not grow with the number of samples.
+    top_k : int, default=None
+        Keep only the ``top_k`` largest assignments of each sample, renormalised
+        to sum to one, in fit and predict alike (beyond the paper). The lifted
+        rows become block-sparse and the accumulation costs about
+        ``n (top_k (d + 1))^2`` instead of ``n (m (d + 1))^2``. ``None`` (or
+        ``top_k >= n_anchors``) is the dense model.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where assignment, accumulation, solve and predict run. ``"auto"``
+        computes where the input lives (CuPy input, with scikit-learn's
+        ``array_api_dispatch``, runs on the GPU); ``"cuda"`` moves host input to
+        the GPU through CuPy (extra ``gpu``) and returns numpy; ``"cpu"`` moves
+        GPU input to the host. Fitted attributes are in the input's namespace.
     random_state : int, RandomState instance or None, default=None
         Seeds the anchor initialisation and the subsamples.
     verbose : int, default=0
@@ -150,6 +165,8 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         "alpha": [Interval(Real, 0, None, closed="left")],
         "anchors": [StrOptions({"kmeans", "random"}), "array-like"],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
+        "top_k": [None, Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions(set(DEVICES))],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -163,6 +180,8 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         alpha=1.0,
         anchors="kmeans",
         batch_size=None,
+        top_k=None,
+        device="auto",
         random_state=None,
         verbose=0,
     ):
@@ -172,6 +191,8 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         self.alpha = alpha
         self.anchors = anchors
         self.batch_size = batch_size
+        self.top_k = top_k
+        self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
@@ -195,7 +216,7 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
             X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=True)
             anchors, softness = self._initial_anchors(X, w)
             stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
-            self._set_solution(stats, anchors, softness, y_ndim)
+            self._set_solution(stats, anchors, softness, y_ndim, X=X)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -230,7 +251,7 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
                     )
                 anchors, softness, stats = self.anchors_, self.softness_, self._stats
             stats = self._accumulate(X, Y, w, anchors, softness, stats=stats)
-            self._set_solution(stats, anchors, softness, y_ndim)
+            self._set_solution(stats, anchors, softness, y_ndim, X=X)
         return self
 
     # -------------------------------------------------------------- predict
@@ -246,14 +267,19 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
         X = self._validate_predict_data(X)
-        xp = array_namespace(X)
-        W = pack_weights(self._coef_3d(), self._intercept_2d(), xp)
+        backend = Backend(self.device, X)
+        xp, Xc = backend.xp, backend.to_compute(X)
+        W = pack_weights(self._coef_3d(), self._intercept_2d(), array_namespace(self.coef_))
+        W, anchors = backend.to_compute(W), backend.to_compute(self.anchors_)
         batch_size = self._resolve_batch_size(W.shape[0])
-        parts = [
-            predict_lifted(chunk, self._assign(chunk, xp), W, xp)
-            for chunk in _row_chunks(xp.astype(X, xp.float64), batch_size)
-        ]
-        y_pred = xp.astype(xp.concat(parts, axis=0), X.dtype)
+        parts = []
+        for chunk in _row_chunks(xp.astype(Xc, xp.float64), batch_size):
+            if self._sparse_k() is None:
+                parts.append(predict_lifted(chunk, self._assign(chunk, anchors, xp), W, xp))
+            else:
+                idx, vals = self._assign_top_k(chunk, anchors, xp)
+                parts.append(predict_top_k(chunk, idx, vals, W, xp))
+        y_pred = backend.to_output(xp.astype(xp.concat(parts, axis=0), Xc.dtype))
         return y_pred[:, 0] if self.coef_.ndim == 2 else y_pred
 
     def soft_assignments(self, X):
@@ -269,11 +295,19 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
             Non-negative rows that sum to one.
         """
         X = self._validate_predict_data(X)
-        xp = array_namespace(X)
-        return xp.astype(self._assign(xp.astype(X, xp.float64), xp), X.dtype)
+        backend = Backend(self.device, X)
+        xp, Xc = backend.xp, backend.to_compute(X)
+        anchors = backend.to_compute(self.anchors_)
+        X64 = xp.astype(Xc, xp.float64)
+        if self._sparse_k() is None:
+            A = self._assign(X64, anchors, xp)
+        else:
+            A = densify(*self._assign_top_k(X64, anchors, xp), anchors.shape[0], xp)
+        return backend.to_output(xp.astype(A, Xc.dtype))
 
     # -------------------------------------------------------------- helpers
     def _validate_fit_data(self, X, y, sample_weight, reset):
+        xp, _ = get_namespace(X)
         X, y = validate_data(
             self,
             X,
@@ -281,18 +315,19 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
             reset=reset,
             multi_output=True,
             y_numeric=True,
-            dtype=[np.float64, np.float32],
+            dtype=[xp.float64, xp.float32],
         )
-        Y = np.asarray(y, dtype=np.float64)
+        Y = xp.astype(y, xp.float64)
         Y = Y[:, None] if Y.ndim == 1 else Y
-        w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
         if reset:
             self._check_anchor_count(X)
         return X, Y, w, y.ndim
 
     def _validate_predict_data(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        xp, _ = get_namespace(X)
+        return validate_data(self, X, reset=False, dtype=[xp.float64, xp.float32])
 
     def _check_anchor_count(self, X):
         n_samples, n_features = X.shape
@@ -303,7 +338,8 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
                     f"< n_anchors={self.n_anchors}. Use fewer anchors or more rows."
                 )
             return
-        anchors = np.asarray(self.anchors)
+        anchors = to_numpy(self.anchors) if hasattr(self.anchors, "shape") else None
+        anchors = np.asarray(self.anchors if anchors is None else anchors)
         if anchors.shape != (self.n_anchors, n_features):
             raise ValueError(
                 f"anchors has shape {anchors.shape}; expected (n_anchors, n_features) "
@@ -315,10 +351,12 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
     def _initial_anchors(self, X, sample_weight):
         random_state = check_random_state(self.random_state)
         tic = time.perf_counter()
+        # KMeans and the softness rule run on the host, on bounded subsamples.
+        X, sample_weight = to_numpy(X), to_numpy(sample_weight)
         if isinstance(self.anchors, str):
             anchors = init_anchors(X, sample_weight, self.n_anchors, self.anchors, random_state)
         else:
-            anchors = np.asarray(self.anchors, dtype=np.float64)
+            anchors = np.asarray(to_numpy(self.anchors), dtype=np.float64)
         if self.softness == "auto":
             xp = array_namespace(X)
             softness = auto_softness(
@@ -339,21 +377,31 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         return max(_MIN_AUTO_BATCH, _AUTO_CHUNK_BYTES // (8 * n_lifted))
 
     def _accumulate(self, X, Y, w, anchors, softness, stats):
-        xp = array_namespace(X)
+        backend = Backend(self.device, X)
+        xp = backend.xp
+        X, Y, w, anchors = (backend.to_compute(a) for a in (X, Y, w, anchors))
         n_features = X.shape[1]
         n_lifted = lifted_size(anchors.shape[0], n_features)
         batch_size = self._resolve_batch_size(n_lifted)
         if stats is None:
             check_system_fits_memory(anchors.shape[0], n_features, Y.shape[1], batch_size)
-            stats = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp)
+            stats = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp, device=_device(X))
         tic = time.perf_counter()
+        chunks = iter_chunks(X, Y, w, batch_size)
+        if self._sparse_k() is None:
 
-        def assign(chunk):
-            return soft_assignments(chunk, anchors, self.similarity, softness, xp)
+            def assign(chunk):
+                return soft_assignments(chunk, anchors, self.similarity, softness, xp)
 
-        stats = accumulate(
-            iter_chunks(X, Y, w, batch_size), assign, xp, stats, verbose=self.verbose
-        )
+            stats = accumulate(chunks, assign, xp, stats, verbose=self.verbose)
+        else:
+
+            def assign_top_k(chunk):
+                return top_k_assignments(chunk, anchors, self.similarity, softness, self.top_k, xp)
+
+            stats = accumulate_top_k(
+                chunks, assign_top_k, anchors.shape[0], xp, stats, verbose=self.verbose
+            )
         if self.verbose:
             print(
                 f"[ARN] accumulated {X.shape[0]} rows into a {n_lifted}-square "
@@ -361,7 +409,7 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
             )
         return stats
 
-    def _set_solution(self, stats, anchors, softness, y_ndim):
+    def _set_solution(self, stats, anchors, softness, y_ndim, X=None):
         xp = array_namespace(stats.gram)
         tic = time.perf_counter()
         W, y_mean = solve_ridge(stats, self.alpha, xp)
@@ -370,14 +418,26 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         coef, intercept = unpack_weights(W, y_mean, anchors.shape[0], anchors.shape[1], xp)
         if y_ndim == 1:
             coef, intercept = coef[:, 0, :], intercept[:, 0]
+        if X is not None:  # attributes follow the input's namespace
+            backend = Backend(self.device, X)
+            coef, intercept, anchors = map(backend.to_output, (coef, intercept, anchors))
         self.anchors_ = anchors
         self.softness_ = softness
         self.coef_ = coef
         self.intercept_ = intercept
         self._stats = stats
 
-    def _assign(self, X, xp):
-        return soft_assignments(X, self.anchors_, self.similarity, self.softness_, xp)
+    def _assign(self, X, anchors, xp):
+        return soft_assignments(X, anchors, self.similarity, self.softness_, xp)
+
+    def _assign_top_k(self, X, anchors, xp):
+        return top_k_assignments(X, anchors, self.similarity, self.softness_, self.top_k, xp)
+
+    def _sparse_k(self):
+        """``top_k`` when it sparsifies, None for the dense model."""
+        if self.top_k is None or self.top_k >= self.n_anchors:
+            return None
+        return self.top_k
 
     def _coef_3d(self):
         return self.coef_[:, None, :] if self.coef_.ndim == 2 else self.coef_
@@ -390,6 +450,10 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
+
+
+def _device(X):
+    return None if isinstance(X, np.ndarray) else getattr(X, "device", None)
 
 
 def _row_chunks(X, batch_size):

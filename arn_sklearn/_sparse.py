@@ -1,0 +1,186 @@
+"""Top-k sparse assignments: accumulation and prediction at ``n (k (d + 1))^2`` cost.
+
+Keeping the ``k`` largest assignments of each sample makes its lifted row
+block-sparse: ``k`` blocks of ``d + 1`` non-zeros out of ``m``. The Gram matrix
+then factors as
+
+    ``G[(a, j), (b, l)] = sum_i P_i[a, b] x1_ij x1_il``,  ``P_i = w_i A_i A_i^T``,
+
+so with ``Q_i = vec(x1_i x1_i^T)`` it is ``P^T Q``, a sparse (``k^2`` non-zeros
+per sample) times dense product over the ``(a, b)`` anchor pairs that occur:
+``n k^2 (d + 1)^2`` multiply-adds instead of ``n m^2 (d + 1)^2``. The sparse
+product runs in compiled code (``scipy.sparse`` on numpy, ``cupyx.scipy.sparse``
+on CuPy); other namespaces, which have no sparse matrices or scatter-add, use
+the dense kernels on the assignments with their other entries set to zero,
+which is the same model.
+"""
+
+import numpy as np
+
+from ._assignment import similarity
+from ._lifting import ACCUMULATION_DTYPE
+
+
+def top_k_assignments(X, anchors, kind, softness, k, xp):
+    """The ``k`` largest soft assignments of each sample, renormalised.
+
+    The softmax is taken over the ``k`` largest similarities only, which is the
+    same as renormalising the ``k`` largest entries of the full softmax.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    anchors : array of shape (n_anchors, n_features)
+    kind : str
+        Similarity, see :func:`arn_sklearn._assignment.similarity`.
+    softness : float
+    k : int
+        Number of anchors kept per sample, ``1 <= k <= n_anchors``.
+    xp : array namespace
+
+    Returns
+    -------
+    idx : integer array of shape (n_samples, k)
+        Anchor indices, in decreasing order of assignment.
+    vals : array of shape (n_samples, k)
+        Their assignments; rows sum to one.
+    """
+    S = softness * similarity(X, anchors, kind, xp)
+    if _is_numpy(S) and k < S.shape[1]:
+        # argpartition is linear in m; only the k kept columns are sorted.
+        part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        part_vals = np.take_along_axis(S, part, axis=1)
+        order = np.argsort(-part_vals, axis=1, kind="stable")
+        idx = np.take_along_axis(part, order, axis=1)
+    else:
+        idx = xp.argsort(S, axis=1, descending=True, stable=True)[:, :k]
+    top = xp.take_along_axis(S, idx, axis=1)
+    E = xp.exp(top - top[:, :1])
+    return idx, E / xp.sum(E, axis=1, keepdims=True)
+
+
+def densify(idx, vals, n_anchors, xp):
+    """Dense ``(n_samples, n_anchors)`` assignments with zeros outside the top k."""
+    n_samples, k = idx.shape
+    onehot = xp.astype(idx[:, :, None] == xp.arange(n_anchors)[None, None, :], vals.dtype)
+    return xp.sum(onehot * vals[:, :, None], axis=1)
+
+
+def _is_numpy(a):
+    return isinstance(a, np.ndarray)
+
+
+def _sparse_module(a):
+    """``scipy.sparse`` or ``cupyx.scipy.sparse`` for ``a``, None for others."""
+    if _is_numpy(a):
+        import scipy.sparse
+
+        return scipy.sparse
+    if type(a).__module__.startswith("cupy"):
+        import cupyx.scipy.sparse
+
+        return cupyx.scipy.sparse
+    return None
+
+
+def _backend_unique_inverse(keys):
+    if _is_numpy(keys):
+        return np.unique(keys, return_inverse=True)
+    import cupy
+
+    return cupy.unique(keys, return_inverse=True)
+
+
+def accumulate_top_k(chunks, assign_top_k, n_anchors, xp, stats, verbose=0):
+    """Stream ``(X, Y, w)`` chunks into statistics with top-k assignments.
+
+    Same contract as :func:`arn_sklearn._lifting.accumulate`, with
+    ``assign_top_k(X) -> (idx, vals)`` from :func:`top_k_assignments`. The
+    returned statistics are the dense model's for the sparsified assignments.
+    """
+    from ._lifting import accumulate
+
+    out = stats.copy()
+    dtype = getattr(xp, ACCUMULATION_DTYPE)
+    gram = out.gram
+    p = gram.shape[0]
+    m = n_anchors
+    d1 = p // m
+    for i, (X, Y, w) in enumerate(chunks):
+        X = xp.astype(X, dtype)
+        Y = xp.astype(Y, dtype)
+        w = xp.astype(w, dtype)
+        idx, vals = assign_top_k(X)
+        sparse = _sparse_module(X)
+        if sparse is None:
+            dense = densify(idx, vals, m, xp)
+            part = accumulate(
+                [(X, Y, w)],
+                lambda _, dense=dense: dense,
+                xp,
+                type(out).zeros(p, Y.shape[1], xp, device=_device(X)),
+            )
+            gram = gram + part.gram
+            out.zty, out.z_sum = out.zty + part.zty, out.z_sum + part.z_sum
+            out.y_sum, out.weight_sum = out.y_sum + part.y_sum, out.weight_sum + part.weight_sum
+            out.n_samples += part.n_samples
+            continue
+        b, k = idx.shape
+        X1 = xp.concat([X, xp.ones((b, 1), dtype=dtype)], axis=1)
+        rows = xp.reshape(xp.broadcast_to(xp.arange(b)[:, None], (b, k)), (-1,))
+        wvals = vals * w[:, None]
+        # B (m, b) holds w_i A_ia: it gives zty, z_sum and the pair weights.
+        B = sparse.csr_matrix(
+            (xp.reshape(wvals, (-1,)), (xp.reshape(idx, (-1,)), rows)), shape=(m, b)
+        )
+        YX = xp.reshape(X1[:, :, None] * Y[:, None, :], (b, -1))
+        out.zty = out.zty + xp.reshape(xp.asarray(B @ YX), (p, Y.shape[1]))
+        out.z_sum = out.z_sum + xp.reshape(xp.asarray(B @ X1), (p,))
+        out.y_sum = out.y_sum + xp.sum(Y * w[:, None], axis=0)
+        out.weight_sum += float(xp.sum(w))
+        out.n_samples += b
+        # Pair weights w_i A_ia A_ib for the k^2 (a, b) pairs of each sample.
+        pair_keys = xp.reshape(idx[:, :, None] * m + idx[:, None, :], (-1,))
+        pair_vals = xp.reshape(wvals[:, :, None] * vals[:, None, :], (-1,))
+        pair_rows = xp.reshape(xp.broadcast_to(xp.arange(b)[:, None], (b, k * k)), (-1,))
+        keys, inverse = _backend_unique_inverse(pair_keys)
+        P = sparse.csr_matrix((pair_vals, (inverse, pair_rows)), shape=(keys.shape[0], b))
+        Q = xp.reshape(X1[:, :, None] * X1[:, None, :], (b, d1 * d1))
+        blocks = xp.reshape(xp.asarray(P @ Q), (-1, d1, d1))
+        # Each (a, b) pair occurs once in keys, so the fancy-indexed += has no
+        # repeated destinations.
+        gram4 = xp.reshape(gram, (m, d1, m, d1))
+        gram4[keys // m, :, keys % m, :] += blocks
+        if verbose > 1:
+            print(f"[ARN] chunk {i}: {out.n_samples} rows accumulated (top-{k})")
+    out.gram = gram
+    return out
+
+
+def _device(a):
+    return getattr(a, "device", None) if not _is_numpy(a) else None
+
+
+def predict_top_k(X, idx, vals, W, xp):
+    """ARN output with top-k assignments: ``sum_s vals[:, s] W_{idx[:, s]}^T [x, 1]``.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    idx, vals : arrays of shape (n_samples, k)
+        From :func:`top_k_assignments`.
+    W : array of shape (n_anchors * (n_features + 1), n_targets)
+
+    Returns
+    -------
+    Y : array of shape (n_samples, n_targets)
+    """
+    n_samples, n_features = X.shape
+    d1 = n_features + 1
+    W3 = xp.reshape(W, (W.shape[0] // d1, d1, W.shape[1]))
+    X1 = xp.concat([X, xp.ones((n_samples, 1), dtype=X.dtype)], axis=1)
+    out = xp.zeros((n_samples, W.shape[1]), dtype=X.dtype)
+    for s in range(idx.shape[1]):
+        Ws = xp.take(W3, idx[:, s], axis=0)  # (n, d + 1, t)
+        out = out + vals[:, s : s + 1] * xp.sum(X1[:, :, None] * Ws, axis=1)
+    return out
