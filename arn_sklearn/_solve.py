@@ -139,9 +139,15 @@ def _solve_namespace(gram, rhs, alpha, xp):
     """
     p = gram.shape[0]
     system = gram + alpha * xp.eye(p, dtype=gram.dtype, device=getattr(gram, "device", None))
-    L = xp.linalg.cholesky(system)
-    diag = xp.linalg.diagonal(L) ** 2
-    singular = bool(xp.any(xp.isnan(L))) or not bool(xp.min(diag) > _RCOND_THRESHOLD * xp.max(diag))
+    try:
+        L = xp.linalg.cholesky(system)
+    except Exception:  # each backend raises its own LinAlgError type
+        singular = True
+    else:
+        diag = xp.linalg.diagonal(L) ** 2
+        singular = bool(xp.any(xp.isnan(L))) or not bool(
+            xp.min(diag) > _RCOND_THRESHOLD * xp.max(diag)
+        )
     if singular:
         warnings.warn(
             "The ARN normal equations are singular or ill-conditioned (alpha="
