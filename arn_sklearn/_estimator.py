@@ -458,4 +458,4 @@ def _device(X):
 
 def _row_chunks(X, batch_size):
     for start in range(0, X.shape[0], batch_size):
-        yield X[start : start + batch_size, ...]
+        yield X[start : min(start + batch_size, X.shape[0]), ...]

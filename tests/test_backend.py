@@ -1,0 +1,154 @@
+"""The backend-agnostic code path: array-api-strict on CPU, CuPy where a GPU is."""
+
+import numpy as np
+import pytest
+import sklearn
+from array_api_compat import array_namespace
+from scipy.linalg import LinAlgWarning
+
+from arn_sklearn import ARNRegressor
+from arn_sklearn._assignment import soft_assignments, top_two_gap
+from arn_sklearn._lifting import (
+    SufficientStatistics,
+    accumulate,
+    iter_chunks,
+    predict_lifted,
+)
+from arn_sklearn._solve import _solve_namespace, solve_ridge
+from arn_sklearn._sparse import accumulate_top_k, predict_top_k, top_k_assignments
+
+xps = pytest.importorskip("array_api_strict")
+npx = array_namespace(np.empty(0))
+
+
+def data(n=240, d=3, m=5, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, d))
+    Y = np.stack([np.abs(X[:, 0]), X[:, 1] * (X[:, 2] > 0)], axis=1)
+    return X, Y, rng.uniform(0.5, 2, size=n), rng.normal(size=(m, d))
+
+
+def run_kernels(X, Y, w, anchors, xp, top_k=None):
+    """fit + predict through the kernels only, in namespace xp."""
+    m, d = anchors.shape
+    zeros = SufficientStatistics.zeros(m * (d + 1), Y.shape[1], xp)
+    chunks = iter_chunks(X, Y, w, 50)
+    if top_k is None:
+        stats = accumulate(
+            chunks, lambda c: soft_assignments(c, anchors, "euclidean", 0.6, xp), xp, zeros
+        )
+    else:
+        stats = accumulate_top_k(
+            chunks,
+            lambda c: top_k_assignments(c, anchors, "euclidean", 0.6, top_k, xp),
+            m,
+            xp,
+            zeros,
+        )
+    W, y_mean = solve_ridge(stats, 0.1, xp)
+    if top_k is None:
+        pred = predict_lifted(X, soft_assignments(X, anchors, "euclidean", 0.6, xp), W, xp)
+    else:
+        idx, vals = top_k_assignments(X, anchors, "euclidean", 0.6, top_k, xp)
+        pred = predict_top_k(X, idx, vals, W, xp)
+    return stats, pred + y_mean
+
+
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_kernels_in_array_api_strict_match_numpy(top_k):
+    X, Y, w, anchors = data()
+    ref_stats, ref_pred = run_kernels(X, Y, w, anchors, npx, top_k)
+    stats, pred = run_kernels(*(xps.asarray(a) for a in (X, Y, w, anchors)), xps, top_k)
+    assert array_namespace(pred) is xps
+    np.testing.assert_allclose(np.asarray(stats.gram), ref_stats.gram, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(pred), ref_pred, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["euclidean", "dot", "absdot", "cosine"])
+def test_similarity_kernels_in_array_api_strict(kind):
+    X, _, _, anchors = data()
+    ref = soft_assignments(X, anchors, kind, 0.6, npx)
+    got = soft_assignments(xps.asarray(X), xps.asarray(anchors), kind, 0.6, xps)
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-12)
+    gap = top_two_gap(xps.asarray(X), xps.asarray(anchors), kind, xps)
+    np.testing.assert_allclose(np.asarray(gap), top_two_gap(X, anchors, kind, npx))
+
+
+def test_namespace_cholesky_solve_matches_scipy():
+    rng = np.random.RandomState(0)
+    B = rng.normal(size=(30, 12))
+    gram, rhs = B.T @ B, rng.normal(size=(12, 2))
+    got = _solve_namespace(xps.asarray(gram), xps.asarray(rhs), 0.5, xps)
+    np.testing.assert_allclose(np.asarray(got), np.linalg.solve(gram + 0.5 * np.eye(12), rhs))
+
+
+def test_namespace_solve_falls_back_on_singular_system():
+    gram = np.ones((4, 4))  # rank one, and alpha = 0
+    rhs = np.arange(4.0)[:, None]
+    with pytest.warns(LinAlgWarning, match="singular"):
+        got = _solve_namespace(xps.asarray(gram), xps.asarray(rhs), 0.0, xps)
+    np.testing.assert_allclose(np.asarray(got), np.linalg.pinv(gram) @ rhs, atol=1e-12)
+
+
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_estimator_with_array_api_dispatch_returns_input_namespace(top_k):
+    X, Y, w, anchors = data()
+    params = dict(n_anchors=5, softness=0.6, anchors=anchors, top_k=top_k, batch_size=64)
+    ref = ARNRegressor(**params).fit(X, Y, sample_weight=w)
+    with sklearn.config_context(array_api_dispatch=True):
+        model = ARNRegressor(**params).fit(
+            xps.asarray(X), xps.asarray(Y), sample_weight=xps.asarray(w)
+        )
+        pred = model.predict(xps.asarray(X))
+        A = model.soft_assignments(xps.asarray(X))
+    assert array_namespace(pred) is xps and array_namespace(model.coef_) is xps
+    np.testing.assert_allclose(np.asarray(model.coef_), ref.coef_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(pred), ref.predict(X), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(A), ref.soft_assignments(X), atol=1e-12)
+
+
+def test_cuda_device_without_cupy_names_the_extra():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("CuPy is installed")
+    X, Y, _, _ = data()
+    model = ARNRegressor(3, device="cuda", random_state=0)
+    with pytest.raises(ImportError, match=r"arn-sklearn\[gpu\]"):
+        model.fit(X, Y)
+    assert not hasattr(model, "coef_")
+
+
+def _cupy_with_gpu():
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except cupy.cuda.runtime.CUDARuntimeError:
+        pytest.skip("no CUDA device")
+    return cupy
+
+
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_cuda_device_with_numpy_input_returns_numpy(top_k):
+    _cupy_with_gpu()
+    X, Y, w, anchors = data()
+    params = dict(n_anchors=5, softness=0.6, anchors=anchors, top_k=top_k)
+    ref = ARNRegressor(**params).fit(X, Y, sample_weight=w)
+    model = ARNRegressor(device="cuda", **params).fit(X, Y, sample_weight=w)
+    pred = model.predict(X)
+    assert isinstance(pred, np.ndarray) and isinstance(model.coef_, np.ndarray)
+    np.testing.assert_allclose(pred, ref.predict(X), rtol=1e-6, atol=1e-8)
+
+
+def test_cupy_input_gives_cupy_output():
+    cupy = _cupy_with_gpu()
+    X, Y, _, anchors = data()
+    ref = ARNRegressor(5, softness=0.6, anchors=anchors).fit(X, Y)
+    with sklearn.config_context(array_api_dispatch=True):
+        model = ARNRegressor(5, softness=0.6, anchors=anchors).fit(cupy.asarray(X), cupy.asarray(Y))
+        pred = model.predict(cupy.asarray(X))
+    assert isinstance(pred, cupy.ndarray)
+    np.testing.assert_allclose(pred.get(), ref.predict(X), rtol=1e-6, atol=1e-8)
