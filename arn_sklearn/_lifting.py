@@ -6,6 +6,7 @@ holds; they can be accumulated chunk by chunk (``fit``), continued later
 (``partial_fit``) and added across data blocks (``a + b``).
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,27 @@ import numpy as np
 ACCUMULATION_DTYPE = "float64"
 
 
-def lift(X, A, xp):
+_BLAS_CONTROLLER = []
+
+
+@contextmanager
+def single_threaded_blas():
+    """Run the block with one BLAS thread (numpy's OpenBLAS and friends).
+
+    A small multithreaded GEMM (the similarity, ``b x d`` by ``d x m``, or
+    ``Z^T y``) between two large ``syrk`` calls was measured to make the next
+    ``syrk`` about twice slower with OpenBLAS (``benchmarks/efficiency.py``);
+    that work is cheap next to the Gram update, so it runs on one thread.
+    """
+    if not _BLAS_CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER.append(ThreadpoolController())
+    with _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas"):
+        yield
+
+
+def lift(X, A, xp, out=None):
     """Lifted features: row ``i`` is ``kron(A[i], [X[i], 1])``.
 
     Parameters
@@ -24,6 +45,10 @@ def lift(X, A, xp):
     A : array of shape (n_samples, n_anchors)
         Soft assignments.
     xp : array namespace
+    out : numpy array of shape (n_samples, n_anchors * (n_features + 1)), optional
+        C-contiguous buffer to write into (numpy only). Reusing one buffer
+        across chunks avoids mapping fresh pages for every chunk, which costs
+        as much as the Gram update itself for large lifted blocks.
 
     Returns
     -------
@@ -34,6 +59,10 @@ def lift(X, A, xp):
     n_samples, n_features = X.shape
     ones = xp.ones((n_samples, 1), dtype=X.dtype)
     X1 = xp.concat([X, ones], axis=1)
+    if out is not None:
+        out3 = out.reshape(n_samples, A.shape[1], n_features + 1)
+        np.einsum("ik,ij->ikj", A, X1, out=out3)
+        return out
     Z = A[:, :, None] * X1[:, None, :]
     return xp.reshape(Z, (n_samples, A.shape[1] * (n_features + 1)))
 
@@ -119,10 +148,11 @@ def _gram_update(gram, Zw, xp):
     return gram + Zw.T @ Zw
 
 
-def symmetrize_upper(gram, xp, block=2048):
+def symmetrize_upper(gram, xp, block=256):
     """Copy the upper triangle of ``gram`` onto its lower one, block by block.
 
-    Works in place on numpy so that a large Gram matrix is never duplicated.
+    Works in place on numpy so that a large Gram matrix is never duplicated;
+    small diagonal blocks keep the index arrays small.
     """
     if not isinstance(gram, np.ndarray):
         upper = xp.triu(gram)
@@ -132,7 +162,8 @@ def symmetrize_upper(gram, xp, block=2048):
         stop = min(start + block, p)
         gram[stop:, start:stop] = gram[start:stop, stop:].T
         diag_block = gram[start:stop, start:stop]
-        gram[start:stop, start:stop] = np.triu(diag_block) + np.triu(diag_block, 1).T
+        lower = np.tril_indices(stop - start, k=-1)
+        diag_block[lower] = diag_block.T[lower]
     return gram
 
 
@@ -160,18 +191,30 @@ def accumulate(chunks, assign, xp, stats, verbose=0):
     dtype = getattr(xp, ACCUMULATION_DTYPE)
     out = stats.copy()
     gram = out.gram
-    if isinstance(gram, np.ndarray):
+    on_numpy = isinstance(gram, np.ndarray)
+    if on_numpy:
         gram = np.asfortranarray(gram)
+    buffer = None
     for i, (X, Y, w) in enumerate(chunks):
         X = xp.astype(X, dtype)
         Y = xp.astype(Y, dtype)
         w = xp.astype(w, dtype)
         sqrt_w = xp.sqrt(w)[:, None]
-        # Rows scaled by sqrt(w) turn the weighted sums into plain products.
-        Zw = lift(X, assign(X), xp) * sqrt_w
+        # Rows scaled by sqrt(w) turn the weighted sums into plain products;
+        # scaling the (b, m) assignments is cheaper than the (b, m(d+1)) rows.
+        if on_numpy:
+            if buffer is None or buffer.shape[0] < X.shape[0]:
+                buffer = np.empty((X.shape[0], gram.shape[0]))
+            with single_threaded_blas():
+                Zw = lift(X, assign(X) * sqrt_w, xp, out=buffer[: X.shape[0]])
+                # One pass over the lifted block gives both zty and z_sum.
+                ZtY1 = Zw.T @ xp.concat([Y * sqrt_w, sqrt_w], axis=1)
+        else:
+            Zw = lift(X, assign(X) * sqrt_w, xp)
+            ZtY1 = Zw.T @ xp.concat([Y * sqrt_w, sqrt_w], axis=1)
         gram = _gram_update(gram, Zw, xp)
-        out.zty = out.zty + Zw.T @ (Y * sqrt_w)
-        out.z_sum = out.z_sum + Zw.T @ sqrt_w[:, 0]
+        out.zty = out.zty + ZtY1[:, :-1]
+        out.z_sum = out.z_sum + ZtY1[:, -1]
         out.y_sum = out.y_sum + xp.sum(Y * w[:, None], axis=0)
         out.weight_sum += float(xp.sum(w))
         out.n_samples += X.shape[0]
