@@ -29,7 +29,7 @@ from ._lifting import (
     unpack_weights,
 )
 from ._solve import check_system_fits_memory, solve_ridge
-from ._sparse import accumulate_top_k, densify, predict_top_k, top_k_assignments
+from ._sparse import accumulate_top_k, chunk_row_bytes, densify, predict_top_k, top_k_assignments
 
 # batch_size=None streams chunks whose lifted block is about this many bytes:
 # large enough for BLAS to run at full speed, small enough to keep memory flat.
@@ -383,6 +383,9 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         n_features = X.shape[1]
         n_lifted = lifted_size(anchors.shape[0], n_features)
         batch_size = self._resolve_batch_size(n_lifted)
+        if self._sparse_k() is not None and self.batch_size is None:
+            row_bytes = chunk_row_bytes(self.top_k, n_features, Y.shape[1])
+            batch_size = max(_MIN_AUTO_BATCH, _AUTO_CHUNK_BYTES // row_bytes)
         if stats is None:
             check_system_fits_memory(anchors.shape[0], n_features, Y.shape[1], batch_size)
             stats = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp, device=_device(X))

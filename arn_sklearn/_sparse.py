@@ -66,6 +66,16 @@ def densify(idx, vals, n_anchors, xp):
     return xp.sum(onehot * vals[:, :, None], axis=1)
 
 
+def chunk_row_bytes(k, n_features, n_targets=1):
+    """Bytes per row of the temporaries of :func:`accumulate_top_k`.
+
+    The widest is ``Q``, ``(d + 1)^2`` per row, then the ``k^2`` pair arrays:
+    the chunk size follows these, not the dense lifted width ``m (d + 1)``.
+    """
+    d1 = n_features + 1
+    return 8 * (d1 * d1 + 4 * k * k + d1 * n_targets)
+
+
 def _is_numpy(a):
     return isinstance(a, np.ndarray)
 

@@ -17,7 +17,7 @@ from scipy.linalg.blas import dsyrk
 
 from arn_sklearn._assignment import soft_assignments
 from arn_sklearn._lifting import SufficientStatistics, accumulate, iter_chunks
-from arn_sklearn._sparse import accumulate_top_k, top_k_assignments
+from arn_sklearn._sparse import accumulate_top_k, chunk_row_bytes, top_k_assignments
 
 # The estimator's default chunk: a lifted block of about 64 MiB.
 CHUNK_BYTES = 64 * 2**20
@@ -47,7 +47,8 @@ def measure(n, m, d, top_k=None, repeat=2, seed=0, syrk=True):
     anchors = X[rng.choice(n, m, replace=False)]
     xp = array_namespace(X)
     p = m * (d + 1)
-    batch = max(256, CHUNK_BYTES // (8 * p))
+    row_bytes = 8 * p if top_k is None else chunk_row_bytes(top_k, d)
+    batch = max(256, CHUNK_BYTES // row_bytes)
 
     def run():
         zeros = SufficientStatistics.zeros(p, 1, xp)
