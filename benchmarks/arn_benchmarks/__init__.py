@@ -1,0 +1,1 @@
+"""asv benchmarks of arn-sklearn (see ../asv.conf.json)."""

@@ -1,0 +1,110 @@
+"""ARN against the regressors a user would pick instead, on the same data, in one process.
+
+``python benchmarks/report.py [--n 20000] [--d 16] [--m 64]`` prints, for each
+model, the test R^2 and the fit and predict times as ratios to ARN's, then
+the BLAS-efficiency ratio of the ARN accumulation (see ``efficiency.py``).
+Peers that are not installed or fail are listed as "not available: <reason>".
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from arn_benchmarks.common import make_data  # noqa: E402
+from efficiency import measure  # noqa: E402
+from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: E402
+from sklearn.kernel_approximation import Nystroem  # noqa: E402
+from sklearn.linear_model import LinearRegression, Ridge  # noqa: E402
+from sklearn.neighbors import KNeighborsRegressor  # noqa: E402
+from sklearn.neural_network import MLPRegressor  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+
+from arn_sklearn import ARNRegressor  # noqa: E402
+
+
+def peers(m, seed=0):
+    """(name, factory) pairs; a factory may raise ImportError."""
+
+    def lightgbm(linear_tree):
+        def make():
+            from lightgbm import LGBMRegressor
+
+            return LGBMRegressor(linear_tree=linear_tree, verbose=-1, random_state=seed)
+
+        return make
+
+    def linear_tree():
+        from lineartree import LinearTreeRegressor
+
+        return LinearTreeRegressor(base_estimator=LinearRegression(), max_depth=6)
+
+    return [
+        ("ARN dense", lambda: ARNRegressor(n_anchors=m, random_state=seed)),
+        ("ARN top_k=4", lambda: ARNRegressor(n_anchors=m, top_k=4, random_state=seed)),
+        ("Ridge", lambda: Ridge(alpha=1.0)),
+        ("KNeighborsRegressor", lambda: KNeighborsRegressor(n_neighbors=10)),
+        (
+            "Nystroem(500)+Ridge",
+            lambda: make_pipeline(Nystroem(n_components=500, random_state=seed), Ridge(1e-3)),
+        ),
+        (
+            "MLPRegressor",
+            lambda: MLPRegressor((128, 128), early_stopping=True, random_state=seed),
+        ),
+        ("HistGradientBoosting", lambda: HistGradientBoostingRegressor(random_state=seed)),
+        ("LightGBM", lightgbm(False)),
+        ("LightGBM linear_tree", lightgbm(True)),
+        ("LinearTreeRegressor", linear_tree),
+    ]
+
+
+def run(n, d, m):
+    X, y, X_test, y_test = make_data(n, d)
+    print(f"data: n_train={n}, n_test={len(y_test)}, d={d}; ARN n_anchors={m}")
+    rows = []
+    for name, factory in peers(m):
+        try:
+            model = factory()
+            tic = time.perf_counter()
+            model.fit(X, y)
+            fit_s = time.perf_counter() - tic
+            tic = time.perf_counter()
+            y_pred = model.predict(X_test)
+            predict_s = time.perf_counter() - tic
+        except Exception as exc:  # report any peer that cannot run, and go on
+            rows.append((name, f"not available: {type(exc).__name__}: {exc}"))
+            continue
+        ss_res = ((y_test - y_pred) ** 2).sum()
+        r2 = 1 - ss_res / ((y_test - y_test.mean()) ** 2).sum()
+        rows.append((name, (r2, fit_s, predict_s)))
+    ref = dict(rows)["ARN dense"]
+    header = ("test R2", "fit s", "fit/ARN", "pred s", "pred/ARN")
+    print(f"{'model':24s} " + " ".join(f"{h:>8s}" for h in header))
+    for name, res in rows:
+        if isinstance(res, str):
+            print(f"{name:24s} {res}")
+            continue
+        r2, fit_s, pred_s = res
+        print(
+            f"{name:24s} {r2:8.4f} {fit_s:8.3f} {fit_s / ref[1]:8.2f} "
+            f"{pred_s:8.4f} {pred_s / ref[2]:9.2f}"
+        )
+    eff = measure(n, m, d)
+    print(
+        f"\nBLAS efficiency (n={n}, m={m}, d={d}, p={eff['p']}): accumulation "
+        f"{eff['accumulate_s']:.3f} s vs one float64 dsyrk {eff['syrk_s']:.3f} s "
+        f"= {eff['efficiency']:.0%} of BLAS throughput"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--d", type=int, default=16)
+    parser.add_argument("--m", type=int, default=64)
+    args = parser.parse_args()
+    run(args.n, args.d, args.m)
