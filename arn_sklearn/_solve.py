@@ -99,15 +99,66 @@ def _regularized(gram, alpha):
     return system
 
 
+# Above this size the factorisation is blocked over numpy's matmul: scipy's
+# bundled 32-bit-index OpenBLAS was seen to crash in dpotrf at p = 31,744
+# (m = 1024, d = 30); numpy's BLAS uses 64-bit indices.
+_BLOCKED_MIN_SIZE = 16_384
+_CHOLESKY_BLOCK = 1024
+
+
+def blocked_cholesky_solve(system, rhs, block=_CHOLESKY_BLOCK):
+    """Solve ``system @ x = rhs`` for SPD ``system`` by a right-looking block Cholesky.
+
+    Factors the lower triangle of ``system`` in place (``L`` overwrites it), so
+    that no second ``p x p`` array is allocated; the trailing updates are GEMMs
+    on column panels, which is where the ``p^3 / 3`` flops run.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If ``system`` is not positive definite or is ill-conditioned.
+    """
+    p = system.shape[0]
+    A = system
+    for j in range(0, p, block):
+        e = min(j + block, p)
+        L11 = np.linalg.cholesky(A[j:e, j:e])
+        A[j:e, j:e] = L11
+        if e == p:
+            break
+        L21 = linalg.solve_triangular(L11, A[e:, j:e].T, lower=True, check_finite=False).T
+        A[e:, j:e] = L21
+        for k in range(e, p, block):
+            ke = min(k + block, p)
+            A[k:, k:ke] -= L21[k - e :] @ L21[k - e : ke - e].T
+    diag = np.diag(A) ** 2
+    if diag.min() <= _RCOND_THRESHOLD * diag.max():
+        raise np.linalg.LinAlgError("ill-conditioned")
+    starts = list(range(0, p, block))
+    y = np.array(rhs, dtype=np.float64, copy=True)
+    for j in starts:  # L y = rhs
+        e = min(j + block, p)
+        y[j:e] = linalg.solve_triangular(A[j:e, j:e], y[j:e], lower=True, check_finite=False)
+        y[e:] -= A[e:, j:e] @ y[j:e]
+    for j in reversed(starts):  # L^T x = y
+        e = min(j + block, p)
+        y[j:e] = linalg.solve_triangular(
+            A[j:e, j:e], y[j:e] - A[e:, j:e].T @ y[e:], lower=True, trans="T", check_finite=False
+        )
+    return y
+
+
 def _solve_numpy(gram, rhs, alpha):
     system = _regularized(gram, alpha)
     try:
+        if system.shape[0] >= _BLOCKED_MIN_SIZE:
+            return blocked_cholesky_solve(system, rhs)
         factor = linalg.cho_factor(system, lower=False, overwrite_a=True, check_finite=False)
         diag = np.diag(factor[0]) ** 2
         if diag.min() <= _RCOND_THRESHOLD * diag.max():
             raise linalg.LinAlgError("ill-conditioned")
         return linalg.cho_solve(factor, rhs, check_finite=False)
-    except linalg.LinAlgError:
+    except (linalg.LinAlgError, np.linalg.LinAlgError):
         warnings.warn(
             "The ARN normal equations are singular or ill-conditioned (alpha="
             f"{alpha!r}); falling back to a minimum-norm least-squares solve. "
