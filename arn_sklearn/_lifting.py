@@ -154,11 +154,29 @@ def _gram_update(gram, Zw, xp):
     the lower triangle once the stream ends. Other namespaces use a matmul.
     """
     if isinstance(gram, np.ndarray) and isinstance(Zw, np.ndarray):
+        if gram.shape[0] >= _TILED_MIN_SIZE:
+            return _tiled_gram_update(gram, Zw)
         from scipy.linalg.blas import dsyrk
 
         # Zw is C-ordered (b, p), so Zw.T is F-ordered (p, b): no copy is made.
         return dsyrk(1.0, Zw.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
     return gram + Zw.T @ Zw
+
+
+# From this size on, a p x p float64 array passes 2 GiB, where scipy's bundled
+# 32-bit-index OpenBLAS was seen to crash in dsyrk and dpotrf (p = 31,744);
+# such updates go through numpy's matmul (64-bit indices) on column tiles.
+_TILED_MIN_SIZE = 16_384
+_GRAM_TILE = 2048
+
+
+def _tiled_gram_update(gram, Zw, tile=_GRAM_TILE):
+    """Upper triangle of ``gram += Zw^T Zw`` as GEMMs on column tiles, in place."""
+    p = gram.shape[0]
+    for k in range(0, p, tile):
+        ke = min(k + tile, p)
+        gram[:ke, k:ke] += Zw[:, :ke].T @ Zw[:, k:ke]
+    return gram
 
 
 def symmetrize_upper(gram, xp, block=256):

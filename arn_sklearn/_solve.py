@@ -99,9 +99,9 @@ def _regularized(gram, alpha):
     return system
 
 
-# Above this size the factorisation is blocked over numpy's matmul: scipy's
-# bundled 32-bit-index OpenBLAS was seen to crash in dpotrf at p = 31,744
-# (m = 1024, d = 30); numpy's BLAS uses 64-bit indices.
+# From this size on (a p x p array over 2 GiB) the factorisation is blocked over
+# numpy's matmul: scipy's bundled 32-bit-index OpenBLAS was seen to crash in
+# dpotrf at p = 31,744 (m = 1024, d = 30); numpy's BLAS uses 64-bit indices.
 _BLOCKED_MIN_SIZE = 16_384
 _CHOLESKY_BLOCK = 1024
 
