@@ -53,7 +53,9 @@ def peers(m, seed=0):
         ),
         (
             "MLPRegressor",
-            lambda: MLPRegressor((128, 128), early_stopping=True, random_state=seed),
+            lambda: MLPRegressor(
+                hidden_layer_sizes=(128, 128), early_stopping=True, random_state=seed
+            ),
         ),
         ("HistGradientBoosting", lambda: HistGradientBoostingRegressor(random_state=seed)),
         ("LightGBM", lightgbm(False)),
@@ -90,8 +92,8 @@ def run(n, d, m):
             continue
         r2, fit_s, pred_s = res
         print(
-            f"{name:24s} {r2:8.4f} {fit_s:8.3f} {fit_s / ref[1]:8.2f} "
-            f"{pred_s:8.4f} {pred_s / ref[2]:9.2f}"
+            f"{name:24s} {r2:8.4f} {fit_s:8.3f} {fit_s / ref[1]:8.3g} "
+            f"{pred_s:8.4f} {pred_s / ref[2]:8.3g}"
         )
     eff = measure(n, m, d)
     print(
