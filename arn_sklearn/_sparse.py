@@ -61,7 +61,6 @@ def top_k_assignments(X, anchors, kind, softness, k, xp):
 
 def densify(idx, vals, n_anchors, xp):
     """Dense ``(n_samples, n_anchors)`` assignments with zeros outside the top k."""
-    n_samples, k = idx.shape
     onehot = xp.astype(idx[:, :, None] == xp.arange(n_anchors)[None, None, :], vals.dtype)
     return xp.sum(onehot * vals[:, :, None], axis=1)
 
