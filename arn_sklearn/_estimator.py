@@ -15,6 +15,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from . import _dask
 from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES, soft_assignments
 from ._lifting import (
@@ -192,6 +193,8 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         self : ARNRegressor
         """
         with _rollback_on_error(self):
+            if _dask.is_dask_collection(X):
+                return _dask.fit(self, X, y, sample_weight)
             X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=True)
             anchors, softness = self._initial_anchors(X, w)
             stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
@@ -244,7 +247,10 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            A Dask array, computed block by block, when ``X`` is a Dask collection.
         """
+        if _dask.is_dask_collection(X):
+            return _dask.predict(self, X)
         X = self._validate_predict_data(X)
         xp = array_namespace(X)
         W = pack_weights(self._coef_3d(), self._intercept_2d(), xp)
@@ -266,8 +272,10 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         A : ndarray of shape (n_samples, n_anchors)
-            Non-negative rows that sum to one.
+            Non-negative rows that sum to one (a Dask array for Dask input).
         """
+        if _dask.is_dask_collection(X):
+            return _dask.predict(self, X, method="soft_assignments")
         X = self._validate_predict_data(X)
         xp = array_namespace(X)
         return xp.astype(self._assign(xp.astype(X, xp.float64), xp), X.dtype)
