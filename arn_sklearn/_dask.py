@@ -119,9 +119,7 @@ def _validate_dask_fit(estimator, X, y, sample_weight, da):
     if sample_weight is not None:
         w = _as_dask_array(sample_weight, "sample_weight", da)
         if w.shape != (X.shape[0],):
-            raise ValueError(
-                f"sample_weight has shape {w.shape}; expected ({X.shape[0]},)."
-            )
+            raise ValueError(f"sample_weight has shape {w.shape}; expected ({X.shape[0]},).")
         w = w.rechunk((X.chunks[0],))
     if X.shape[0] < 1 or X.shape[1] < 1:
         raise ValueError(f"Found array with shape {X.shape}; at least 1 row and column needed.")
@@ -183,9 +181,7 @@ def fit(estimator, X, y, sample_weight=None):
     # Anchors are wrapped once so the graph ships them to each worker once.
     anchors_d = delayed(anchors)
     parts = [
-        delayed(block_statistics)(
-            xb, yb, wb, anchors_d, estimator.similarity, softness, batch_size
-        )
+        delayed(block_statistics)(xb, yb, wb, anchors_d, estimator.similarity, softness, batch_size)
         for xb, yb, wb in zip(x_blocks, y_blocks, w_blocks, strict=True)
     ]
     (stats,) = dask.compute(tree_sum(parts, delayed))
