@@ -50,9 +50,8 @@ def main(n_rows=8_000_000, n_features=8, chunk_rows=100_000):
         peaks = client.run(peak_rss_mib)
         print(f"fit: {fit_s:.1f} s ({n_rows / fit_s / 1e6:.2f} M rows/s)")
         for addr, peak in peaks.items():
-            print(
-                f"  worker {addr}: peak RSS {peak:.0f} MiB (at start {base.get(addr, float('nan')):.0f} MiB)"
-            )
+            start = base.get(addr, float("nan"))  # nan: the worker was restarted
+            print(f"  worker {addr}: peak RSS {peak:.0f} MiB (at start {start:.0f} MiB)")
         X_test = X[:200_000].compute()
         y_test = y[:200_000].compute()
         pred = model.predict(X[:200_000])
