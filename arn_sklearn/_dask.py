@@ -24,10 +24,10 @@ _TREE_WIDTH = 8
 
 def is_dask_collection(obj):
     """True for a Dask array, DataFrame or Series, without importing dask."""
-    if "dask" not in sys.modules:
+    # A Dask collection can only exist once dask was imported by its creator.
+    dask = sys.modules.get("dask")
+    if dask is None or not hasattr(dask, "is_dask_collection"):
         return False
-    import dask
-
     return dask.is_dask_collection(obj)
 
 
@@ -126,7 +126,7 @@ def _validate_dask_fit(estimator, X, y, sample_weight, da):
     return X, Y, w
 
 
-def _sample_blocks(X, Y, w, n_rows, random_state, dask):
+def _sample_blocks(X, w, n_rows, random_state, dask):
     """Whole blocks, drawn at random, until at least ``n_rows`` rows are held."""
     order = random_state.permutation(len(X.chunks[0]))
     chosen, held = [], 0
@@ -166,7 +166,7 @@ def fit(estimator, X, y, sample_weight=None):
         n_rows = max(
             KMEANS_MIN_ROWS, KMEANS_ROWS_PER_ANCHOR * estimator.n_anchors, AUTO_SOFTNESS_MAX_ROWS
         )
-        Xs, ws = _sample_blocks(X, Y, w, n_rows, random_state, dask)
+        Xs, ws = _sample_blocks(X, w, n_rows, random_state, dask)
         anchors, softness = estimator._initial_anchors(Xs, ws)
     else:
         anchors = np.asarray(estimator.anchors, dtype=np.float64)

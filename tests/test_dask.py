@@ -116,3 +116,21 @@ def test_local_scheduler_without_client():
     ref = ARNRegressor(3, **params).fit(X, y)
     model = ARNRegressor(3, **params).fit(da.from_array(X, chunks=64), da.from_array(y))
     np.testing.assert_allclose(model.coef_, ref.coef_, atol=1e-10)
+
+
+def test_core_imports_and_fits_without_dask():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['dask'] = None; sys.modules['distributed'] = None\n"
+        "import numpy as np; from arn_sklearn import ARNRegressor, ARNRegressorCV\n"
+        "X = np.random.RandomState(0).normal(size=(50, 2))\n"
+        "ARNRegressor(2, random_state=0).fit(X, X[:, 0]).predict(X)\n"
+        "assert sys.modules['dask'] is None\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=str(__import__("pathlib").Path(__file__).parents[1]),
+    )
