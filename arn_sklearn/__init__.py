@@ -1,6 +1,7 @@
 """Anchored Regression Networks for scikit-learn."""
 
+from ._cv import ARNRegressorCV
 from ._estimator import ARNRegressor
 
-__all__ = ["ARNRegressor"]
+__all__ = ["ARNRegressor", "ARNRegressorCV"]
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from . import _dask
 from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES, soft_assignments
 from ._backend import DEVICES, Backend, to_numpy
@@ -204,6 +205,7 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            A Dask array or DataFrame is fitted block by block on its workers.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights; an integer weight equals repeating the row.
@@ -213,6 +215,8 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         self : ARNRegressor
         """
         with _rollback_on_error(self):
+            if _dask.is_dask_collection(X):
+                return _dask.fit(self, X, y, sample_weight)
             X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=True)
             anchors, softness = self._initial_anchors(X, w)
             stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
@@ -265,7 +269,10 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            A Dask array, computed block by block, when ``X`` is a Dask collection.
         """
+        if _dask.is_dask_collection(X):
+            return _dask.predict(self, X)
         X = self._validate_predict_data(X)
         backend = Backend(self.device, X)
         xp, Xc = backend.xp, backend.to_compute(X)
@@ -292,8 +299,10 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         A : ndarray of shape (n_samples, n_anchors)
-            Non-negative rows that sum to one.
+            Non-negative rows that sum to one (a Dask array for Dask input).
         """
+        if _dask.is_dask_collection(X):
+            return _dask.predict(self, X, method="soft_assignments")
         X = self._validate_predict_data(X)
         backend = Backend(self.device, X)
         xp, Xc = backend.xp, backend.to_compute(X)

@@ -1,0 +1,63 @@
+import pickle
+
+import numpy as np
+import pytest
+
+from arn_sklearn import ARNRegressor, ARNRegressorCV
+
+sio = pytest.importorskip("skops.io")
+
+
+def _fitted_models():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 3))
+    y = np.abs(X[:, 0]) + X[:, 1]
+    Y = np.stack([y, X[:, 2] ** 2], axis=1)
+    return X, [
+        ARNRegressor(5, random_state=0).fit(X, y),
+        ARNRegressor(4, similarity="cosine", random_state=0).fit(X, Y),
+        ARNRegressorCV(4, alphas=[0.1, 1.0], cv=3, random_state=0).fit(X, y),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_skops_round_trip(tmp_path, index):
+    X, models = _fitted_models()
+    model = models[index]
+    path = tmp_path / "model.skops"
+    sio.dump(model, path)
+    untrusted = sio.get_untrusted_types(file=path)
+    # Only our own estimator and statistics classes need trusting.
+    assert all(t.startswith("arn_sklearn.") for t in untrusted), untrusted
+    loaded = sio.load(path, trusted=untrusted)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    assert loaded.get_params()["n_anchors"] == model.get_params()["n_anchors"]
+
+
+def test_skops_refuses_untrusted_by_default(tmp_path):
+    X, models = _fitted_models()
+    path = tmp_path / "model.skops"
+    sio.dump(models[0], path)
+    with pytest.raises(Exception, match="[Uu]ntrusted"):
+        sio.load(path)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_pickle_round_trip(index):
+    X, models = _fitted_models()
+    loaded = pickle.loads(pickle.dumps(models[index]))
+    np.testing.assert_array_equal(loaded.predict(X), models[index].predict(X))
+
+
+def test_skops_loaded_model_continues_partial_fit(tmp_path):
+    # The accumulated statistics survive the safe format, so training can resume.
+    X, models = _fitted_models()
+    model = models[0]
+    path = tmp_path / "model.skops"
+    sio.dump(model, path)
+    loaded = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    X2 = np.random.RandomState(5).normal(size=(50, 3))
+    y2 = X2[:, 0] - X2[:, 1]
+    loaded.partial_fit(X2, y2)
+    model.partial_fit(X2, y2)
+    np.testing.assert_array_equal(loaded.coef_, model.coef_)
