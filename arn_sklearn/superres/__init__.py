@@ -8,7 +8,7 @@ predictions are averaged. :class:`SuperResolver` wraps any multi-output
 regressor (:class:`arn_sklearn.ARNRegressor`, :class:`APlusRegressor`, ...).
 """
 
-from ._aplus import APlusRegressor
+from ._aplus import APlusRegressor, aplus_anchors
 from ._color import luminance, psnr, rgb_to_ycbcr, ycbcr_to_rgb
 from ._data import TEST_IMAGES, TRAIN_IMAGES, load_folder, load_skimage_images
 from ._features import PatchFeatures, build_training_set, degrade, modcrop
@@ -22,6 +22,7 @@ __all__ = [
     "SuperResolver",
     "TEST_IMAGES",
     "TRAIN_IMAGES",
+    "aplus_anchors",
     "build_training_set",
     "degrade",
     "extract_patches",

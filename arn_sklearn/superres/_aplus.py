@@ -59,6 +59,32 @@ def klines(X, n_anchors, n_iter, random_state):
     return D
 
 
+def aplus_anchors(X, n_anchors, *, n_iter=10, max_samples=100_000, random_state=None):
+    """A+-style anchors: unit-norm atoms of the normalised rows of ``X``.
+
+    The same anchors :class:`APlusRegressor` learns with ``anchors="klines"``
+    (sign-invariant spherical clustering, i.e. K-SVD with one non-zero per
+    sample); pass them to :class:`arn_sklearn.ARNRegressor` to compare both
+    models on the same anchors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn.superres import aplus_anchors
+    >>> X = np.random.RandomState(0).normal(size=(200, 5))
+    >>> C = aplus_anchors(X, 4, random_state=0)
+    >>> C.shape, bool(np.allclose(np.linalg.norm(C, axis=1), 1))
+    ((4, 5), True)
+    """
+    rng = check_random_state(random_state)
+    Xn = normalise_rows(np.asarray(X, dtype=np.float64))[0]
+    if Xn.shape[0] < n_anchors:
+        raise ValueError(f"Expected n_samples >= n_anchors={n_anchors}; got {Xn.shape[0]}.")
+    if Xn.shape[0] > max_samples:
+        Xn = Xn[rng.choice(Xn.shape[0], max_samples, replace=False)]
+    return klines(Xn, n_anchors, n_iter, rng)
+
+
 def _group_sum(X, label, weight, n_groups):
     """``out[k] = sum_{i: label_i = k} weight_i x_i`` as one sparse product."""
     S = csr_matrix((weight, (label, np.arange(X.shape[0]))), shape=(n_groups, X.shape[0]))
@@ -210,17 +236,24 @@ class APlusRegressor(RegressorMixin, BaseEstimator):
                     f"= ({self.n_anchors}, {Xn.shape[1]})."
                 )
             return normalise_rows(anchors)[0]
+        if self.anchors == "klines":
+            return aplus_anchors(
+                Xn,
+                self.n_anchors,
+                n_iter=self.n_iter,
+                max_samples=self.max_anchor_samples,
+                random_state=rng,
+            )
         sub = Xn
         if Xn.shape[0] > self.max_anchor_samples:
             sub = Xn[rng.choice(Xn.shape[0], self.max_anchor_samples, replace=False)]
         if self.anchors == "random":
             return sub[rng.choice(sub.shape[0], self.n_anchors, replace=False)].copy()
-        if self.anchors == "kmeans":
-            from sklearn.cluster import KMeans
+        # "kmeans"
+        from sklearn.cluster import KMeans
 
-            km = KMeans(self.n_anchors, n_init=1, random_state=rng.randint(2**31 - 1))
-            return normalise_rows(km.fit(sub).cluster_centers_)[0]
-        return klines(sub, self.n_anchors, self.n_iter, rng)
+        km = KMeans(self.n_anchors, n_init=1, random_state=rng.randint(2**31 - 1))
+        return normalise_rows(km.fit(sub).cluster_centers_)[0]
 
     def predict(self, X):
         """Predict ``P_k x`` with ``k`` the anchor of largest ``|x . c_k|``.
