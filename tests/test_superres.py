@@ -69,6 +69,23 @@ def test_imresize_downscale_matches_hand_weights(scale):
     assert out[j] == pytest.approx(w @ row / w.sum(), abs=1e-12)
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_imresize_interior_matches_pillow_bicubic(scale):
+    # Pillow's BICUBIC is the same antialiased Keys kernel (a = -0.5) with the
+    # same pixel-centre convention; only the borders differ (it truncates the
+    # kernel where MATLAB mirrors the image).
+    Image = pytest.importorskip("PIL.Image")
+    image = np.random.RandomState(scale).uniform(size=(12 * scale, 9 * scale))
+    pil = Image.fromarray(image.astype(np.float32))  # float32 -> mode "F"
+    # (factor, Pillow's (width, height), border pixels left out)
+    cases = ((1 / scale, (9, 12), 3), (scale, (9 * scale**2, 12 * scale**2), 3 * scale))
+    for factor, size, m in cases:
+        ref = np.asarray(pil.resize(size, Image.BICUBIC), dtype=np.float64)
+        got = imresize(image.astype(np.float32), factor)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got[m:-m, m:-m], ref[m:-m, m:-m], atol=1e-6)
+
+
 def test_imresize_keeps_constants_and_colour_axis():
     image = np.full((9, 12, 3), 0.25)
     np.testing.assert_allclose(imresize(image, 1 / 3), 0.25)
