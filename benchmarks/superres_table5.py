@@ -101,7 +101,7 @@ def save_figure5(path, curves, scale):
 
 
 def save_crop(path, name, image, models, scale, box):
-    """Bicubic / A+ / ARN / ground truth crops of one colour test image."""
+    """Bicubic / A+ / ARN / ground truth crops; titles give the whole image's Y PSNR."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,6 +130,7 @@ def save_crop(path, name, image, models, scale, box):
     axes[-1].set_title(f"ground truth ({name})", fontsize=9)
     for ax in axes:
         ax.axis("off")
+    fig.suptitle(f"x{scale}, PSNR of the whole image (Y)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
