@@ -289,6 +289,10 @@ def test_a_plus_and_arn_beat_bicubic(camera_split):
         assert psnr(hr, model.upscale_y(lr), border=scale) > bicubic + 0.3
     with pytest.raises(ValueError, match="scale"):
         SuperResolver(scale=2).fit_patches(features, X, Y)
+    with pytest.raises(ValueError, match="2-D"):
+        arn.upscale_y(np.zeros((10, 10, 3)))
+    with pytest.raises(ValueError, match="smaller than the patch size"):
+        arn.upscale_y(np.zeros((2, 10)))
 
 
 def test_upscale_colour_image_keeps_shape_and_range(camera_split):

@@ -165,6 +165,11 @@ class SuperResolver(BaseEstimator):
     def upscale_y(self, lr):
         """Super-resolve a 2-D (Y or grey) image in [0, 1]; not clipped."""
         lr = np.asarray(lr, dtype=np.float64)
+        if lr.ndim != 2:
+            raise ValueError(
+                f"upscale_y expects a 2-D (Y or grey) image; got shape {lr.shape}. "
+                "Use upscale() for colour images."
+            )
         mid = imresize(lr, self.scale)
         return mid + self.predict_residual(mid)
 
