@@ -1,0 +1,65 @@
+"""Natural images that ship with scikit-image, and the train/test split we use."""
+
+import numpy as np
+
+from ._color import as_float_image
+
+# Natural photographs and textures shipped with scikit-image (no download).
+# The test images are the classic portrait / object photographs; the
+# training set is the rest ("motorcycle" is the left view of
+# ``stereo_motorcycle``; the right view is left out as a near duplicate).
+TRAIN_IMAGES = (
+    "coins",
+    "moon",
+    "rocket",
+    "motorcycle",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+)
+TEST_IMAGES = ("astronaut", "camera", "chelsea", "coffee")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _skimage():
+    try:
+        import skimage.data
+        import skimage.io
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "arn_sklearn.superres needs scikit-image for images: "
+            "pip install 'arn-sklearn[examples]'"
+        ) from exc
+    return skimage
+
+
+def load_skimage_images(names):
+    """Float images in [0, 1] of the named ``skimage.data`` images.
+
+    Examples
+    --------
+    >>> from arn_sklearn.superres import TEST_IMAGES, load_skimage_images
+    >>> images = load_skimage_images(TEST_IMAGES[:1])
+    >>> images["astronaut"].shape
+    (512, 512, 3)
+    """
+    skimage = _skimage()
+    special = {"motorcycle": lambda: skimage.data.stereo_motorcycle()[0]}
+    return {
+        name: as_float_image(special.get(name, getattr(skimage.data, name, None))())
+        for name in names
+    }
+
+
+def load_folder(path):
+    """Float images of every image file in a folder, sorted by name."""
+    from pathlib import Path
+
+    skimage = _skimage()
+    files = sorted(
+        p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+    if not files:
+        raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in {path}.")
+    return {p.name: as_float_image(np.asarray(skimage.io.imread(p))) for p in files}

@@ -1,0 +1,337 @@
+"""Tests of the super-resolution pipeline against independent references."""
+
+import numpy as np
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from arn_sklearn import ARNRegressor
+from arn_sklearn.superres import (
+    APlusRegressor,
+    PatchFeatures,
+    SuperResolver,
+    aplus_anchors,
+    build_training_set,
+    degrade,
+    extract_patches,
+    gradient_patch_features,
+    imresize,
+    luminance,
+    modcrop,
+    psnr,
+    reconstruct_from_patches,
+    rgb_to_ycbcr,
+    ycbcr_to_rgb,
+)
+from arn_sklearn.superres._cli import main as cli_main
+
+
+def _smooth_image(shape, seed=0):
+    """A random but natural-looking image in [0, 1]: a few smooth blobs and edges."""
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]] / max(shape)
+    image = np.zeros(shape)
+    for _ in range(6):
+        cy, cx, w = rng.uniform(0, 1, 3)
+        image += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (0.02 + 0.05 * w))
+    image += 0.3 * (np.sin(20 * xx + 10 * yy) > 0)
+    return (image - image.min()) / (image.max() - image.min())
+
+
+# ----------------------------------------------------------------- resize
+def test_imresize_keys_kernel_at_integer_positions():
+    # Upscaling by 3 puts every third output sample exactly on an input
+    # sample, where Keys' kernel is 1 at 0 and 0 at +-1, +-2.
+    lr = np.random.RandomState(0).uniform(size=(7, 5))
+    up = imresize(lr, 3)
+    assert up.shape == (21, 15)
+    np.testing.assert_allclose(up[1::3, 1::3], lr, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_imresize_downscale_matches_hand_weights(scale):
+    # An output pixel away from the border is the antialiased kernel
+    # h(x) = cubic(x / s) / s centred at input coordinate u, normalised.
+    rng = np.random.RandomState(scale)
+    row = rng.uniform(size=12 * scale)
+    out = imresize(row[None, :], 1.0 / scale)[0]
+    assert out.shape == (12,)
+
+    def keys(x):
+        x = abs(x)
+        if x <= 1:
+            return 1.5 * x**3 - 2.5 * x**2 + 1
+        return -0.5 * x**3 + 2.5 * x**2 - 4 * x + 2 if x <= 2 else 0.0
+
+    j = 6  # 0-based output index, far from both borders
+    u = (j + 1) * scale + 0.5 * (1 - scale) - 1  # 0-based input coordinate
+    taps = np.arange(len(row))
+    w = np.array([keys((u - t) / scale) for t in taps])
+    assert out[j] == pytest.approx(w @ row / w.sum(), abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_imresize_interior_matches_pillow_bicubic(scale):
+    # Pillow's BICUBIC is the same antialiased Keys kernel (a = -0.5) with the
+    # same pixel-centre convention; only the borders differ (it truncates the
+    # kernel where MATLAB mirrors the image).
+    Image = pytest.importorskip("PIL.Image")
+    image = np.random.RandomState(scale).uniform(size=(12 * scale, 9 * scale))
+    pil = Image.fromarray(image.astype(np.float32))  # float32 -> mode "F"
+    # (factor, Pillow's (width, height), border pixels left out)
+    cases = ((1 / scale, (9, 12), 3), (scale, (9 * scale**2, 12 * scale**2), 3 * scale))
+    for factor, size, m in cases:
+        ref = np.asarray(pil.resize(size, Image.BICUBIC), dtype=np.float64)
+        got = imresize(image.astype(np.float32), factor)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got[m:-m, m:-m], ref[m:-m, m:-m], atol=1e-6)
+
+
+def test_imresize_keeps_constants_and_colour_axis():
+    image = np.full((9, 12, 3), 0.25)
+    np.testing.assert_allclose(imresize(image, 1 / 3), 0.25)
+    assert imresize(image, 2).shape == (18, 24, 3)
+    with pytest.raises(ValueError, match="2-D or 3-D"):
+        imresize(np.zeros(4), 2)
+
+
+# ------------------------------------------------------------------ color
+def test_ycbcr_matches_matlab_convention_and_round_trips():
+    rgb = np.random.RandomState(0).uniform(size=(4, 5, 3))
+    np.testing.assert_allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=1e-12)
+    # MATLAB rgb2ycbcr: white -> Y = 235, black -> Y = 16 (of 255).
+    assert rgb_to_ycbcr(np.ones((1, 1, 3)))[0, 0, 0] * 255 == pytest.approx(235.0)
+    assert rgb_to_ycbcr(np.zeros((1, 1, 3)))[0, 0, 0] * 255 == pytest.approx(16.0)
+    assert luminance(np.uint8([[0, 255]])).tolist() == [[0.0, 1.0]]
+
+
+def test_psnr_against_hand_computed_value():
+    ref = np.zeros((10, 10))
+    est = np.full((10, 10), 7.0)  # the shaved border is wrong on purpose
+    est[2:-2, 2:-2] = 0.0
+    est[2:-2, 2:5] = 0.2  # half of the kept 6x6 pixels off by 0.2
+    # MSE = 0.5 * 0.04 = 0.02 -> PSNR = 10 log10(1 / 0.02)
+    assert psnr(ref, est, border=2) == pytest.approx(10 * np.log10(50.0), abs=1e-12)
+    assert psnr(ref * 255, est * 255, border=2, data_range=255) == pytest.approx(
+        10 * np.log10(50.0)
+    )
+    assert psnr(ref, ref) == np.inf
+    with pytest.raises(ValueError, match="shapes differ"):
+        psnr(ref, ref[:5])
+
+
+# ---------------------------------------------------------------- patches
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_patch_shapes_and_round_trip(scale):
+    image = _smooth_image((10 * scale + 1, 8 * scale))
+    patches = extract_patches(image, scale)
+    p = 3 * scale
+    # starts every `scale` pixels, plus one flush with the far border if needed
+    n_rows = len(range(0, image.shape[0] - p + 1, scale)) + 1
+    n_cols = len(range(0, image.shape[1] - p + 1, scale))
+    assert patches.shape == (n_rows * n_cols, p * p)
+    np.testing.assert_array_equal(patches[0], image[:p, :p].ravel())
+    np.testing.assert_allclose(reconstruct_from_patches(patches, image.shape, scale), image)
+    assert gradient_patch_features(image, scale).shape == (n_rows * n_cols, 4 * p * p)
+    with pytest.raises(ValueError, match="needs"):
+        reconstruct_from_patches(patches[1:], image.shape, scale)
+
+
+def test_gradient_features_are_the_a_plus_filters():
+    image = _smooth_image((12, 12))
+    raw = gradient_patch_features(image, 2)
+    p = 6
+    # Interior pixel (3, 4) of the first patch: central differences.
+    i, j = 3, 4
+    assert raw[0, i * p + j] == pytest.approx(image[i, j + 1] - image[i, j - 1])
+    assert raw[0, p * p + i * p + j] == pytest.approx(image[i + 1, j] - image[i - 1, j])
+    d2 = (image[i, j + 2] - 2 * image[i, j] + image[i, j - 2]) / 2
+    assert raw[0, 2 * p * p + i * p + j] == pytest.approx(d2)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_exact_residuals_reconstruct_the_original(scale):
+    hr = modcrop(_smooth_image((47, 53)), scale)
+    lr, mid = degrade(hr, scale)
+    assert lr.shape == (hr.shape[0] // scale, hr.shape[1] // scale)
+    assert mid.shape == hr.shape
+    residuals = extract_patches(hr - mid, scale)
+    np.testing.assert_allclose(mid + reconstruct_from_patches(residuals, hr.shape, scale), hr)
+
+
+class _Oracle:
+    """Returns the training targets for the training features (row by row)."""
+
+    def fit(self, X, Y):
+        self.X_, self.Y_ = X.copy(), Y.copy()
+        return self
+
+    def predict(self, X):
+        np.testing.assert_allclose(X, self.X_)
+        return self.Y_
+
+    def get_params(self, deep=True):
+        return {}
+
+    def set_params(self, **params):
+        return self
+
+
+def test_perfect_prediction_through_the_super_resolver():
+    # Features, normalisation, prediction and averaging compose to the
+    # identity when the regressor is exact.
+    scale = 3
+    hr = modcrop(_smooth_image((40, 34)), scale)
+    lr, _ = degrade(hr, scale)
+    features, X, Y = build_training_set([hr], scale)
+    model = SuperResolver(_Oracle(), scale=scale).fit_patches(features, X, Y)
+    np.testing.assert_allclose(model.upscale_y(lr), hr, atol=1e-12)
+
+
+def test_patch_features_pca_keeps_the_energy():
+    images = [degrade(modcrop(_smooth_image((36, 36), s), 3), 3)[1] for s in range(3)]
+    feats = PatchFeatures(scale=3, energy=0.99).fit(images)
+    raw = feats.raw_features(images)
+    assert raw.shape[1] == 4 * 81
+    C = feats.components_
+    np.testing.assert_allclose(C.T @ C, np.eye(feats.n_components_), atol=1e-10)
+    kept = np.sum((raw @ C) ** 2) / np.sum(raw**2)
+    assert kept >= 0.99 and kept == pytest.approx(feats.explained_energy_)
+    # one fewer component would not keep the energy
+    assert np.sum((raw @ C[:, :-1]) ** 2) / np.sum(raw**2) < 0.99
+    with pytest.raises(ValueError, match="columns"):
+        PatchFeatures(scale=2).fit(images).transform_raw(raw)
+
+
+# ------------------------------------------------------------------- A+
+def test_aplus_matches_its_formula_on_a_toy_problem():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(60, 3))
+    X[0] *= 0.01  # a nearly flat sample: target not rescaled (A+ rule)
+    Y = np.column_stack([X[:, 0] * np.abs(X[:, 1]), np.sin(X[:, 2])])
+    anchors = rng.normal(size=(3, 3))
+    model = APlusRegressor(3, neighborhood_size=10, alpha=0.5, anchors=anchors).fit(X, Y)
+
+    norms = np.sqrt((X**2).sum(axis=1))
+    Xn = X / norms[:, None]
+    Yn = Y / np.where(norms < 0.1, 1.0, norms)[:, None]
+    C = anchors / np.sqrt((anchors**2).sum(axis=1))[:, None]
+    np.testing.assert_allclose(model.anchors_, C)
+    for k in range(3):
+        nb = np.argsort(-np.abs(Xn @ C[k]))[:10]
+        P = Yn[nb].T @ Xn[nb] @ np.linalg.inv(Xn[nb].T @ Xn[nb] + 0.5 * np.eye(3))
+        np.testing.assert_allclose(model.coef_[k], P, rtol=1e-10, atol=1e-12)
+    X_test = rng.normal(size=(20, 3))
+    k = np.argmax(np.abs(X_test @ C.T), axis=1)
+    expected = np.einsum("ntd,nd->nt", model.coef_[k], X_test)
+    np.testing.assert_allclose(model.predict(X_test), expected, rtol=1e-12)
+    assert model.predict(X_test[:, :][:5]).shape == (5, 2)
+    assert APlusRegressor(3, anchors=anchors).fit(X, Y[:, 0]).predict(X_test).shape == (20,)
+
+
+def test_aplus_anchors_are_unit_norm_and_sign_invariant():
+    rng = np.random.RandomState(0)
+    directions = np.linalg.qr(rng.normal(size=(6, 6)))[0][:3]
+    labels = rng.randint(3, size=600)
+    signs = rng.choice([-1.0, 1.0], size=600)
+    X = directions[labels] * signs[:, None] + 0.01 * rng.normal(size=(600, 6))
+    C = aplus_anchors(X, 3, random_state=0)
+    np.testing.assert_allclose(np.linalg.norm(C, axis=1), 1.0)
+    # each true line is found once, up to sign
+    np.testing.assert_allclose(np.sort(np.abs(C @ directions.T).max(axis=0)), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("anchors", ["klines", "kmeans", "random"])
+def test_aplus_exact_on_a_linear_problem(anchors):
+    rng = np.random.RandomState(1)
+    X = rng.normal(size=(400, 4)) + 3.0
+    Y = X @ rng.normal(size=(4, 3))
+    model = APlusRegressor(5, neighborhood_size=50, alpha=1e-8, anchors=anchors, random_state=0)
+    np.testing.assert_allclose(model.fit(X, Y).predict(X), Y, atol=1e-5)
+
+
+def test_aplus_errors():
+    X = np.ones((5, 2))
+    with pytest.raises(ValueError, match="n_samples >= n_anchors"):
+        APlusRegressor(8).fit(X, X)
+    with pytest.raises(ValueError, match="anchors has shape"):
+        APlusRegressor(2, anchors=np.ones((3, 2))).fit(X, X)
+
+
+@parametrize_with_checks([APlusRegressor(n_anchors=2, neighborhood_size=16, random_state=0)])
+def test_aplus_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# ------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def camera_split():
+    skimage_data = pytest.importorskip("skimage.data")
+    camera = skimage_data.camera() / 255.0
+    return [camera[:256, :256], camera[256:, :256], camera[:256, 256:]], camera[256:, 256:]
+
+
+def test_a_plus_and_arn_beat_bicubic(camera_split):
+    train, test = camera_split
+    scale = 3
+    features, X, Y = build_training_set(train, scale, max_patches_per_image=2000, random_state=0)
+    hr = modcrop(test, scale)
+    lr, mid = degrade(hr, scale)
+    bicubic = psnr(hr, mid, border=scale)
+    aplus = SuperResolver(APlusRegressor(8, neighborhood_size=512, random_state=0), scale=scale)
+    arn = SuperResolver(
+        ARNRegressor(
+            8, similarity="absdot", alpha=0.1, anchors=aplus_anchors(X, 8, random_state=0)
+        ),
+        scale=scale,
+    )
+    for model in (aplus, arn):
+        model.fit_patches(features, X, Y)
+        assert psnr(hr, model.upscale_y(lr), border=scale) > bicubic + 0.3
+    with pytest.raises(ValueError, match="scale"):
+        SuperResolver(scale=2).fit_patches(features, X, Y)
+    with pytest.raises(ValueError, match="2-D"):
+        arn.upscale_y(np.zeros((10, 10, 3)))
+    with pytest.raises(ValueError, match="smaller than the patch size"):
+        arn.upscale_y(np.zeros((2, 10)))
+
+
+def test_upscale_colour_image_keeps_shape_and_range(camera_split):
+    train, _ = camera_split
+    model = SuperResolver(
+        APlusRegressor(4, neighborhood_size=256, random_state=0),
+        scale=2,
+        max_patches_per_image=500,
+        random_state=0,
+    ).fit(train)
+    rgb = np.random.RandomState(0).randint(0, 256, size=(12, 10, 3)).astype(np.uint8)
+    out = model.upscale(rgb)
+    assert out.shape == (24, 20, 3)
+    assert out.min() >= 0 and out.max() <= 1
+    # chroma is bicubic: the Cb/Cr of the output equal those of imresize
+    expected_chroma = imresize(rgb_to_ycbcr(rgb / 255.0), 2)[..., 1:]
+    got = rgb_to_ycbcr(out)[..., 1:]
+    inside = np.all((out > 0) & (out < 1), axis=2)  # clipping alters chroma
+    np.testing.assert_allclose(got[inside], expected_chroma[inside], atol=1e-10)
+
+
+def test_cli_train_upscale_benchmark(tmp_path, capsys, camera_split):
+    io = pytest.importorskip("skimage.io")
+    train, test = camera_split
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for i, image in enumerate(train):
+        io.imsave(folder / f"im{i}.png", (image * 255).astype(np.uint8), check_contrast=False)
+    tests = tmp_path / "test"
+    tests.mkdir()
+    io.imsave(tests / "t.png", (test * 255).astype(np.uint8), check_contrast=False)
+    model = tmp_path / "m.joblib"
+    common = ["--images", str(folder), "--scale", "2", "--anchors", "4", "--max-patches", "500"]
+    assert cli_main(["train", *common, "--output", str(model)]) == 0
+    assert "patches" in capsys.readouterr().out  # progress is shown
+    small = tmp_path / "small.png"
+    io.imsave(small, (test[:20, :30] * 255).astype(np.uint8), check_contrast=False)
+    assert cli_main(["upscale", str(model), str(small), str(tmp_path / "big.png")]) == 0
+    assert io.imread(tmp_path / "big.png").shape == (40, 60)
+    assert cli_main(["benchmark", "--model", str(model), "--test-dir", str(tests)]) == 0
+    out = capsys.readouterr().out
+    assert "t.png" in out and "mean" in out
