@@ -152,3 +152,58 @@ def test_cupy_input_gives_cupy_output():
         pred = model.predict(cupy.asarray(X))
     assert isinstance(pred, cupy.ndarray)
     np.testing.assert_allclose(pred.get(), ref.predict(X), rtol=1e-6, atol=1e-8)
+
+
+def test_cuda_defaults_kmeans_auto_softness_match_cpu():
+    # The default path (KMeans anchors on the host, auto softness) must give
+    # the same model whichever device runs the accumulation and the solve.
+    _cupy_with_gpu()
+    X, Y, w, _ = data(n=600)
+    params = dict(n_anchors=6, random_state=0)
+    ref = ARNRegressor(**params).fit(X, Y, sample_weight=w)
+    model = ARNRegressor(device="cuda", **params).fit(X, Y, sample_weight=w)
+    np.testing.assert_allclose(model.anchors_, ref.anchors_, rtol=1e-12, atol=1e-12)
+    assert model.softness_ == pytest.approx(ref.softness_, rel=1e-12)
+    np.testing.assert_allclose(model.coef_, ref.coef_, rtol=1e-6, atol=1e-8)
+
+
+def test_cuda_partial_fit_equals_cpu_fit():
+    _cupy_with_gpu()
+    X, Y, _, anchors = data(n=400)
+    params = dict(n_anchors=5, softness=0.6, anchors=anchors)
+    ref = ARNRegressor(**params).fit(X, Y)
+    model = ARNRegressor(device="cuda", **params)
+    for part in np.array_split(np.arange(X.shape[0]), 3):
+        model.partial_fit(X[part], Y[part])
+    np.testing.assert_allclose(model.predict(X), ref.predict(X), rtol=1e-6, atol=1e-8)
+
+
+def test_cupy_large_system_float32_input():
+    # A few thousand unknowns: the GPU Cholesky path, float32 input predicted
+    # in float32, solved in float64 (compared with the float64 host fit).
+    cupy = _cupy_with_gpu()
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(6000, 31))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
+    params = dict(n_anchors=64, softness=0.05, anchors="random", random_state=0, alpha=1e-2)
+    ref = ARNRegressor(**params).fit(X, y)
+    with sklearn.config_context(array_api_dispatch=True):
+        Xg = cupy.asarray(X, dtype=cupy.float32)
+        model = ARNRegressor(**params).fit(Xg, cupy.asarray(y, dtype=cupy.float32))
+        pred = model.predict(Xg)
+    assert isinstance(pred, cupy.ndarray) and pred.dtype == cupy.float32
+    # float32 input rounds X itself: compare at float32 resolution.
+    np.testing.assert_allclose(pred.get(), ref.predict(X), rtol=0, atol=5e-3 * np.std(y))
+
+
+def test_cupy_nan_input_is_rejected_without_corrupting_the_model():
+    cupy = _cupy_with_gpu()
+    X, Y, _, anchors = data()
+    with sklearn.config_context(array_api_dispatch=True):
+        model = ARNRegressor(5, softness=0.6, anchors=anchors).fit(cupy.asarray(X), cupy.asarray(Y))
+        before = model.coef_.get()
+        Xbad = X.copy()
+        Xbad[3, 1] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            model.partial_fit(cupy.asarray(Xbad), cupy.asarray(Y))
+    np.testing.assert_array_equal(model.coef_.get(), before)
