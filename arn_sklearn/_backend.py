@@ -8,19 +8,14 @@ caller's namespace and the compute namespace. CuPy is imported lazily.
 import numpy as np
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
+from ._optional import import_optional
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def import_cupy():
     """CuPy, or an ImportError that names the extra to install."""
-    try:
-        import cupy
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise ImportError(
-            "device='cuda' needs CuPy: install arn-sklearn[gpu] (cupy-cuda12x) "
-            "on a machine with an NVIDIA GPU."
-        ) from exc
-    return cupy
+    return import_optional("cupy", "gpu", "device='cuda' (on a machine with an NVIDIA GPU)")
 
 
 def cupy_namespace():

@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._anchors import AUTO_SOFTNESS_MAX_ROWS, KMEANS_MIN_ROWS, KMEANS_ROWS_PER_ANCHOR
 from ._assignment import soft_assignments
 from ._lifting import SufficientStatistics, accumulate, iter_chunks, lifted_size
+from ._optional import import_optional
 from ._sparse import accumulate_top_k, top_k_assignments
 
 # Statistics of this many blocks are added per node of the reduction tree.
@@ -33,15 +34,8 @@ def is_dask_collection(obj):
 
 
 def _import_dask_array():
-    try:
-        import dask
-        import dask.array as da
-    except ImportError as exc:  # pragma: no cover - exercised without dask only
-        raise ImportError(
-            "Fitting on Dask collections needs dask; install it with "
-            "`pip install arn-sklearn[dask]`."
-        ) from exc
-    return dask, da
+    dask = import_optional("dask", "dask", "Fitting on Dask collections")
+    return dask, import_optional("dask.array", "dask", "Fitting on Dask collections")
 
 
 def _as_dask_array(obj, name, da):

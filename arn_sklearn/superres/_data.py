@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .._optional import import_optional
 from ._color import as_float_image
 
 # Natural photographs and textures shipped with scikit-image (no download).
@@ -23,15 +24,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def _skimage():
-    try:
-        import skimage.data
-        import skimage.io
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "arn_sklearn.superres needs scikit-image for images: "
-            "pip install 'arn-sklearn[examples]'"
-        ) from exc
-    return skimage
+    """scikit-image with its ``data`` and ``io`` submodules loaded."""
+    import_optional("skimage.io", "examples", "arn_sklearn.superres")
+    import_optional("skimage.data", "examples", "arn_sklearn.superres")
+    return import_optional("skimage", "examples", "arn_sklearn.superres")
 
 
 def load_skimage_images(names):
