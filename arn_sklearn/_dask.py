@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._anchors import AUTO_SOFTNESS_MAX_ROWS, KMEANS_MIN_ROWS, KMEANS_ROWS_PER_ANCHOR
 from ._assignment import soft_assignments
+from ._backend import Backend
 from ._lifting import SufficientStatistics, accumulate, iter_chunks, lifted_size
 from ._optional import import_optional
 from ._sparse import accumulate_top_k, top_k_assignments
@@ -157,7 +158,8 @@ def fit(estimator, X, y, sample_weight=None):
 
     Called by :meth:`ARNRegressor.fit` when ``X`` is a Dask collection; the
     blocks are accumulated on the active ``dask.distributed`` client if there
-    is one, the default local scheduler otherwise.
+    is one, the default local scheduler otherwise. The reduced system is
+    solved on the GPU when ``estimator.device == "cuda"``.
     """
     dask, da = _import_dask_array()
     X, Y, w = _validate_dask_fit(estimator, X, y, sample_weight, da)
@@ -197,7 +199,11 @@ def fit(estimator, X, y, sample_weight=None):
     (stats,) = dask.compute(tree_sum(parts, delayed))
     if stats.zty.shape[1] != n_targets:  # pragma: no cover - defensive
         raise ValueError("Dask blocks returned an unexpected number of targets.")
-    estimator._set_solution(stats, anchors, softness, Y.ndim)
+    # The blocks ran on the CPU; the small system is solved where `device`
+    # says (the GPU for "cuda"), and the attributes come back as numpy.
+    host = np.empty((0, n_features))
+    stats = stats.map_arrays(Backend(estimator.device, host).to_compute)
+    estimator._set_solution(stats, anchors, softness, Y.ndim, X=host)
     return estimator
 
 

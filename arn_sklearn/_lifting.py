@@ -123,6 +123,20 @@ class SufficientStatistics:
             n_samples=self.n_samples + other.n_samples,
         )
 
+    def map_arrays(self, convert):
+        """The same statistics with every array passed through ``convert``.
+
+        Used to move them between devices, e.g. to solve on the GPU.
+        """
+        return SufficientStatistics(
+            gram=convert(self.gram),
+            zty=convert(self.zty),
+            z_sum=convert(self.z_sum),
+            y_sum=convert(self.y_sum),
+            weight_sum=self.weight_sum,
+            n_samples=self.n_samples,
+        )
+
     def copy(self):
         if self.n_samples == 0 and self.weight_sum == 0:
             # Statistics that are still zero need fresh zeros, not a copy.

@@ -207,3 +207,17 @@ def test_cupy_nan_input_is_rejected_without_corrupting_the_model():
         with pytest.raises(ValueError, match="NaN"):
             model.partial_fit(cupy.asarray(Xbad), cupy.asarray(Y))
     np.testing.assert_array_equal(model.coef_.get(), before)
+
+
+def test_dask_fit_solves_on_the_gpu_with_device_cuda():
+    # Blocks are accumulated on the CPU workers, the reduced system is moved
+    # to the GPU and solved there; attributes come back as numpy.
+    _cupy_with_gpu()
+    da = pytest.importorskip("dask.array")
+    X, Y, _, anchors = data(n=300)
+    params = dict(n_anchors=5, softness=0.6, anchors=anchors)
+    ref = ARNRegressor(**params).fit(X, Y)
+    model = ARNRegressor(device="cuda", **params).fit(da.from_array(X, chunks=(70, 3)), Y)
+    assert isinstance(model.coef_, np.ndarray)
+    assert type(model._stats.gram).__module__.startswith("cupy")
+    np.testing.assert_allclose(model.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
