@@ -102,7 +102,7 @@ def test_top_k_equal_to_n_anchors_is_the_dense_model():
     full = ARNRegressor(7, top_k=7, random_state=0, batch_size=50).fit(X, Y)
     np.testing.assert_array_equal(full.coef_, dense.coef_)
     np.testing.assert_array_equal(full.intercept_, dense.intercept_)
-    np.testing.assert_array_equal(full.predict(X), dense.predict(X))
+    np.testing.assert_allclose(full.predict(X), dense.predict(X), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("k", [1, 2])
