@@ -17,7 +17,9 @@ of ARNRegressor; they are reported as pending until those exist.
     python benchmarks/superres_table5.py --out-dir benchmarks/results
 
 takes about three minutes on a 2-core machine (ARN with 256 anchors is
-most of it: its normal equations are ``256 * 25`` square).
+most of it: its normal equations are ``256 * 25`` square). With a GPU,
+``--device cuda --anchors 8 16 32 64 128 256 512 1024 --aplus-only-anchors``
+runs ARN up to 1024 anchors too.
 """
 
 import argparse
@@ -55,7 +57,7 @@ def evaluate(model, tests, scale):
     return out
 
 
-def fit_pair(n_anchors, features, X, Y, scale, seed):
+def fit_pair(n_anchors, features, X, Y, scale, seed, device="auto"):
     """A+ and ARN (closed form) on the same anchors; returns models and fit times."""
     tic = time.perf_counter()
     anchors = aplus_anchors(
@@ -68,7 +70,14 @@ def fit_pair(n_anchors, features, X, Y, scale, seed):
     t_aplus = time.perf_counter() - tic + t_anchors
     tic = time.perf_counter()
     arn = SuperResolver(
-        ARNRegressor(n_anchors, similarity="absdot", alpha=0.1, anchors=anchors, random_state=seed),
+        ARNRegressor(
+            n_anchors,
+            similarity="absdot",
+            alpha=0.1,
+            anchors=anchors,
+            device=device,
+            random_state=seed,
+        ),
         scale=scale,
     )
     arn.fit_patches(features, X, Y)
@@ -160,6 +169,12 @@ def main(argv=None):
     parser.add_argument("--test-dir")
     parser.add_argument("--out-dir", default="superres_results")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where ARN's accumulation and solve run (cuda: 512 and 1024 anchors in seconds)",
+    )
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     scale = args.scale
@@ -181,7 +196,7 @@ def main(argv=None):
     results = {}  # m -> {"A+": per-image, "ARN": per-image, times}
     models = {}
     for m in args.anchors:
-        aplus, arn, t_aplus, t_arn = fit_pair(m, features, X, Y, scale, args.seed)
+        aplus, arn, t_aplus, t_arn = fit_pair(m, features, X, Y, scale, args.seed, args.device)
         results[m] = {
             "A+": evaluate(aplus, tests, scale),
             "ARN": evaluate(arn, tests, scale),
