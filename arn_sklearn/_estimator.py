@@ -10,6 +10,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._array_api import get_namespace
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
@@ -31,12 +32,15 @@ from ._lifting import (
 )
 from ._solve import check_system_fits_memory, solve_ridge
 from ._sparse import accumulate_top_k, chunk_row_bytes, densify, predict_top_k, top_k_assignments
+from ._training import GRADIENT_PARAMETER_CONSTRAINTS, GRADIENT_SOLVERS, GradientTrainingMixin
 
 # batch_size=None streams chunks whose lifted block is about this many bytes:
 # large enough for BLAS to run at full speed, small enough to keep memory flat.
 _AUTO_CHUNK_BYTES = 64 * 2**20
 _MIN_AUTO_BATCH = 256
 _MAX_AUTO_CHUNK_BYTES = 2**30
+
+_GRADIENT_HISTORY = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
 
 
 @contextmanager
@@ -55,8 +59,13 @@ def _rollback_on_error(estimator):
         raise
 
 
-class ARNRegressor(RegressorMixin, BaseEstimator):
-    """Anchored Regression Network with a closed-form, streaming ridge solve.
+def _closed_form_solver(estimator):
+    """partial_fit streams the closed-form statistics; gradient solvers have none."""
+    return estimator.solver == "closed_form"
+
+
+class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
+    """Anchored Regression Network: closed-form streaming ridge solve, or learned anchors.
 
     Each input ``x`` is softly assigned to ``n_anchors`` anchors ``c_k`` by
     ``alpha(x) = softmax(K s(x, c_1..m))``; each anchor owns a linear regressor
@@ -70,6 +79,11 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
     then a Cholesky factorisation solves the ``m(d+1)``-square system. Targets
     are centred on their weighted mean before the solve; biases are folded
     into the weights and penalised like them.
+
+    With ``solver="sgd"`` or ``"adam"`` the closed-form model is only the
+    start: anchors and regressors (and, with ``learn_softness``, the softness)
+    are then learned jointly by minibatch gradient descent on the same
+    objective (paper section 3.2), with analytic gradients.
 
     Parameters
     ----------
@@ -93,11 +107,21 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         ``"kmeans"``: KMeans centroids of at most ``max(10000, 64 * n_anchors)``
         random rows; ``"random"``: distinct random rows of ``X``; an array is
         used as given.
+    solver : {"closed_form", "sgd", "adam"}, default="closed_form"
+        ``"closed_form"``: anchors stay as initialised, regressors solved
+        exactly. ``"sgd"`` (minibatch SGD with ``momentum`` and a rate halved
+        every 20 epochs, the paper's super-resolution recipe) and ``"adam"``
+        start from the closed-form solution and learn anchors and regressors
+        together; the epoch with the lowest training objective (or, with
+        ``early_stopping``, the best validation score) is kept, so the training
+        objective never ends above the closed form's. They need ``X`` in
+        memory (no Dask, no ``top_k``, no :meth:`partial_fit`).
     batch_size : int, default=None
-        Rows per streamed chunk. ``None`` picks chunks whose lifted block is
-        about 64 MiB (up to 1 GiB for systems of more than 8k unknowns, so
-        that each update stays compute-bound), so memory does not grow with
-        the number of samples.
+        Rows per streamed chunk of the closed form. ``None`` picks chunks whose
+        lifted block is about 64 MiB (up to 1 GiB for systems of more than 8k
+        unknowns, so that each update stays compute-bound), so memory does not
+        grow with the number of samples. For the gradient solvers, the
+        minibatch size; ``None`` is ``min(1000, n_samples)`` (the paper's).
     top_k : int, default=None
         Keep only the ``top_k`` largest assignments of each sample, renormalised
         to sum to one, in fit and predict alike (beyond the paper). The lifted
@@ -110,10 +134,39 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         ``array_api_dispatch``, runs on the GPU); ``"cuda"`` moves host input to
         the GPU through CuPy (extra ``gpu``) and returns numpy; ``"cpu"`` moves
         GPU input to the host. Fitted attributes are in the input's namespace.
+    learning_rate_init : float, default=0.001
+        Initial step size of the gradient solvers.
+    momentum : float, default=0.9
+        Momentum of ``solver="sgd"``.
+    max_iter : int, default=200
+        Maximum number of epochs of the gradient solvers.
+    tol : float, default=1e-4
+        Training stops when the objective (or, with ``early_stopping``, the
+        validation score) has not improved by at least ``tol`` for
+        ``n_iter_no_change`` consecutive epochs.
+    n_iter_no_change : int, default=10
+        See ``tol``.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, score them (R^2) after
+        each epoch, keep the best epoch and stop when the score stalls.
+    validation_fraction : float, default=0.1
+        Fraction of rows held out by ``early_stopping``.
+    learn_softness : bool, default=True
+        With a gradient solver, also learn the softness ``K`` (in log space, so
+        it stays positive). From very soft starts (small ``K``) the closed-form
+        regressors are large and cancel each other, which makes the problem
+        stiff; if training stalls, start harder (a float ``softness`` a few
+        times ``softness_`` of the closed form); ``benchmarks/gradient_arn.py``
+        shows both cases.
+    warm_start : bool, default=False
+        With a gradient solver, continue from the fitted anchors, regressors
+        and softness instead of a new closed-form start.
     random_state : int, RandomState instance or None, default=None
-        Seeds the anchor initialisation and the subsamples.
+        Seeds the anchor initialisation, the subsamples, the validation split
+        and the minibatch order.
     verbose : int, default=0
-        1 prints the time of each stage, 2 also each chunk.
+        1 prints the time of each stage (and each epoch's loss and time), 2
+        also each chunk.
 
     Attributes
     ----------
@@ -130,10 +183,23 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of features seen during fit, when ``X`` has string column names.
+    n_iter_ : int
+        Epochs run by a gradient solver; 1 for the closed form (one pass).
+    loss_curve_ : list of float
+        Training objective (eq. 10 divided by the total sample weight) after
+        each epoch of a gradient solver.
+    best_loss_ : float
+        Training objective of the kept parameters (the closed-form start's if no
+        epoch improved on it).
+    validation_scores_ : list of float
+        Validation R^2 after each epoch, with ``early_stopping``.
+    best_validation_score_ : float
+        The kept parameters' validation R^2, with ``early_stopping``.
 
     See Also
     --------
     sklearn.linear_model.Ridge : The single-anchor special case.
+    DeepARNRegressor : Residual stacks of ARN layers, trained end to end.
 
     Notes
     -----
@@ -168,9 +234,11 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         "softness": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "anchors": [StrOptions({"kmeans", "random"}), "array-like"],
+        "solver": [StrOptions({"closed_form", *GRADIENT_SOLVERS})],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "top_k": [None, Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions(set(DEVICES))],
+        **GRADIENT_PARAMETER_CONSTRAINTS,
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -183,9 +251,19 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         softness="auto",
         alpha=1.0,
         anchors="kmeans",
+        solver="closed_form",
         batch_size=None,
         top_k=None,
         device="auto",
+        learning_rate_init=0.001,
+        momentum=0.9,
+        max_iter=200,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        learn_softness=True,
+        warm_start=False,
         random_state=None,
         verbose=0,
     ):
@@ -194,9 +272,19 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         self.softness = softness
         self.alpha = alpha
         self.anchors = anchors
+        self.solver = solver
         self.batch_size = batch_size
         self.top_k = top_k
         self.device = device
+        self.learning_rate_init = learning_rate_init
+        self.momentum = momentum
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.learn_softness = learn_softness
+        self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
 
@@ -218,14 +306,27 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         self : ARNRegressor
         """
         with _rollback_on_error(self):
+            gradient = self.solver in GRADIENT_SOLVERS
+            if gradient and self._sparse_k() is not None:
+                raise ValueError("top_k is only supported with solver='closed_form'.")
             if _dask.is_dask_collection(X):
+                if gradient:
+                    raise ValueError(
+                        f"solver={self.solver!r} needs the data in memory; compute the Dask "
+                        "collection first or use solver='closed_form'."
+                    )
                 return _dask.fit(self, X, y, sample_weight)
-            X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=True)
-            anchors, softness = self._initial_anchors(X, w)
-            stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
-            self._set_solution(stats, anchors, softness, y_ndim, X=X)
+            warm = gradient and self.warm_start and hasattr(self, "coef_")
+            X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
+            if not warm:
+                anchors, softness = self._initial_anchors(X, w)
+                stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
+                self._set_solution(stats, anchors, softness, y_ndim, X=X)
+            if gradient:
+                self._fit_gradient(X, Y, w, y_ndim)
         return self
 
+    @available_if(_closed_form_solver)
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """Add a batch of rows to the accumulated statistics and re-solve.
@@ -445,6 +546,50 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
         self.coef_ = coef
         self.intercept_ = intercept
         self._stats = stats
+        # One pass and one solve; a gradient solver then records its epochs.
+        self.n_iter_ = 1
+        for name in _GRADIENT_HISTORY:
+            self.__dict__.pop(name, None)
+
+    def _fit_gradient(self, X, Y, w, y_ndim):
+        """Learn anchors and regressors from the current (closed-form) model."""
+        if Y.shape[1] != self._intercept_2d().shape[1]:
+            raise ValueError(
+                f"y has {Y.shape[1]} targets but the model being warm-started has "
+                f"{self._intercept_2d().shape[1]}."
+            )
+        backend = Backend(self.device, X)
+        xp = backend.xp
+        X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
+        y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)
+        coef, intercept, anchors = (
+            backend.to_compute(a) for a in (self._coef_3d(), self._intercept_2d(), self.anchors_)
+        )
+        # Trained on centred targets, like the closed form, so that the penalty
+        # sees the same centred biases and the closed form is its starting point.
+        layer = {
+            "anchors": anchors,
+            "weights": pack_weights(coef, intercept - y_mean[None, :], xp),
+            "log_softness": xp.log(xp.asarray(float(self.softness_), dtype=xp.float64)),
+        }
+        random_state = check_random_state(self.random_state)
+        tic = time.perf_counter()
+        (layer,) = self._train_layers([layer], X, Y - y_mean[None, :], w, xp, random_state)
+        if self.verbose:
+            print(
+                f"[ARN] {self.solver}: {self.n_iter_} epochs in {time.perf_counter() - tic:.2f} s"
+            )
+        coef, intercept = unpack_weights(
+            layer["weights"], y_mean, anchors.shape[0], anchors.shape[1], xp
+        )
+        if y_ndim == 1:
+            coef, intercept = coef[:, 0, :], intercept[:, 0]
+        self.coef_, self.intercept_, self.anchors_ = (
+            backend.to_output(a) for a in (coef, intercept, layer["anchors"])
+        )
+        self.softness_ = float(xp.exp(layer["log_softness"]))
+        # The statistics belong to the initial anchors, not the learned ones.
+        self.__dict__.pop("_stats", None)
 
     def _assign(self, X, anchors, xp):
         return soft_assignments(X, anchors, self.similarity, self.softness_, xp)

@@ -1,12 +1,15 @@
 """The backend-agnostic code path: array-api-strict on CPU, CuPy where a GPU is."""
 
+import warnings
+
 import numpy as np
 import pytest
 import sklearn
 from array_api_compat import array_namespace
 from scipy.linalg import LinAlgWarning
+from sklearn.exceptions import ConvergenceWarning
 
-from arn_sklearn import ARNRegressor
+from arn_sklearn import ARNRegressor, DeepARNRegressor
 from arn_sklearn._assignment import soft_assignments, top_two_gap
 from arn_sklearn._lifting import (
     SufficientStatistics,
@@ -105,6 +108,30 @@ def test_estimator_with_array_api_dispatch_returns_input_namespace(top_k):
     np.testing.assert_allclose(np.asarray(model.coef_), ref.coef_, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(np.asarray(pred), ref.predict(X), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(np.asarray(A), ref.soft_assignments(X), atol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["arn", "deep"])
+def test_gradient_training_with_array_api_dispatch_matches_numpy(estimator):
+    # The same minibatches, the same updates: only the namespace differs.
+    X, Y, w, anchors = data(n=120)
+    if estimator == "arn":
+        model_class = ARNRegressor
+        params = dict(n_anchors=5, softness=0.6, anchors=anchors, solver="adam")
+    else:
+        model_class = DeepARNRegressor
+        params = dict(n_layers=2, n_anchors=4, softness=0.6, solver="sgd")
+    params.update(max_iter=3, batch_size=40, learning_rate_init=0.01, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = model_class(**params).fit(X, Y, sample_weight=w)
+        with sklearn.config_context(array_api_dispatch=True):
+            model = model_class(**params).fit(
+                xps.asarray(X), xps.asarray(Y), sample_weight=xps.asarray(w)
+            )
+            pred = model.predict(xps.asarray(X))
+    assert array_namespace(pred) is xps
+    np.testing.assert_allclose(np.asarray(pred), ref.predict(X), rtol=1e-9, atol=1e-11)
+    assert model.loss_curve_ == pytest.approx(ref.loss_curve_, rel=1e-10)
 
 
 def test_cuda_device_without_cupy_names_the_extra():
@@ -221,3 +248,24 @@ def test_dask_fit_solves_on_the_gpu_with_device_cuda():
     assert isinstance(model.coef_, np.ndarray)
     assert type(model._stats.gram).__module__.startswith("cupy")
     np.testing.assert_allclose(model.coef_, ref.coef_, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("estimator", ["arn", "deep"])
+def test_cuda_gradient_training_matches_cpu(estimator):
+    # Minibatch order comes from the host RNG, so both devices take the same
+    # steps; they differ by float64 rounding only.
+    _cupy_with_gpu()
+    X, Y, w, _ = data(n=800)
+    if estimator == "arn":
+        model_class, params = ARNRegressor, dict(n_anchors=6, solver="adam")
+    else:
+        model_class, params = DeepARNRegressor, dict(n_layers=3, n_anchors=[4, 4, 6])
+    params.update(max_iter=5, batch_size=100, learning_rate_init=0.01, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = model_class(**params).fit(X, Y, sample_weight=w)
+        model = model_class(device="cuda", **params).fit(X, Y, sample_weight=w)
+    pred = model.predict(X)
+    assert isinstance(pred, np.ndarray)
+    np.testing.assert_allclose(pred, ref.predict(X), rtol=1e-7, atol=1e-9)
+    assert model.loss_curve_ == pytest.approx(ref.loss_curve_, rel=1e-8)
