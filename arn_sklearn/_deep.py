@@ -55,8 +55,10 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         :class:`ARNRegressor` to each layer's anchors on ``X``.
     alpha : float >= 0, default=1.0
         Ridge penalty on the regressors of every layer (biases included).
-    anchors : {"kmeans", "random"}, default="kmeans"
-        Initial anchors of every layer.
+    anchors : {"kmeans", "random"} or array-like of shape (n_anchors[-1], n_features), \
+            default="kmeans"
+        Initial anchors of every layer; an array gives the last layer's (the
+        closed-form start) and the residual layers use KMeans.
     solver : {"adam", "sgd"}, default="adam"
         See :class:`ARNRegressor`.
     batch_size : int, default=None
@@ -119,7 +121,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         "similarity": [StrOptions(set(SIMILARITIES))],
         "softness": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "anchors": [StrOptions({"kmeans", "random"})],
+        "anchors": [StrOptions({"kmeans", "random"}), "array-like"],
         "solver": [StrOptions(set(GRADIENT_SOLVERS))],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions(set(DEVICES))],
@@ -283,8 +285,9 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         X_host, w_host = to_numpy(X).astype(np.float64), to_numpy(w)
         anchors, coefs, intercepts, softness = [], [], [], []
         n_features = X.shape[1]
+        method = self.anchors if isinstance(self.anchors, str) else "kmeans"
         for count in counts[:-1]:
-            layer_anchors = init_anchors(X_host, w_host, count, self.anchors, random_state)
+            layer_anchors = init_anchors(X_host, w_host, count, method, random_state)
             anchors.append(layer_anchors)
             coefs.append(np.zeros((count, n_features, n_features)))
             intercepts.append(np.zeros((count, n_features)))
