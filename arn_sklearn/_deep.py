@@ -4,6 +4,7 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
+from array_api_compat import array_namespace
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._array_api import get_namespace
@@ -209,8 +210,8 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
                 self._initialise(X, y, w, random_state)
             backend = Backend(self.device, X)
             xp = backend.xp
-            Y = xp.reshape(y, (y.shape[0], -1))
-            X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
+            X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, y, w))
+            Y = xp.reshape(Y, (Y.shape[0], -1))
             y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)
             layers = self._layers(backend, y_mean)
             tic = time.perf_counter()
@@ -303,8 +304,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     def _initial_softness(self, X, anchors, random_state):
         if self.softness != "auto":
             return float(self.softness)
-        xp, _ = get_namespace(X)
-        return auto_softness(X, anchors, self.similarity, xp, random_state)
+        return auto_softness(X, anchors, self.similarity, array_namespace(X), random_state)
 
     def _check_warm_targets(self, y):
         n_targets = 1 if y.ndim == 1 else y.shape[1]

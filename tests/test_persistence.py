@@ -1,9 +1,11 @@
 import pickle
+import warnings
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
-from arn_sklearn import ARNRegressor, ARNRegressorCV
+from arn_sklearn import ARNRegressor, ARNRegressorCV, DeepARNRegressor
 
 sio = pytest.importorskip("skops.io")
 
@@ -69,3 +71,22 @@ def test_skops_loaded_model_continues_partial_fit(tmp_path):
     loaded.partial_fit(X2, y2)
     model.partial_fit(X2, y2)
     np.testing.assert_array_equal(loaded.coef_, model.coef_)
+
+
+def test_skops_round_trip_of_learned_models(tmp_path):
+    X, _ = _fitted_models()
+    y = np.abs(X[:, 0]) + X[:, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        models = [
+            ARNRegressor(4, solver="adam", max_iter=2, random_state=0).fit(X, y),
+            DeepARNRegressor(2, 3, max_iter=2, random_state=0).fit(X, y),
+        ]
+    for model in models:
+        path = tmp_path / "model.skops"
+        sio.dump(model, path)
+        untrusted = sio.get_untrusted_types(file=path)
+        assert all(t.startswith("arn_sklearn.") for t in untrusted), untrusted
+        loaded = sio.load(path, trusted=untrusted)
+        np.testing.assert_allclose(loaded.predict(X), model.predict(X), rtol=1e-12, atol=1e-14)
+        assert loaded.loss_curve_ == model.loss_curve_
