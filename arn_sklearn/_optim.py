@@ -96,7 +96,6 @@ class TrainingHistory:
     validation_scores: list = field(default_factory=list)
     best_loss: float = math.inf
     best_validation_score: float = -math.inf
-    initial_loss: float = math.nan
     diverged: bool = False
     converged: bool = False
 
@@ -148,7 +147,7 @@ def run_epochs(
     history : TrainingHistory
     """
     history = TrainingHistory()
-    history.initial_loss = history.best_loss = training_loss(params)
+    history.best_loss = training_loss(params)
     if validation_score is not None:
         history.best_validation_score = validation_score(params)
     best_params, stalled = params, 0
