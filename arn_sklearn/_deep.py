@@ -15,16 +15,13 @@ from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
 from ._estimator import ARNRegressor, _rollback_on_error
-from ._gradients import network_forward
-from ._lifting import pack_weights, unpack_weights
+from ._gradients import make_layer, network_predict
+from ._lifting import unpack_weights
 from ._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
     GRADIENT_SOLVERS,
     GradientTrainingMixin,
 )
-
-# Rows per predicted chunk: bounds the lifted block of the widest layer.
-_PREDICT_CHUNK_BYTES = 64 * 2**20
 
 
 class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
@@ -239,17 +236,8 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         xp = backend.xp
         Xc = backend.to_compute(X)
         layers = self._layers(backend, None)
-        widest = max(layer["weights"].shape[0] for layer in layers)
-        rows = max(256, _PREDICT_CHUNK_BYTES // (8 * widest))
-        X64 = xp.astype(Xc, xp.float64)
-        n_samples = X64.shape[0]
-        parts = [
-            network_forward(
-                X64[start : min(start + rows, n_samples), ...], layers, self.similarity, xp
-            )[0]
-            for start in range(0, n_samples, rows)
-        ]
-        y_pred = backend.to_output(xp.astype(xp.concat(parts, axis=0), Xc.dtype))
+        y_pred = network_predict(xp.astype(Xc, xp.float64), layers, self.similarity, xp)
+        y_pred = backend.to_output(xp.astype(y_pred, Xc.dtype))
         return y_pred[:, 0] if self._y_ndim == 1 else y_pred
 
     # -------------------------------------------------------------- helpers
@@ -325,16 +313,10 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         for index, (anchors, coef, intercept, softness) in enumerate(
             zip(self.anchors_, self.coefs_, self.intercepts_, self.softness_, strict=True)
         ):
-            coef, intercept = backend.to_compute(coef), backend.to_compute(intercept)
+            anchors, coef, intercept = map(backend.to_compute, (anchors, coef, intercept))
             if index == last and y_mean is not None:
                 intercept = intercept - y_mean[None, :]
-            layers.append(
-                {
-                    "anchors": xp.astype(backend.to_compute(anchors), xp.float64),
-                    "weights": pack_weights(coef, intercept, xp),
-                    "log_softness": xp.log(xp.asarray(float(softness), dtype=xp.float64)),
-                }
-            )
+            layers.append(make_layer(anchors, coef, intercept, softness, xp))
         return layers
 
     def _set_layers(self, layers, y_mean, backend):

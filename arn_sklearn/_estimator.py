@@ -21,6 +21,7 @@ from . import _dask
 from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES, soft_assignments
 from ._backend import DEVICES, Backend, to_numpy
+from ._gradients import make_layer
 from ._lifting import (
     SufficientStatistics,
     accumulate,
@@ -567,11 +568,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         )
         # Trained on centred targets, like the closed form, so that the penalty
         # sees the same centred biases and the closed form is its starting point.
-        layer = {
-            "anchors": anchors,
-            "weights": pack_weights(coef, intercept - y_mean[None, :], xp),
-            "log_softness": xp.log(xp.asarray(float(self.softness_), dtype=xp.float64)),
-        }
+        layer = make_layer(anchors, coef, intercept - y_mean[None, :], self.softness_, xp)
         random_state = check_random_state(self.random_state)
         tic = time.perf_counter()
         (layer,) = self._train_layers([layer], X, Y - y_mean[None, :], w, xp, random_state)

@@ -14,9 +14,22 @@ wrapped in a residual shortcut ``h + f(h)`` (Deep ARN).
 """
 
 from ._assignment import _NORM_EPS, similarity, softmax
-from ._lifting import lift
+from ._lifting import lift, pack_weights
 
 LAYER_PARAMETERS = ("anchors", "weights", "log_softness")
+
+# network_predict evaluates rows in chunks whose widest lifted block is about
+# this many bytes, so evaluating all rows keeps memory flat, as in the closed form.
+_PREDICT_CHUNK_BYTES = 64 * 2**20
+
+
+def make_layer(anchors, coef, intercept, softness, xp):
+    """A layer dict from per-anchor regressors (``coef`` (m, t, d), ``intercept`` (m, t))."""
+    return {
+        "anchors": xp.astype(anchors, xp.float64),
+        "weights": pack_weights(coef, intercept, xp),
+        "log_softness": xp.log(xp.asarray(float(softness), dtype=xp.float64)),
+    }
 
 
 def layer_forward(X, layer, kind, xp):
@@ -200,8 +213,13 @@ def weight_penalty(layers, xp):
     return sum(xp.sum(layer["weights"] * layer["weights"]) for layer in layers)
 
 
-def weighted_squared_error(X, Y, w, layers, kind, xp):
-    """``sum_i w_i ||f(x_i) - y_i||^2`` (a 0-d array, to be summed over chunks)."""
-    out, _ = network_forward(X, layers, kind, xp)
-    residual = out - Y
-    return xp.sum(w * xp.sum(residual * residual, axis=1))
+def network_predict(X, layers, kind, xp):
+    """Output of :func:`network_forward` on all rows, evaluated in bounded chunks."""
+    widest = max(layer["weights"].shape[0] for layer in layers)
+    rows = max(256, _PREDICT_CHUNK_BYTES // (8 * widest))
+    n_samples = X.shape[0]
+    parts = [
+        network_forward(X[start : min(start + rows, n_samples), ...], layers, kind, xp)[0]
+        for start in range(0, n_samples, rows)
+    ]
+    return xp.concat(parts, axis=0)

@@ -14,17 +14,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval
 
-from ._gradients import network_forward, objective, weight_penalty, weighted_squared_error
+from ._gradients import network_predict, objective, weight_penalty
 from ._optim import make_optimizer, run_epochs
 
 GRADIENT_SOLVERS = ("sgd", "adam")
 
 # The paper's minibatch size; batch_size=None uses min(1000, n_samples).
 DEFAULT_GRADIENT_BATCH = 1000
-
-# Rows per chunk when the whole training set is evaluated (loss, validation):
-# bounded so that the lifted block stays about 64 MiB, as in the closed form.
-_EVAL_CHUNK_BYTES = 64 * 2**20
 
 GRADIENT_PARAMETER_CONSTRAINTS = {
     "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
@@ -59,15 +55,14 @@ class GradientTrainingMixin:
             train_rows, validation_rows = _validation_split(
                 n_samples, self.validation_fraction, random_state
             )
+            X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
         else:
-            train_rows, validation_rows = np.arange(n_samples), None
-        X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
+            validation_rows = None
+            X_train, Y_train, w_train = X, Y, w
         weight_sum = float(xp.sum(w_train))
         if not weight_sum > 0:
             raise ValueError("The sum of sample weights of the training rows is zero.")
         penalty = self.alpha / weight_sum
-        widest = max(layer["weights"].shape[0] for layer in layers)
-        eval_rows = max(256, _EVAL_CHUNK_BYTES // (8 * widest))
 
         def batch_gradient(params, rows):
             X_b, Y_b, w_b = _take_rows(xp, rows, X_train, Y_train, w_train)
@@ -76,30 +71,16 @@ class GradientTrainingMixin:
             return objective(params, X_b, Y_b, w_b, penalty, kind, xp)[1]
 
         def training_loss(params):
-            total = 0.0
-            n_train = X_train.shape[0]
-            for start in range(0, n_train, eval_rows):
-                rows = slice(start, min(start + eval_rows, n_train))
-                total += float(
-                    weighted_squared_error(
-                        X_train[rows, ...], Y_train[rows, ...], w_train[rows], params, kind, xp
-                    )
-                )
-            return total / weight_sum + penalty * float(weight_penalty(params, xp))
+            residual = network_predict(X_train, params, kind, xp) - Y_train
+            squared = float(xp.sum(w_train * xp.sum(residual * residual, axis=1)))
+            return squared / weight_sum + penalty * float(weight_penalty(params, xp))
 
         validation_score = None
         if validation_rows is not None:
             X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
 
             def validation_score(params):
-                n_val = X_val.shape[0]
-                predictions = [
-                    network_forward(
-                        X_val[start : min(start + eval_rows, n_val), ...], params, kind, xp
-                    )[0]
-                    for start in range(0, n_val, eval_rows)
-                ]
-                return weighted_r2(Y_val, xp.concat(predictions, axis=0), w_val, xp)
+                return weighted_r2(Y_val, network_predict(X_val, params, kind, xp), w_val, xp)
 
         names = ("anchors", "weights") + (("log_softness",) if self.learn_softness else ())
         batch_size = self.batch_size or min(DEFAULT_GRADIENT_BATCH, X_train.shape[0])
@@ -175,8 +156,6 @@ def _validation_split(n_samples, fraction, random_state):
 
 
 def _take_rows(xp, rows, *arrays):
-    if isinstance(rows, slice):
-        return tuple(a[rows, ...] for a in arrays)
     device = getattr(arrays[0], "device", None)
     index = xp.asarray(rows, device=device) if device is not None else xp.asarray(rows)
     return tuple(xp.take(a, index, axis=0) for a in arrays)
