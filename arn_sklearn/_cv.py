@@ -15,13 +15,22 @@ import numpy as np
 from array_api_compat import array_namespace
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.model_selection import check_cv
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _dask
-from ._assignment import SIMILARITIES, soft_assignments
+from ._assignment import SIMILARITIES
+from ._backend import DEVICES, Backend, to_numpy
 from ._estimator import ARNRegressor
-from ._lifting import SufficientStatistics, accumulate, iter_chunks, lifted_size
+from ._pipeline import (
+    accumulate_rows,
+    check_fits_memory,
+    chunk_rows,
+    fitted_attributes,
+    initial_anchors,
+    make_assigner,
+)
 from ._solve import centered_rhs
 
 # Eigenvalues of the regularised system below this fraction of the largest are
@@ -29,28 +38,40 @@ from ._solve import centered_rhs
 _EIG_RCOND = 1e-13
 
 
-def ridge_path(stats, alphas):
-    """Ridge solutions of one system for many penalties from one eigendecomposition.
+def ridge_path(stats, alphas, xp=None):
+    """Ridge solutions of one system for many penalties.
+
+    Dense statistics: one eigendecomposition ``G = Q diag(lam) Q^T`` serves every
+    alpha. Block-sparse (top-k) statistics: one sparse solve per alpha.
 
     Parameters
     ----------
-    stats : SufficientStatistics
-        Training statistics (numpy arrays, full symmetric ``gram``).
+    stats : SufficientStatistics or BlockSparseStatistics
+        Training statistics.
     alphas : ndarray of shape (n_alphas,)
+    xp : array namespace, default=None
+        The statistics' namespace (numpy when None).
 
     Returns
     -------
-    W : ndarray of shape (n_alphas, p, n_targets)
+    W : array of shape (n_alphas, p, n_targets)
         ``(G + alpha I)^{-1} (Z^T W (Y - y_mean))`` for each alpha.
-    y_mean : ndarray of shape (n_targets,)
+    y_mean : array of shape (n_targets,)
     """
-    rhs, y_mean = centered_rhs(stats, np)
-    lam, Q = np.linalg.eigh(stats.gram)
-    lam = np.maximum(lam, 0.0)  # the Gram matrix is PSD; clip rounding noise
+    xp = array_namespace(stats.zty) if xp is None else xp
+    if not hasattr(stats, "gram"):
+        solutions = [stats.solve(float(alpha), xp) for alpha in alphas]
+        return xp.stack([W for W, _ in solutions]), solutions[0][1]
+    rhs, y_mean = centered_rhs(stats, xp)
+    lam, Q = xp.linalg.eigh(stats.gram)
+    lam = xp.clip(lam, 0.0, None)  # the Gram matrix is PSD; clip rounding noise
     Qt_rhs = Q.T @ rhs
+    alphas = xp.asarray(alphas, dtype=lam.dtype, device=getattr(lam, "device", None))
     denom = lam[None, :] + alphas[:, None]
-    inv = np.where(denom > _EIG_RCOND * denom.max(axis=1, keepdims=True), 1.0 / denom, 0.0)
-    return np.einsum("pq,aq,qt->apt", Q, inv, Qt_rhs), y_mean
+    keep = denom > _EIG_RCOND * xp.max(denom, axis=1, keepdims=True)
+    inv = xp.where(keep, 1.0 / xp.where(keep, denom, 1.0), 0.0)
+    # W_a = Q diag(inv_a) Q^T rhs, for every alpha a at once.
+    return Q[None, :, :] @ (inv[:, :, None] * Qt_rhs[None, :, :]), y_mean
 
 
 def fold_squared_errors(W, y_mean, fold, y_center, yc_sum, yc_sq):
@@ -75,10 +96,17 @@ def fold_squared_errors(W, y_mean, fold, y_center, yc_sum, yc_sq):
     -------
     sse : ndarray of shape (n_alphas, n_targets)
     """
+    xp = array_namespace(W)
+    n_alphas, p, n_targets = W.shape
+    # G W for every alpha in one product, in the statistics' namespace (GPU or host).
+    GW = fold.gram_matmul(xp.reshape(xp.permute_dims(W, (1, 0, 2)), (p, n_alphas * n_targets)))
+    GW = np.moveaxis(np.reshape(to_numpy(GW), (p, n_alphas, n_targets)), 1, 0)
+    W, y_mean = to_numpy(W), to_numpy(y_mean)
+    zty, z_sum = to_numpy(fold.zty), to_numpy(fold.z_sum)
     d = y_mean - y_center
-    b = fold.zty - fold.z_sum[:, None] * y_center[None, :]
-    quad = np.einsum("apt,pq,aqt->at", W, fold.gram, W)
-    lin = np.einsum("apt,pt->at", W, b) - d[None, :] * np.einsum("apt,p->at", W, fold.z_sum)
+    b = zty - z_sum[:, None] * y_center[None, :]
+    quad = np.einsum("apt,apt->at", W, GW)
+    lin = np.einsum("apt,pt->at", W, b) - d[None, :] * np.einsum("apt,p->at", W, z_sum)
     const = yc_sq - 2 * d * yc_sum + fold.weight_sum * d**2
     return np.maximum(quad - 2 * lin + const[None, :], 0.0)
 
@@ -128,6 +156,13 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         With ``sample_weight``, scores are weighted by it.
     batch_size : int, default=None
         Rows per streamed chunk, as in :class:`ARNRegressor`.
+    top_k : int, default=None
+        Keep each sample's ``top_k`` largest assignments, as in
+        :class:`ARNRegressor`; the folds then hold block-sparse statistics and
+        each alpha costs one sparse solve per fold instead of sharing an
+        eigendecomposition.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where the statistics are accumulated and solved, as in :class:`ARNRegressor`.
     random_state : int, RandomState instance or None, default=None
         Seeds the anchors and the auto softness subsample.
 
@@ -180,6 +215,8 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         "cv": ["cv_object"],
         "scoring": [StrOptions({"r2", "neg_mean_squared_error"})],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
+        "top_k": [None, Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions(set(DEVICES))],
         "random_state": ["random_state"],
     }
 
@@ -194,6 +231,8 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         cv=5,
         scoring="r2",
         batch_size=None,
+        top_k=None,
+        device="auto",
         random_state=None,
     ):
         self.n_anchors = n_anchors
@@ -204,6 +243,8 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         self.cv = cv
         self.scoring = scoring
         self.batch_size = batch_size
+        self.top_k = top_k
+        self.device = device
         self.random_state = random_state
 
     def _grid(self):
@@ -228,6 +269,8 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
             alpha=alpha,
             anchors=anchors,
             batch_size=self.batch_size,
+            top_k=self.top_k,
+            device=self.device,
             random_state=self.random_state,
         )
 
@@ -253,17 +296,32 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         Y = Y[:, None] if Y.ndim == 1 else Y
         w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         folds = self._test_folds(X, y)
+        n_features, n_targets = X.shape[1], Y.shape[1]
+        if isinstance(self.anchors, str) and X.shape[0] < self.n_anchors:
+            raise ValueError(
+                f"Expected n_samples >= n_anchors, got n_samples={X.shape[0]} "
+                f"< n_anchors={self.n_anchors}. Use fewer anchors or more rows."
+            )
+        # Each fold's statistics, their training sum, its factorisation and the
+        # total are held at once.
+        batch = chunk_rows(self.n_anchors, self.top_k, n_features, n_targets, self.batch_size)
+        check_fits_memory(
+            self.n_anchors, self.top_k, n_features, n_targets, batch, n_systems=len(folds) + 3
+        )
 
         # Anchors once on all rows; "auto" softness from the same rule as ARNRegressor.
+        random_state = check_random_state(self.random_state)
         first = "auto" if "auto" in grid else grid[0]
-        base = self._base_estimator(1.0, first, self.anchors)
-        base._check_anchor_count(X)
-        anchors, first_value = base._initial_anchors(X, w)
+        anchors, first_value = initial_anchors(
+            X, w, self.n_anchors, self.anchors, self.similarity, first, self.top_k, random_state
+        )
         # Every "auto" in the grid is the value computed with the anchors.
         softnesses = [first_value if s == "auto" else float(s) for s in grid]
 
-        xp = array_namespace(X)
-        y_center = w @ Y / w.sum() if w.sum() > 0 else np.zeros(Y.shape[1])
+        backend = Backend(self.device, X)
+        xp = backend.xp
+        Xc, Yc, wc = (backend.to_compute(a) for a in (X, Y, w))
+        y_center = w @ Y / w.sum() if w.sum() > 0 else np.zeros(n_targets)
         moments = [
             (
                 np.sum(w[idx, None] * (Y[idx] - y_center), 0),
@@ -271,30 +329,33 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
             )
             for idx in folds
         ]
-        n_lifted = lifted_size(anchors.shape[0], X.shape[1])
-        batch_size = base._resolve_batch_size(n_lifted)
         scores = np.empty((len(softnesses), len(alphas), len(folds)))
         totals = []
         for s, softness in enumerate(softnesses):
-
-            def assign(chunk, softness=softness):
-                return soft_assignments(chunk, anchors, self.similarity, softness, xp)
-
-            zero = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp)
-            fold_stats = [
-                accumulate(iter_chunks(X[idx], Y[idx], w[idx], batch_size), assign, xp, zero)
-                for idx in folds
-            ]
+            assigner = make_assigner(
+                backend.to_compute(anchors), self.similarity, softness, self.top_k
+            )
+            fold_stats = []
+            for idx in folds:
+                rows = backend.to_compute(idx)
+                fold_stats.append(
+                    accumulate_rows(
+                        assigner,
+                        xp.take(Xc, rows, axis=0),
+                        xp.take(Yc, rows, axis=0),
+                        xp.take(wc, rows, axis=0),
+                        xp,
+                        batch_size=self.batch_size,
+                    )
+                )
+            total = _add_all(fold_stats)
             for j, fold in enumerate(fold_stats):
-                train = zero
-                for i, other in enumerate(fold_stats):
-                    if i != j:
-                        train = train + other
-                W, y_mean = ridge_path(train, alphas)
+                train = _add_all([other for i, other in enumerate(fold_stats) if i != j])
+                W, y_mean = ridge_path(train, alphas, xp)
                 yc_sum, yc_sq = moments[j]
                 sse = fold_squared_errors(W, y_mean, fold, y_center, yc_sum, yc_sq)
                 scores[s, :, j] = _scores(sse, fold.weight_sum, yc_sum, yc_sq, self.scoring)
-            totals.append(_add_all(fold_stats))
+            totals.append((total, assigner))
 
         self._set_cv_results(scores, alphas, softnesses)
         best_s, best_a = np.unravel_index(
@@ -303,9 +364,14 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         self.alpha_ = float(alphas[best_a])
         self.softness_ = float(softnesses[best_s])
         self.best_score_ = float(scores[best_s, best_a].mean())
+        stats, assigner = totals[best_s]
         model = self._base_estimator(self.alpha_, self.softness_, anchors)
-        model.n_features_in_ = X.shape[1]
-        model._set_solution(totals[best_s], anchors, self.softness_, y.ndim)
+        # The refit is the solution of the summed folds: no second pass over the data.
+        model.n_features_in_ = n_features
+        vars(model).update(
+            fitted_attributes(stats, assigner, self.alpha_, y.ndim, backend.to_output)
+        )
+        model.n_iter_ = 1
         self.estimator_ = model
         self.anchors_ = model.anchors_
         self.coef_ = model.coef_

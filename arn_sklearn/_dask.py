@@ -11,15 +11,10 @@ import sys
 
 import numpy as np
 from array_api_compat import array_namespace
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._anchors import AUTO_SOFTNESS_MAX_ROWS, KMEANS_MIN_ROWS, KMEANS_ROWS_PER_ANCHOR
-from ._assignment import soft_assignments
-from ._backend import Backend
-from ._lifting import SufficientStatistics, accumulate, iter_chunks, lifted_size
 from ._optional import import_optional
-from ._sparse import accumulate_top_k, top_k_assignments
+from ._pipeline import accumulate_rows
 
 # Statistics of this many blocks are added per node of the reduction tree.
 _TREE_WIDTH = 8
@@ -59,10 +54,10 @@ def _check_block(X, Y, w):
         raise ValueError("sample_weight must be finite and non-negative (found in a Dask block).")
 
 
-def block_statistics(X, Y, w, anchors, similarity, softness, batch_size, top_k=None):
-    """:class:`SufficientStatistics` of one block (runs on a Dask worker).
+def block_statistics(X, Y, w, assigner, batch_size):
+    """Sufficient statistics of one block (runs on a Dask worker).
 
-    ``top_k`` is the estimator's sparsifying ``top_k`` (None for the dense model),
+    The assigner (anchors, similarity, softness, top-k) is the in-memory fit's,
     so that a Dask fit solves the same system as the in-memory one.
     """
     X = np.asarray(X, dtype=np.float64)
@@ -70,21 +65,7 @@ def block_statistics(X, Y, w, anchors, similarity, softness, batch_size, top_k=N
     Y = Y[:, None] if Y.ndim == 1 else Y
     w = np.ones(X.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
     _check_block(X, Y, w)
-    xp = array_namespace(X)
-    stats = SufficientStatistics.zeros(lifted_size(*anchors.shape), Y.shape[1], xp)
-
-    chunks = iter_chunks(X, Y, w, batch_size)
-    if top_k is not None:
-
-        def assign_top_k(chunk):
-            return top_k_assignments(chunk, anchors, similarity, softness, top_k, xp)
-
-        return accumulate_top_k(chunks, assign_top_k, anchors.shape[0], xp, stats)
-
-    def assign(chunk):
-        return soft_assignments(chunk, anchors, similarity, softness, xp)
-
-    return accumulate(chunks, assign, xp, stats)
+    return accumulate_rows(assigner, X, Y, w, array_namespace(X), batch_size=batch_size)
 
 
 def _add_all(*parts):
@@ -105,7 +86,12 @@ def tree_sum(parts, delayed):
     return parts[0]
 
 
-def _validate_dask_fit(estimator, X, y, sample_weight, da):
+def validate_fit(X, y, sample_weight=None):
+    """Dask arrays ``(X, Y, w)`` with whole rows per block, aligned row chunks.
+
+    ``w`` is None without sample weights. Values are checked lazily, per block.
+    """
+    _, da = _import_dask_array()
     X = _as_dask_array(X, "X", da)
     if X.ndim != 2:
         raise ValueError(f"Expected a 2-D Dask array for X, got {X.ndim} dimensions.")
@@ -134,8 +120,9 @@ def _validate_dask_fit(estimator, X, y, sample_weight, da):
     return X, Y, w
 
 
-def _sample_blocks(X, w, n_rows, random_state, dask):
-    """Whole blocks, drawn at random, until at least ``n_rows`` rows are held."""
+def sample_rows(X, w, n_rows, random_state):
+    """Host ``(X, w)`` of whole blocks, drawn at random, until at least ``n_rows`` rows."""
+    dask, _ = _import_dask_array()
     order = random_state.permutation(len(X.chunks[0]))
     chosen, held = [], 0
     for b in order:
@@ -153,58 +140,26 @@ def _sample_blocks(X, w, n_rows, random_state, dask):
     return Xs, ws
 
 
-def fit(estimator, X, y, sample_weight=None):
-    """Fit ``estimator`` (an ARNRegressor) on Dask collections.
+def accumulate(assigner, X, Y, w, batch_size=None):
+    """Statistics of Dask arrays ``(X, Y, w)``: per block on the workers, summed in a tree.
 
-    Called by :meth:`ARNRegressor.fit` when ``X`` is a Dask collection; the
-    blocks are accumulated on the active ``dask.distributed`` client if there
-    is one, the default local scheduler otherwise. The reduced system is
-    solved on the GPU when ``estimator.device == "cuda"``.
+    The blocks are accumulated on the active ``dask.distributed`` client if
+    there is one, the default local scheduler otherwise; the sum comes back as
+    host (numpy) statistics.
     """
-    dask, da = _import_dask_array()
-    X, Y, w = _validate_dask_fit(estimator, X, y, sample_weight, da)
-    n_features = X.shape[1]
-    for attr in ("feature_names_in_",):
-        estimator.__dict__.pop(attr, None)
-    estimator.n_features_in_ = n_features
-    estimator._check_anchor_count(X)
-
-    need_sample = isinstance(estimator.anchors, str) or estimator.softness == "auto"
-    if need_sample:
-        random_state = check_random_state(estimator.random_state)
-        n_rows = max(
-            KMEANS_MIN_ROWS, KMEANS_ROWS_PER_ANCHOR * estimator.n_anchors, AUTO_SOFTNESS_MAX_ROWS
-        )
-        Xs, ws = _sample_blocks(X, w, n_rows, random_state, dask)
-        anchors, softness = estimator._initial_anchors(Xs, ws)
-    else:
-        anchors = np.asarray(estimator.anchors, dtype=np.float64)
-        softness = float(estimator.softness)
-
-    n_targets = 1 if Y.ndim == 1 else Y.shape[1]
-    batch_size = estimator._resolve_batch_size(lifted_size(anchors.shape[0], n_features))
-    top_k = estimator._sparse_k()
+    dask, _ = _import_dask_array()
     delayed = dask.delayed
     x_blocks = X.to_delayed().ravel()
     y_blocks = Y.to_delayed().ravel()
     w_blocks = w.to_delayed().ravel() if w is not None else [None] * len(x_blocks)
-    # Anchors are wrapped once so the graph ships them to each worker once.
-    anchors_d = delayed(anchors)
+    # The assigner is wrapped once so the graph ships the anchors to each worker once.
+    assigner_d = delayed(assigner)
     parts = [
-        delayed(block_statistics)(
-            xb, yb, wb, anchors_d, estimator.similarity, softness, batch_size, top_k
-        )
+        delayed(block_statistics)(xb, yb, wb, assigner_d, batch_size)
         for xb, yb, wb in zip(x_blocks, y_blocks, w_blocks, strict=True)
     ]
     (stats,) = dask.compute(tree_sum(parts, delayed))
-    if stats.zty.shape[1] != n_targets:  # pragma: no cover - defensive
-        raise ValueError("Dask blocks returned an unexpected number of targets.")
-    # The blocks ran on the CPU; the small system is solved where `device`
-    # says (the GPU for "cuda"), and the attributes come back as numpy.
-    host = np.empty((0, n_features))
-    stats = stats.map_arrays(Backend(estimator.device, host).to_compute)
-    estimator._set_solution(stats, anchors, softness, Y.ndim, X=host)
-    return estimator
+    return stats
 
 
 def _check_predict_input(estimator, X):

@@ -17,6 +17,7 @@ from ._backend import DEVICES, Backend, to_numpy
 from ._estimator import ARNRegressor, _rollback_on_error
 from ._gradients import make_layer, network_predict
 from ._lifting import unpack_weights
+from ._pipeline import as_2d, as_3d
 from ._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
     GRADIENT_SOLVERS,
@@ -282,8 +283,8 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             intercepts.append(np.zeros((count, n_features)))
             softness.append(self._initial_softness(X_host, layer_anchors, random_state))
         anchors.append(to_numpy(head.anchors_))
-        coefs.append(to_numpy(head._coef_3d()))
-        intercepts.append(to_numpy(head._intercept_2d()))
+        coefs.append(to_numpy(as_3d(head.coef_)))
+        intercepts.append(to_numpy(as_2d(head.intercept_)))
         softness.append(head.softness_)
         self.anchors_, self.coefs_, self.intercepts_ = anchors, coefs, intercepts
         self.softness_ = softness

@@ -18,28 +18,26 @@ from sklearn.utils.validation import (
 )
 
 from . import _dask
-from ._anchors import auto_softness, init_anchors
-from ._assignment import SIMILARITIES, soft_assignments
+from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
 from ._gradients import make_layer
-from ._lifting import (
-    SufficientStatistics,
-    accumulate,
-    iter_chunks,
-    lifted_size,
-    pack_weights,
-    predict_lifted,
-    unpack_weights,
+from ._lifting import pack_weights, unpack_weights
+from ._pipeline import (
+    Assigner,
+    accumulate_rows,
+    anchor_sample_size,
+    as_2d,
+    as_3d,
+    assign_rows,
+    check_fits_memory,
+    chunk_rows,
+    fitted_attributes,
+    initial_anchors,
+    make_assigner,
+    predict_rows,
+    sparse_top_k,
 )
-from ._solve import check_system_fits_memory, solve_ridge
-from ._sparse import accumulate_top_k, chunk_row_bytes, densify, predict_top_k, top_k_assignments
 from ._training import GRADIENT_PARAMETER_CONSTRAINTS, GRADIENT_SOLVERS, GradientTrainingMixin
-
-# batch_size=None streams chunks whose lifted block is about this many bytes:
-# large enough for BLAS to run at full speed, small enough to keep memory flat.
-_AUTO_CHUNK_BYTES = 64 * 2**20
-_MIN_AUTO_BATCH = 256
-_MAX_AUTO_CHUNK_BYTES = 2**30
 
 _GRADIENT_HISTORY = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
 
@@ -175,6 +173,12 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         The anchors ``c_k``.
     softness_ : float
         The softness ``K`` used.
+    similarity_ : str
+        The similarity the fitted model assigns with (``similarity`` at fit
+        time; ``predict`` reads this, not the parameter).
+    top_k_ : int or None
+        Anchors kept per sample by the fitted model; None for the dense model
+        (``top_k`` was None or at least the number of anchors).
     coef_ : ndarray of shape (n_anchors, n_features) or (n_anchors, n_targets, n_features)
         ``W_k`` for each anchor; the middle axis is present for 2-D ``y``.
     intercept_ : ndarray of shape (n_anchors,) or (n_anchors, n_targets)
@@ -308,7 +312,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         """
         with _rollback_on_error(self):
             gradient = self.solver in GRADIENT_SOLVERS
-            if gradient and self._sparse_k() is not None:
+            if gradient and sparse_top_k(self.n_anchors, self.top_k) is not None:
                 raise ValueError("top_k is only supported with solver='closed_form'.")
             if _dask.is_dask_collection(X):
                 if gradient:
@@ -316,13 +320,15 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
                         f"solver={self.solver!r} needs the data in memory; compute the Dask "
                         "collection first or use solver='closed_form'."
                     )
-                return _dask.fit(self, X, y, sample_weight)
+                return self._fit_dask(X, y, sample_weight)
             warm = gradient and self.warm_start and hasattr(self, "coef_")
             X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
+            backend = Backend(self.device, X)
             if not warm:
-                anchors, softness = self._initial_anchors(X, w)
-                stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
-                self._set_solution(stats, anchors, softness, y_ndim, X=X)
+                self._check_memory(X.shape[1], Y.shape[1])
+                assigner = self._new_assigner(X, w)
+                stats = self._accumulate(backend, assigner, X, Y, w, stats=None)
+                self._set_solution(stats, assigner, y_ndim, backend)
             if gradient:
                 self._fit_gradient(X, Y, w, y_ndim)
         return self
@@ -349,18 +355,19 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         first_call = not hasattr(self, "_stats")
         with _rollback_on_error(self):
             X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=first_call)
+            backend = Backend(self.device, X)
             if first_call:
-                anchors, softness = self._initial_anchors(X, w)
-                stats = None
+                self._check_memory(X.shape[1], Y.shape[1])
+                assigner, stats = self._new_assigner(X, w), None
             else:
                 if Y.shape[1] != self._stats.zty.shape[1]:
                     raise ValueError(
                         f"y has {Y.shape[1]} targets but earlier calls to "
                         f"partial_fit had {self._stats.zty.shape[1]}."
                     )
-                anchors, softness, stats = self.anchors_, self.softness_, self._stats
-            stats = self._accumulate(X, Y, w, anchors, softness, stats=stats)
-            self._set_solution(stats, anchors, softness, y_ndim, X=X)
+                assigner, stats = self._fitted_assigner(), self._stats
+            stats = self._accumulate(backend, assigner, X, Y, w, stats=stats)
+            self._set_solution(stats, assigner, y_ndim, backend)
         return self
 
     # -------------------------------------------------------------- predict
@@ -381,17 +388,10 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         X = self._validate_predict_data(X)
         backend = Backend(self.device, X)
         xp, Xc = backend.xp, backend.to_compute(X)
-        W = pack_weights(self._coef_3d(), self._intercept_2d(), array_namespace(self.coef_))
-        W, anchors = backend.to_compute(W), backend.to_compute(self.anchors_)
-        batch_size = self._resolve_batch_size(W.shape[0])
-        parts = []
-        for chunk in _row_chunks(xp.astype(Xc, xp.float64), batch_size):
-            if self._sparse_k() is None:
-                parts.append(predict_lifted(chunk, self._assign(chunk, anchors, xp), W, xp))
-            else:
-                idx, vals = self._assign_top_k(chunk, anchors, xp)
-                parts.append(predict_top_k(chunk, idx, vals, W, xp))
-        y_pred = backend.to_output(xp.astype(xp.concat(parts, axis=0), Xc.dtype))
+        W = pack_weights(as_3d(self.coef_), as_2d(self.intercept_), array_namespace(self.coef_))
+        assigner = self._fitted_assigner().moved(backend.to_compute)
+        y_pred = predict_rows(assigner, Xc, backend.to_compute(W), xp, self.batch_size)
+        y_pred = backend.to_output(xp.astype(y_pred, Xc.dtype))
         return y_pred[:, 0] if self.coef_.ndim == 2 else y_pred
 
     def soft_assignments(self, X):
@@ -411,12 +411,8 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         X = self._validate_predict_data(X)
         backend = Backend(self.device, X)
         xp, Xc = backend.xp, backend.to_compute(X)
-        anchors = backend.to_compute(self.anchors_)
-        X64 = xp.astype(Xc, xp.float64)
-        if self._sparse_k() is None:
-            A = self._assign(X64, anchors, xp)
-        else:
-            A = densify(*self._assign_top_k(X64, anchors, xp), anchors.shape[0], xp)
+        assigner = self._fitted_assigner().moved(backend.to_compute)
+        A = assign_rows(assigner, Xc, xp, self.batch_size)
         return backend.to_output(xp.astype(A, Xc.dtype))
 
     # -------------------------------------------------------------- helpers
@@ -462,91 +458,87 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         if not np.all(np.isfinite(anchors)):
             raise ValueError("anchors contains NaN or infinity.")
 
-    def _initial_anchors(self, X, sample_weight):
-        random_state = check_random_state(self.random_state)
-        tic = time.perf_counter()
-        # KMeans and the softness rule run on the host, on bounded subsamples.
-        X, sample_weight = to_numpy(X), to_numpy(sample_weight)
-        if isinstance(self.anchors, str):
-            anchors = init_anchors(X, sample_weight, self.n_anchors, self.anchors, random_state)
-        else:
-            anchors = np.asarray(to_numpy(self.anchors), dtype=np.float64)
-        if self.softness == "auto":
-            xp = array_namespace(X)
-            softness = auto_softness(
-                xp.astype(X, xp.float64), anchors, self.similarity, xp, random_state
-            )
-        else:
-            softness = float(self.softness)
-        if self.verbose:
-            print(
-                f"[ARN] anchors ({self.anchors if isinstance(self.anchors, str) else 'given'})"
-                f" and softness={softness:.4g} in {time.perf_counter() - tic:.2f} s"
-            )
-        return anchors, softness
+    def _check_memory(self, n_features, n_targets):
+        """The memory guard, before anchors, softness or statistics are computed."""
+        batch = chunk_rows(self.n_anchors, self.top_k, n_features, n_targets, self.batch_size)
+        check_fits_memory(self.n_anchors, self.top_k, n_features, n_targets, batch)
 
-    def _resolve_batch_size(self, n_lifted):
-        if self.batch_size is not None:
-            return self.batch_size
-        # Past ~8k unknowns a 64 MiB chunk has too few rows for syrk to be
-        # compute-bound (it was 8x slower than one syrk on a GPU at 31,744):
-        # up to n_lifted/4 rows, a quarter of the Gram's memory, capped at 1 GiB.
-        large = min(n_lifted // 4, _MAX_AUTO_CHUNK_BYTES // (8 * n_lifted))
-        return max(_MIN_AUTO_BATCH, _AUTO_CHUNK_BYTES // (8 * n_lifted), large)
+    def _new_assigner(self, X, sample_weight):
+        """Anchors and softness of a new fit (KMeans and the rule run on the host)."""
+        anchors = self.anchors if isinstance(self.anchors, str) else to_numpy(self.anchors)
+        anchors, softness = initial_anchors(
+            to_numpy(X),
+            to_numpy(sample_weight),
+            self.n_anchors,
+            anchors,
+            self.similarity,
+            self.softness,
+            self.top_k,
+            check_random_state(self.random_state),
+            verbose=self.verbose,
+        )
+        return make_assigner(anchors, self.similarity, softness, self.top_k)
 
-    def _accumulate(self, X, Y, w, anchors, softness, stats):
-        backend = Backend(self.device, X)
+    def _fitted_assigner(self):
+        """The assignment the fitted model uses (from fitted attributes, not parameters)."""
+        return Assigner(self.anchors_, self.similarity_, self.softness_, self.top_k_)
+
+    def _accumulate(self, backend, assigner, X, Y, w, stats):
         xp = backend.xp
-        X, Y, w, anchors = (backend.to_compute(a) for a in (X, Y, w, anchors))
-        n_features = X.shape[1]
-        n_lifted = lifted_size(anchors.shape[0], n_features)
-        batch_size = self._resolve_batch_size(n_lifted)
-        if self._sparse_k() is not None and self.batch_size is None:
-            row_bytes = chunk_row_bytes(self.top_k, n_features, Y.shape[1])
-            batch_size = max(_MIN_AUTO_BATCH, _AUTO_CHUNK_BYTES // row_bytes)
-        if stats is None:
-            check_system_fits_memory(anchors.shape[0], n_features, Y.shape[1], batch_size)
-            stats = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp, device=_device(X))
-        tic = time.perf_counter()
-        chunks = iter_chunks(X, Y, w, batch_size)
-        if self._sparse_k() is None:
+        X, Y, w = (backend.to_compute(a) for a in (X, Y, w))
+        return accumulate_rows(
+            assigner.moved(backend.to_compute),
+            X,
+            Y,
+            w,
+            xp,
+            stats=stats,
+            batch_size=self.batch_size,
+            verbose=self.verbose,
+        )
 
-            def assign(chunk):
-                return soft_assignments(chunk, anchors, self.similarity, softness, xp)
-
-            stats = accumulate(chunks, assign, xp, stats, verbose=self.verbose)
+    def _fit_dask(self, X, y, sample_weight):
+        """Dask input: anchors from sampled blocks, statistics summed over blocks."""
+        X, Y, w = _dask.validate_fit(X, y, sample_weight)
+        self.__dict__.pop("feature_names_in_", None)
+        self.n_features_in_ = X.shape[1]
+        self._check_anchor_count(X)
+        n_targets = 1 if Y.ndim == 1 else Y.shape[1]
+        self._check_memory(X.shape[1], n_targets)
+        if isinstance(self.anchors, str) or self.softness == "auto":
+            n_rows = anchor_sample_size(self.n_anchors)
+            Xs, ws = _dask.sample_rows(X, w, n_rows, check_random_state(self.random_state))
+            # A fresh generator, as in memory: when every block is drawn, the
+            # anchors and softness equal the in-memory fit's.
+            anchors, softness = initial_anchors(
+                Xs,
+                ws,
+                self.n_anchors,
+                self.anchors,
+                self.similarity,
+                self.softness,
+                self.top_k,
+                check_random_state(self.random_state),
+                verbose=self.verbose,
+            )
+            assigner = make_assigner(anchors, self.similarity, softness, self.top_k)
         else:
+            anchors = np.array(to_numpy(self.anchors), dtype=np.float64, copy=True)
+            assigner = make_assigner(anchors, self.similarity, self.softness, self.top_k)
+        stats = _dask.accumulate(assigner, X, Y, w, self.batch_size)
+        # The blocks ran on the CPU; the small system is solved where `device`
+        # says (the GPU for "cuda"), and the attributes come back as numpy.
+        backend = Backend(self.device, np.empty((0, X.shape[1])))
+        self._set_solution(stats.map_arrays(backend.to_compute), assigner, Y.ndim, backend)
+        return self
 
-            def assign_top_k(chunk):
-                return top_k_assignments(chunk, anchors, self.similarity, softness, self.top_k, xp)
-
-            stats = accumulate_top_k(
-                chunks, assign_top_k, anchors.shape[0], xp, stats, verbose=self.verbose
+    def _set_solution(self, stats, assigner, y_ndim, backend):
+        """Solve ``stats`` and store the fitted model (attributes in the input's namespace)."""
+        self.__dict__.update(
+            fitted_attributes(
+                stats, assigner, self.alpha, y_ndim, backend.to_output, verbose=self.verbose
             )
-        if self.verbose:
-            print(
-                f"[ARN] accumulated {X.shape[0]} rows into a {n_lifted}-square "
-                f"system in {time.perf_counter() - tic:.2f} s"
-            )
-        return stats
-
-    def _set_solution(self, stats, anchors, softness, y_ndim, X=None):
-        xp = array_namespace(stats.gram)
-        tic = time.perf_counter()
-        W, y_mean = solve_ridge(stats, self.alpha, xp)
-        if self.verbose:
-            print(f"[ARN] solved in {time.perf_counter() - tic:.2f} s")
-        coef, intercept = unpack_weights(W, y_mean, anchors.shape[0], anchors.shape[1], xp)
-        if y_ndim == 1:
-            coef, intercept = coef[:, 0, :], intercept[:, 0]
-        if X is not None:  # attributes follow the input's namespace
-            backend = Backend(self.device, X)
-            coef, intercept, anchors = map(backend.to_output, (coef, intercept, anchors))
-        self.anchors_ = anchors
-        self.softness_ = softness
-        self.coef_ = coef
-        self.intercept_ = intercept
-        self._stats = stats
+        )
         # One pass and one solve; a gradient solver then records its epochs.
         self.n_iter_ = 1
         for name in _GRADIENT_HISTORY:
@@ -554,17 +546,18 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
     def _fit_gradient(self, X, Y, w, y_ndim):
         """Learn anchors and regressors from the current (closed-form) model."""
-        if Y.shape[1] != self._intercept_2d().shape[1]:
+        if Y.shape[1] != as_2d(self.intercept_).shape[1]:
             raise ValueError(
                 f"y has {Y.shape[1]} targets but the model being warm-started has "
-                f"{self._intercept_2d().shape[1]}."
+                f"{as_2d(self.intercept_).shape[1]}."
             )
         backend = Backend(self.device, X)
         xp = backend.xp
         X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
         y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)
         coef, intercept, anchors = (
-            backend.to_compute(a) for a in (self._coef_3d(), self._intercept_2d(), self.anchors_)
+            backend.to_compute(a)
+            for a in (as_3d(self.coef_), as_2d(self.intercept_), self.anchors_)
         )
         # Trained on centred targets, like the closed form, so that the penalty
         # sees the same centred biases and the closed form is its starting point.
@@ -585,38 +578,12 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             backend.to_output(a) for a in (coef, intercept, layer["anchors"])
         )
         self.softness_ = float(xp.exp(layer["log_softness"]))
+        self.similarity_, self.top_k_ = self.similarity, None
         # The statistics belong to the initial anchors, not the learned ones.
         self.__dict__.pop("_stats", None)
-
-    def _assign(self, X, anchors, xp):
-        return soft_assignments(X, anchors, self.similarity, self.softness_, xp)
-
-    def _assign_top_k(self, X, anchors, xp):
-        return top_k_assignments(X, anchors, self.similarity, self.softness_, self.top_k, xp)
-
-    def _sparse_k(self):
-        """``top_k`` when it sparsifies, None for the dense model."""
-        if self.top_k is None or self.top_k >= self.n_anchors:
-            return None
-        return self.top_k
-
-    def _coef_3d(self):
-        return self.coef_[:, None, :] if self.coef_.ndim == 2 else self.coef_
-
-    def _intercept_2d(self):
-        return self.intercept_[:, None] if self.intercept_.ndim == 1 else self.intercept_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
         return tags
-
-
-def _device(X):
-    return None if isinstance(X, np.ndarray) else getattr(X, "device", None)
-
-
-def _row_chunks(X, batch_size):
-    for start in range(0, X.shape[0], batch_size):
-        yield X[start : min(start + batch_size, X.shape[0]), ...]

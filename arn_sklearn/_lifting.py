@@ -6,6 +6,7 @@ holds; they can be accumulated chunk by chunk (``fit``), continued later
 (``partial_fit``) and added across data blocks (``a + b``).
 """
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from array_api_compat import array_namespace
 ACCUMULATION_DTYPE = "float64"
 
 
-_BLAS_CONTROLLER = []
+_BLAS_LIMIT_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -28,13 +29,26 @@ def single_threaded_blas():
     ``Z^T y``) between two large ``syrk`` calls was measured to make the next
     ``syrk`` about twice slower with OpenBLAS (``benchmarks/efficiency.py``);
     that work is cheap next to the Gram update, so it runs on one thread.
-    """
-    if not _BLAS_CONTROLLER:
-        from threadpoolctl import ThreadpoolController
 
-        _BLAS_CONTROLLER.append(ThreadpoolController())
-    with _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas"):
+    BLAS thread limits are process-wide: overlapping set/restore sequences from
+    several threads (concurrent fits, Dask's threaded scheduler) were seen to
+    leave the whole process on one thread. So the limit is only taken while a
+    single Python thread runs, and never by two blocks at once; otherwise the
+    block runs unchanged.
+    """
+    if threading.active_count() > 1 or not _BLAS_LIMIT_LOCK.acquire(blocking=False):
         yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=1, user_api="blas")
+        try:
+            yield
+        finally:
+            limiter.restore_original_limits()
+    finally:
+        _BLAS_LIMIT_LOCK.release()
 
 
 def lift(X, A, xp, out=None):
@@ -143,6 +157,10 @@ class SufficientStatistics:
             weight_sum=self.weight_sum,
             n_samples=self.n_samples,
         )
+
+    def accumulate(self, chunks, assign, xp, verbose=0):
+        """These statistics plus those of ``chunks``, see :func:`accumulate`."""
+        return accumulate(chunks, assign, xp, self, verbose=verbose)
 
     def solve(self, alpha, xp):
         """Ridge solution ``(W, y_mean)`` of these statistics, see :func:`solve_ridge`."""

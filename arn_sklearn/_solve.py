@@ -33,7 +33,9 @@ def system_bytes(n_lifted, n_targets, batch_size, itemsize=8):
     )
 
 
-def check_system_fits_memory(n_anchors, n_features, n_targets, batch_size, available=None):
+def check_system_fits_memory(
+    n_anchors, n_features, n_targets, batch_size, available=None, *, needed=None, top_k=None
+):
     """Raise ``MemoryError`` before allocating a system that cannot fit.
 
     Parameters
@@ -41,17 +43,24 @@ def check_system_fits_memory(n_anchors, n_features, n_targets, batch_size, avail
     n_anchors, n_features, n_targets, batch_size : int
     available : int or None
         Bytes available; read from the operating system when None.
+    needed : int or None
+        Bytes the fit needs; the dense system's :func:`system_bytes` when None.
+    top_k : int or None
+        For the message: the model keeps ``top_k`` anchors per sample.
     """
     n_lifted = n_anchors * (n_features + 1)
-    needed = system_bytes(n_lifted, n_targets, batch_size)
+    if needed is None:
+        needed = system_bytes(n_lifted, n_targets, batch_size)
     if available is None:
         available = available_memory_bytes()
     if available is not None and needed > available:
+        kind = f"top_k={top_k} " if top_k is not None else ""
         raise MemoryError(
-            f"The ARN system with n_anchors={n_anchors} and n_features={n_features} "
-            f"is {n_lifted} x {n_lifted} and needs about {needed / 2**30:.1f} GiB, "
-            f"but only {available / 2**30:.1f} GiB is available. Use fewer anchors, "
-            "reduce the number of features (e.g. with PCA), or lower batch_size."
+            f"The {kind}ARN system with n_anchors={n_anchors} and n_features={n_features} "
+            f"has {n_lifted} unknowns and needs about {needed / 2**30:.1f} GiB, "
+            f"but only {available / 2**30:.1f} GiB is available. Use fewer anchors"
+            f"{'' if top_k is not None else ' (or top_k)'}, reduce the number of features "
+            "(e.g. with PCA), or lower batch_size."
         )
     return needed
 

@@ -15,6 +15,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from arn_sklearn import ARNRegressor, DeepARNRegressor
 from arn_sklearn._gradients import objective
 from arn_sklearn._lifting import pack_weights
+from arn_sklearn._pipeline import as_2d, as_3d
 
 EXPECTED_FAILURES = {
     "check_sample_weight_equivalence_on_dense_data": (
@@ -53,7 +54,7 @@ def training_objective(model, X, y):
     y_mean = y.mean()
     layer = {
         "anchors": model.anchors_,
-        "weights": pack_weights(model._coef_3d(), model._intercept_2d() - y_mean, xp),
+        "weights": pack_weights(as_3d(model.coef_), as_2d(model.intercept_) - y_mean, xp),
         "log_softness": np.asarray(np.log(model.softness_)),
     }
     w = np.ones(len(y))
