@@ -9,6 +9,7 @@ squared error expands into the fold's own statistics, so no second pass over
 the data is needed (see :func:`fold_squared_errors`).
 """
 
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -20,6 +21,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from . import _dask
 from ._assignment import SIMILARITIES, soft_assignments
+from ._base import rollback_on_error, validate_targets
 from ._estimator import ARNRegressor
 from ._lifting import SufficientStatistics, accumulate, iter_chunks, lifted_size
 from ._solve import centered_rhs
@@ -83,9 +85,22 @@ def fold_squared_errors(W, y_mean, fold, y_center, yc_sum, yc_sq):
     return np.maximum(quad - 2 * lin + const[None, :], 0.0)
 
 
-def _scores(sse, weight_sum, yc_sum, yc_sq, scoring):
-    """Fold scores per alpha: R^2 (averaged over targets) or negative MSE."""
+def _power_of_two_scale(Y):
+    """Per-target powers of two with ``max |y| / scale`` in [1, 2) (1 for zero targets)."""
+    peak = np.max(np.abs(Y), axis=0) if Y.shape[0] else np.zeros(Y.shape[1])
+    # 2^(e-1), not 2^e: the latter overflows for |y| near the float64 maximum.
+    return np.where(peak > 0, np.exp2(np.frexp(peak)[1] - 1.0), 1.0)
+
+
+def _scores(sse, weight_sum, yc_sum, yc_sq, scoring, y_scale=1.0):
+    """Fold scores per alpha: R^2 (averaged over targets) or negative MSE.
+
+    The statistics are of ``y / y_scale``; R^2 does not depend on the scale,
+    the MSE is returned in the units of ``y`` (infinite past 1e308).
+    """
     if scoring == "neg_mean_squared_error":
+        with np.errstate(over="ignore", invalid="ignore"):
+            sse = np.where(sse > 0, sse * np.square(y_scale), 0.0)
         return -sse.mean(axis=1) / weight_sum
     sst = yc_sq - yc_sum**2 / weight_sum
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -232,6 +247,7 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @rollback_on_error
     def fit(self, X, y, sample_weight=None):
         """Cross-validate alpha (and softness), then refit on all rows.
 
@@ -249,8 +265,12 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         X, y = validate_data(
             self, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32]
         )
-        Y = np.asarray(y, dtype=np.float64)
+        Y = np.asarray(validate_targets(y), dtype=np.float64)
         Y = Y[:, None] if Y.ndim == 1 else Y
+        # Scores are computed from squares of y: scale it (by powers of two, so
+        # exactly) to keep them finite and R^2 scale-invariant for |y| ~ 1e200.
+        y_scale = _power_of_two_scale(Y)
+        Y = Y / y_scale
         w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         folds = self._test_folds(X, y)
 
@@ -293,7 +313,9 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
                 W, y_mean = ridge_path(train, alphas)
                 yc_sum, yc_sq = moments[j]
                 sse = fold_squared_errors(W, y_mean, fold, y_center, yc_sum, yc_sq)
-                scores[s, :, j] = _scores(sse, fold.weight_sum, yc_sum, yc_sq, self.scoring)
+                scores[s, :, j] = _scores(
+                    sse, fold.weight_sum, yc_sum, yc_sq, self.scoring, y_scale
+                )
             totals.append(_add_all(fold_stats))
 
         self._set_cv_results(scores, alphas, softnesses)
@@ -305,7 +327,11 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         self.best_score_ = float(scores[best_s, best_a].mean())
         model = self._base_estimator(self.alpha_, self.softness_, anchors)
         model.n_features_in_ = X.shape[1]
-        model._set_solution(totals[best_s], anchors, self.softness_, y.ndim)
+        # Fewer anchors than asked when the rows were fewer (see resolve_n_anchors).
+        model.n_anchors = model.n_anchors_ = self.n_anchors_ = anchors.shape[0]
+        total = totals[best_s]
+        total = replace(total, zty=total.zty * y_scale, y_sum=total.y_sum * y_scale)
+        model._set_solution(total, anchors, self.softness_, y.ndim)
         self.estimator_ = model
         self.anchors_ = model.anchors_
         self.coef_ = model.coef_

@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._anchors import AUTO_SOFTNESS_MAX_ROWS, KMEANS_MIN_ROWS, KMEANS_ROWS_PER_ANCHOR
 from ._assignment import soft_assignments
 from ._backend import Backend
+from ._base import check_array_meta
 from ._lifting import SufficientStatistics, accumulate, iter_chunks, lifted_size
 from ._optional import import_optional
 from ._sparse import accumulate_top_k, top_k_assignments
@@ -109,8 +110,7 @@ def _validate_dask_fit(estimator, X, y, sample_weight, da):
     X = _as_dask_array(X, "X", da)
     if X.ndim != 2:
         raise ValueError(f"Expected a 2-D Dask array for X, got {X.ndim} dimensions.")
-    if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"X must be numeric; got dtype {X.dtype}.")
+    check_array_meta(X.shape, X.dtype, "X", type(estimator).__name__)
     if any(np.isnan(c) for c in X.chunks[0]):
         X = X.compute_chunk_sizes()
     # One block per row range: each block holds whole rows.
@@ -118,6 +118,8 @@ def _validate_dask_fit(estimator, X, y, sample_weight, da):
     Y = _as_dask_array(y, "y", da)
     if Y.ndim not in (1, 2):
         raise ValueError(f"y must be 1-D or 2-D, got {Y.ndim} dimensions.")
+    # The rules numpy input gets from validate_data: no complex, no 0 columns.
+    check_array_meta(Y.shape, Y.dtype, "y", type(estimator).__name__)
     if Y.shape[0] != X.shape[0]:
         raise ValueError(
             f"X and y have inconsistent numbers of samples: {X.shape[0]} and {Y.shape[0]}."
@@ -222,7 +224,18 @@ def _check_predict_input(estimator, X):
 
 
 def _predict_block(block, estimator, method):
+    if block.shape[0] == 0:  # an empty partition, e.g. after filtering rows
+        return _empty_output(estimator, method, block.dtype)
     return getattr(estimator, method)(block)
+
+
+def _empty_output(estimator, method, dtype):
+    dtype = dtype if np.issubdtype(dtype, np.floating) else np.float64
+    if method == "soft_assignments":
+        return np.empty((0, estimator.anchors_.shape[0]), dtype=dtype)
+    if estimator.coef_.ndim == 2:
+        return np.empty((0,), dtype=dtype)
+    return np.empty((0, estimator.coef_.shape[1]), dtype=dtype)
 
 
 def predict(estimator, X, method="predict"):

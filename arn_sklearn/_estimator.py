@@ -1,7 +1,6 @@
 """The scikit-learn estimator: validation, orchestration and fitted attributes."""
 
 import time
-from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -21,6 +20,12 @@ from . import _dask
 from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES, soft_assignments
 from ._backend import DEVICES, Backend, to_numpy
+from ._base import (
+    resolve_n_anchors,
+    rollback_on_error,
+    validate_anchor_array,
+    validate_targets,
+)
 from ._gradients import make_layer
 from ._lifting import (
     SufficientStatistics,
@@ -42,22 +47,6 @@ _MIN_AUTO_BATCH = 256
 _MAX_AUTO_CHUNK_BYTES = 2**30
 
 _GRADIENT_HISTORY = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
-
-
-@contextmanager
-def _rollback_on_error(estimator):
-    """Restore the estimator's attributes if the block raises.
-
-    Validation sets ``n_features_in_`` before the fit can fail; a failed fit
-    must leave neither a half-fitted model nor a corrupted earlier fit.
-    """
-    saved = dict(estimator.__dict__)
-    try:
-        yield
-    except BaseException:
-        estimator.__dict__.clear()
-        estimator.__dict__.update(saved)
-        raise
 
 
 def _closed_form_solver(estimator):
@@ -291,6 +280,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
+    @rollback_on_error
     def fit(self, X, y, sample_weight=None):
         """Fit anchors, softness and regressors on all rows.
 
@@ -306,29 +296,29 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         -------
         self : ARNRegressor
         """
-        with _rollback_on_error(self):
-            gradient = self.solver in GRADIENT_SOLVERS
-            if gradient and self._sparse_k() is not None:
-                raise ValueError("top_k is only supported with solver='closed_form'.")
-            if _dask.is_dask_collection(X):
-                if gradient:
-                    raise ValueError(
-                        f"solver={self.solver!r} needs the data in memory; compute the Dask "
-                        "collection first or use solver='closed_form'."
-                    )
-                return _dask.fit(self, X, y, sample_weight)
-            warm = gradient and self.warm_start and hasattr(self, "coef_")
-            X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
-            if not warm:
-                anchors, softness = self._initial_anchors(X, w)
-                stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
-                self._set_solution(stats, anchors, softness, y_ndim, X=X)
+        gradient = self.solver in GRADIENT_SOLVERS
+        if gradient and self.top_k is not None and self.top_k < self.n_anchors:
+            raise ValueError("top_k is only supported with solver='closed_form'.")
+        if _dask.is_dask_collection(X):
             if gradient:
-                self._fit_gradient(X, Y, w, y_ndim)
+                raise ValueError(
+                    f"solver={self.solver!r} needs the data in memory; compute the Dask "
+                    "collection first or use solver='closed_form'."
+                )
+            return _dask.fit(self, X, y, sample_weight)
+        warm = gradient and self.warm_start and hasattr(self, "coef_")
+        X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
+        if not warm:
+            anchors, softness = self._initial_anchors(X, w)
+            stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
+            self._set_solution(stats, anchors, softness, y_ndim, X=X)
+        if gradient:
+            self._fit_gradient(X, Y, w, y_ndim)
         return self
 
     @available_if(_closed_form_solver)
     @_fit_context(prefer_skip_nested_validation=True)
+    @rollback_on_error
     def partial_fit(self, X, y, sample_weight=None):
         """Add a batch of rows to the accumulated statistics and re-solve.
 
@@ -347,20 +337,19 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         self : ARNRegressor
         """
         first_call = not hasattr(self, "_stats")
-        with _rollback_on_error(self):
-            X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=first_call)
-            if first_call:
-                anchors, softness = self._initial_anchors(X, w)
-                stats = None
-            else:
-                if Y.shape[1] != self._stats.zty.shape[1]:
-                    raise ValueError(
-                        f"y has {Y.shape[1]} targets but earlier calls to "
-                        f"partial_fit had {self._stats.zty.shape[1]}."
-                    )
-                anchors, softness, stats = self.anchors_, self.softness_, self._stats
-            stats = self._accumulate(X, Y, w, anchors, softness, stats=stats)
-            self._set_solution(stats, anchors, softness, y_ndim, X=X)
+        X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=first_call)
+        if first_call:
+            anchors, softness = self._initial_anchors(X, w)
+            stats = None
+        else:
+            if Y.shape[1] != self._stats.zty.shape[1]:
+                raise ValueError(
+                    f"y has {Y.shape[1]} targets but earlier calls to "
+                    f"partial_fit had {self._stats.zty.shape[1]}."
+                )
+            anchors, softness, stats = self.anchors_, self.softness_, self._stats
+        stats = self._accumulate(X, Y, w, anchors, softness, stats=stats)
+        self._set_solution(stats, anchors, softness, y_ndim, X=X)
         return self
 
     # -------------------------------------------------------------- predict
@@ -431,7 +420,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             y_numeric=True,
             dtype=[xp.float64, xp.float32],
         )
-        Y = xp.astype(y, xp.float64)
+        Y = xp.astype(validate_targets(y), xp.float64)
         Y = Y[:, None] if Y.ndim == 1 else Y
         w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
         if reset:
@@ -445,22 +434,9 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
     def _check_anchor_count(self, X):
         n_samples, n_features = X.shape
-        if isinstance(self.anchors, str):
-            if n_samples < self.n_anchors:
-                raise ValueError(
-                    f"Expected n_samples >= n_anchors, got n_samples={n_samples} "
-                    f"< n_anchors={self.n_anchors}. Use fewer anchors or more rows."
-                )
-            return
-        anchors = to_numpy(self.anchors) if hasattr(self.anchors, "shape") else None
-        anchors = np.asarray(self.anchors if anchors is None else anchors)
-        if anchors.shape != (self.n_anchors, n_features):
-            raise ValueError(
-                f"anchors has shape {anchors.shape}; expected (n_anchors, n_features) "
-                f"= ({self.n_anchors}, {n_features})."
-            )
-        if not np.all(np.isfinite(anchors)):
-            raise ValueError("anchors contains NaN or infinity.")
+        self.n_anchors_ = resolve_n_anchors(self.n_anchors, n_samples, self.anchors)
+        if not isinstance(self.anchors, str):
+            validate_anchor_array(self.anchors, self.n_anchors, n_features)
 
     def _initial_anchors(self, X, sample_weight):
         random_state = check_random_state(self.random_state)
@@ -468,7 +444,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         # KMeans and the softness rule run on the host, on bounded subsamples.
         X, sample_weight = to_numpy(X), to_numpy(sample_weight)
         if isinstance(self.anchors, str):
-            anchors = init_anchors(X, sample_weight, self.n_anchors, self.anchors, random_state)
+            anchors = init_anchors(X, sample_weight, self.n_anchors_, self.anchors, random_state)
         else:
             anchors = np.asarray(to_numpy(self.anchors), dtype=np.float64)
         if self.softness == "auto":
@@ -596,7 +572,8 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
     def _sparse_k(self):
         """``top_k`` when it sparsifies, None for the dense model."""
-        if self.top_k is None or self.top_k >= self.n_anchors:
+        # The fitted count: fewer than n_anchors when the rows were fewer.
+        if self.top_k is None or self.top_k >= self.__dict__.get("n_anchors_", self.n_anchors):
             return None
         return self.top_k
 
