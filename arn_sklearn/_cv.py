@@ -9,6 +9,7 @@ squared error expands into the fold's own statistics, so no second pass over
 the data is needed (see :func:`fold_squared_errors`).
 """
 
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -22,6 +23,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import _dask
 from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
+from ._base import resolve_n_anchors, rollback_on_error, validate_anchor_array, validate_targets
 from ._estimator import ARNRegressor
 from ._pipeline import (
     accumulate_rows,
@@ -111,9 +113,22 @@ def fold_squared_errors(W, y_mean, fold, y_center, yc_sum, yc_sq):
     return np.maximum(quad - 2 * lin + const[None, :], 0.0)
 
 
-def _scores(sse, weight_sum, yc_sum, yc_sq, scoring):
-    """Fold scores per alpha: R^2 (averaged over targets) or negative MSE."""
+def _power_of_two_scale(Y):
+    """Per-target powers of two with ``max |y| / scale`` in [1, 2) (1 for zero targets)."""
+    peak = np.max(np.abs(Y), axis=0) if Y.shape[0] else np.zeros(Y.shape[1])
+    # 2^(e-1), not 2^e: the latter overflows for |y| near the float64 maximum.
+    return np.where(peak > 0, np.exp2(np.frexp(peak)[1] - 1.0), 1.0)
+
+
+def _scores(sse, weight_sum, yc_sum, yc_sq, scoring, y_scale=1.0):
+    """Fold scores per alpha: R^2 (averaged over targets) or negative MSE.
+
+    The statistics are of ``y / y_scale``; R^2 does not depend on the scale,
+    the MSE is returned in the units of ``y`` (infinite past 1e308).
+    """
     if scoring == "neg_mean_squared_error":
+        with np.errstate(over="ignore", invalid="ignore"):
+            sse = np.where(sse > 0, sse * np.square(y_scale), 0.0)
         return -sse.mean(axis=1) / weight_sum
     sst = yc_sq - yc_sum**2 / weight_sum
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -275,6 +290,7 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @rollback_on_error
     def fit(self, X, y, sample_weight=None):
         """Cross-validate alpha (and softness), then refit on all rows.
 
@@ -292,28 +308,31 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         X, y = validate_data(
             self, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32]
         )
-        Y = np.asarray(y, dtype=np.float64)
+        Y = np.asarray(validate_targets(y), dtype=np.float64)
         Y = Y[:, None] if Y.ndim == 1 else Y
+        # Scores are computed from squares of y: scale it (by powers of two, so
+        # exactly) to keep them finite and R^2 scale-invariant for |y| ~ 1e200.
+        y_scale = _power_of_two_scale(Y)
+        Y = Y / y_scale
         w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         folds = self._test_folds(X, y)
         n_features, n_targets = X.shape[1], Y.shape[1]
-        if isinstance(self.anchors, str) and X.shape[0] < self.n_anchors:
-            raise ValueError(
-                f"Expected n_samples >= n_anchors, got n_samples={X.shape[0]} "
-                f"< n_anchors={self.n_anchors}. Use fewer anchors or more rows."
-            )
+        # Fewer anchors than asked when the rows are fewer (see resolve_n_anchors).
+        self.n_anchors_ = n_anchors = resolve_n_anchors(self.n_anchors, X.shape[0], self.anchors)
+        if not isinstance(self.anchors, str):
+            validate_anchor_array(self.anchors, n_anchors, n_features)
         # Each fold's statistics, their training sum, its factorisation and the
         # total are held at once.
-        batch = chunk_rows(self.n_anchors, self.top_k, n_features, n_targets, self.batch_size)
+        batch = chunk_rows(n_anchors, self.top_k, n_features, n_targets, self.batch_size)
         check_fits_memory(
-            self.n_anchors, self.top_k, n_features, n_targets, batch, n_systems=len(folds) + 3
+            n_anchors, self.top_k, n_features, n_targets, batch, n_systems=len(folds) + 3
         )
 
         # Anchors once on all rows; "auto" softness from the same rule as ARNRegressor.
         random_state = check_random_state(self.random_state)
         first = "auto" if "auto" in grid else grid[0]
         anchors, first_value = initial_anchors(
-            X, w, self.n_anchors, self.anchors, self.similarity, first, self.top_k, random_state
+            X, w, n_anchors, self.anchors, self.similarity, first, self.top_k, random_state
         )
         # Every "auto" in the grid is the value computed with the anchors.
         softnesses = [first_value if s == "auto" else float(s) for s in grid]
@@ -354,7 +373,9 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
                 W, y_mean = ridge_path(train, alphas, xp)
                 yc_sum, yc_sq = moments[j]
                 sse = fold_squared_errors(W, y_mean, fold, y_center, yc_sum, yc_sq)
-                scores[s, :, j] = _scores(sse, fold.weight_sum, yc_sum, yc_sq, self.scoring)
+                scores[s, :, j] = _scores(
+                    sse, fold.weight_sum, yc_sum, yc_sq, self.scoring, y_scale
+                )
             totals.append((total, assigner))
 
         self._set_cv_results(scores, alphas, softnesses)
@@ -365,9 +386,19 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         self.softness_ = float(softnesses[best_s])
         self.best_score_ = float(scores[best_s, best_a].mean())
         stats, assigner = totals[best_s]
+        # Back to the units of y: the statistics are linear in y, y_sq_sum quadratic.
+        scale = backend.to_compute(y_scale)
+        with np.errstate(over="ignore"):  # sum y^2 is infinite for |y| ~ 1e200
+            stats = replace(
+                stats,
+                zty=stats.zty * scale,
+                y_sum=stats.y_sum * scale,
+                y_sq_sum=stats.y_sq_sum * scale * scale,
+            )
         model = self._base_estimator(self.alpha_, self.softness_, anchors)
         # The refit is the solution of the summed folds: no second pass over the data.
         model.n_features_in_ = n_features
+        model.n_anchors = model.n_anchors_ = n_anchors
         vars(model).update(
             fitted_attributes(stats, assigner, self.alpha_, y.ndim, backend.to_output)
         )

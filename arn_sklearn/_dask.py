@@ -13,6 +13,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import check_array_meta
 from ._optional import import_optional
 from ._pipeline import accumulate_rows
 
@@ -86,17 +87,17 @@ def tree_sum(parts, delayed):
     return parts[0]
 
 
-def validate_fit(X, y, sample_weight=None):
+def validate_fit(X, y, sample_weight=None, estimator_name="ARNRegressor"):
     """Dask arrays ``(X, Y, w)`` with whole rows per block, aligned row chunks.
 
-    ``w`` is None without sample weights. Values are checked lazily, per block.
+    ``w`` is None without sample weights. Shapes and dtypes are checked with the
+    rules numpy input gets from ``validate_data``; values lazily, per block.
     """
     _, da = _import_dask_array()
     X = _as_dask_array(X, "X", da)
     if X.ndim != 2:
         raise ValueError(f"Expected a 2-D Dask array for X, got {X.ndim} dimensions.")
-    if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"X must be numeric; got dtype {X.dtype}.")
+    check_array_meta(X.shape, X.dtype, "X", estimator_name)
     if any(np.isnan(c) for c in X.chunks[0]):
         X = X.compute_chunk_sizes()
     # One block per row range: each block holds whole rows.
@@ -104,6 +105,8 @@ def validate_fit(X, y, sample_weight=None):
     Y = _as_dask_array(y, "y", da)
     if Y.ndim not in (1, 2):
         raise ValueError(f"y must be 1-D or 2-D, got {Y.ndim} dimensions.")
+    # The rules numpy input gets from validate_data: no complex, no 0 columns.
+    check_array_meta(Y.shape, Y.dtype, "y", estimator_name)
     if Y.shape[0] != X.shape[0]:
         raise ValueError(
             f"X and y have inconsistent numbers of samples: {X.shape[0]} and {Y.shape[0]}."
@@ -177,7 +180,18 @@ def _check_predict_input(estimator, X):
 
 
 def _predict_block(block, estimator, method):
+    if block.shape[0] == 0:  # an empty partition, e.g. after filtering rows
+        return _empty_output(estimator, method, block.dtype)
     return getattr(estimator, method)(block)
+
+
+def _empty_output(estimator, method, dtype):
+    dtype = dtype if np.issubdtype(dtype, np.floating) else np.float64
+    if method == "soft_assignments":
+        return np.empty((0, estimator.anchors_.shape[0]), dtype=dtype)
+    if estimator.coef_.ndim == 2:
+        return np.empty((0,), dtype=dtype)
+    return np.empty((0, estimator.coef_.shape[1]), dtype=dtype)
 
 
 def predict(estimator, X, method="predict"):

@@ -14,7 +14,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
-from ._estimator import ARNRegressor, _rollback_on_error
+from ._base import check_anchor_counts, resolve_n_anchors, rollback_on_error, validate_targets
+from ._estimator import ARNRegressor
 from ._gradients import make_layer, network_predict
 from ._lifting import unpack_weights
 from ._pipeline import as_2d, as_3d
@@ -175,6 +176,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @rollback_on_error
     def fit(self, X, y, sample_weight=None):
         """Initialise from the closed-form ARN, then train all layers end to end.
 
@@ -188,35 +190,35 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         -------
         self : DeepARNRegressor
         """
-        with _rollback_on_error(self):
-            warm = self.warm_start and hasattr(self, "coefs_")
-            xp, _ = get_namespace(X)
-            X, y = validate_data(
-                self,
-                X,
-                y,
-                reset=not warm,
-                multi_output=True,
-                y_numeric=True,
-                dtype=[xp.float64, xp.float32],
-            )
-            w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
-            random_state = check_random_state(self.random_state)
-            if warm:
-                self._check_warm_targets(y)
-            else:
-                self._initialise(X, y, w, random_state)
-            backend = Backend(self.device, X)
-            xp = backend.xp
-            X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, y, w))
-            Y = xp.reshape(Y, (Y.shape[0], -1))
-            y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)
-            layers = self._layers(backend, y_mean)
-            tic = time.perf_counter()
-            layers = self._train_layers(layers, X, Y - y_mean[None, :], w, xp, random_state)
-            if self.verbose:
-                print(f"[DeepARN] {self.n_iter_} epochs in {time.perf_counter() - tic:.2f} s")
-            self._set_layers(layers, y_mean, backend)
+        warm = self.warm_start and hasattr(self, "coefs_")
+        xp, _ = get_namespace(X)
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=not warm,
+            multi_output=True,
+            y_numeric=True,
+            dtype=[xp.float64, xp.float32],
+        )
+        validate_targets(y)
+        w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
+        random_state = check_random_state(self.random_state)
+        if warm:
+            self._check_warm_targets(y)
+        else:
+            self._initialise(X, y, w, random_state)
+        backend = Backend(self.device, X)
+        xp = backend.xp
+        X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, y, w))
+        Y = xp.reshape(Y, (Y.shape[0], -1))
+        y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)
+        layers = self._layers(backend, y_mean)
+        tic = time.perf_counter()
+        layers = self._train_layers(layers, X, Y - y_mean[None, :], w, xp, random_state)
+        if self.verbose:
+            print(f"[DeepARN] {self.n_iter_} epochs in {time.perf_counter() - tic:.2f} s")
+        self._set_layers(layers, y_mean, backend)
         return self
 
     def predict(self, X):
@@ -243,22 +245,12 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
     # -------------------------------------------------------------- helpers
     def _anchor_counts(self):
-        counts = (
-            [int(self.n_anchors)] * self.n_layers
-            if isinstance(self.n_anchors, Integral)
-            else [int(m) for m in self.n_anchors]
-        )
-        if len(counts) != self.n_layers or min(counts) < 1:
-            raise ValueError(
-                f"n_anchors must be a positive int or {self.n_layers} positive ints "
-                f"(one per layer), got {self.n_anchors!r}."
-            )
-        return counts
+        return check_anchor_counts(self.n_anchors, self.n_layers)
 
     def _initialise(self, X, y, w, random_state):
         """Residual layers as the identity, the last layer as the closed-form ARN."""
-        counts = self._anchor_counts()
-        if X.shape[0] < max(counts):
+        counts = [resolve_n_anchors(m, X.shape[0], self.anchors) for m in self._anchor_counts()]
+        if X.shape[0] < max(counts):  # only with given anchors (residual layers use KMeans)
             raise ValueError(
                 f"Expected n_samples >= n_anchors, got n_samples={X.shape[0]} "
                 f"< n_anchors={max(counts)}. Use fewer anchors or more rows."
@@ -288,6 +280,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         softness.append(head.softness_)
         self.anchors_, self.coefs_, self.intercepts_ = anchors, coefs, intercepts
         self.softness_ = softness
+        self.n_anchors_ = counts
         self._y_ndim = y.ndim
 
     def _initial_softness(self, X, anchors, random_state):

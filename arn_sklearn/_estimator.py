@@ -1,7 +1,6 @@
 """The scikit-learn estimator: validation, orchestration and fitted attributes."""
 
 import time
-from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -20,6 +19,12 @@ from sklearn.utils.validation import (
 from . import _dask
 from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
+from ._base import (
+    resolve_n_anchors,
+    rollback_on_error,
+    validate_anchor_array,
+    validate_targets,
+)
 from ._gradients import make_layer
 from ._lifting import pack_weights, unpack_weights
 from ._pipeline import (
@@ -40,22 +45,6 @@ from ._pipeline import (
 from ._training import GRADIENT_PARAMETER_CONSTRAINTS, GRADIENT_SOLVERS, GradientTrainingMixin
 
 _GRADIENT_HISTORY = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
-
-
-@contextmanager
-def _rollback_on_error(estimator):
-    """Restore the estimator's attributes if the block raises.
-
-    Validation sets ``n_features_in_`` before the fit can fail; a failed fit
-    must leave neither a half-fitted model nor a corrupted earlier fit.
-    """
-    saved = dict(estimator.__dict__)
-    try:
-        yield
-    except BaseException:
-        estimator.__dict__.clear()
-        estimator.__dict__.update(saved)
-        raise
 
 
 def _closed_form_solver(estimator):
@@ -295,6 +284,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
+    @rollback_on_error
     def fit(self, X, y, sample_weight=None):
         """Fit anchors, softness and regressors on all rows.
 
@@ -310,31 +300,31 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         -------
         self : ARNRegressor
         """
-        with _rollback_on_error(self):
-            gradient = self.solver in GRADIENT_SOLVERS
-            if gradient and sparse_top_k(self.n_anchors, self.top_k) is not None:
-                raise ValueError("top_k is only supported with solver='closed_form'.")
-            if _dask.is_dask_collection(X):
-                if gradient:
-                    raise ValueError(
-                        f"solver={self.solver!r} needs the data in memory; compute the Dask "
-                        "collection first or use solver='closed_form'."
-                    )
-                return self._fit_dask(X, y, sample_weight)
-            warm = gradient and self.warm_start and hasattr(self, "coef_")
-            X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
-            backend = Backend(self.device, X)
-            if not warm:
-                self._check_memory(X.shape[1], Y.shape[1])
-                assigner = self._new_assigner(X, w)
-                stats = self._accumulate(backend, assigner, X, Y, w, stats=None)
-                self._set_solution(stats, assigner, y_ndim, backend)
+        gradient = self.solver in GRADIENT_SOLVERS
+        if gradient and sparse_top_k(self.n_anchors, self.top_k) is not None:
+            raise ValueError("top_k is only supported with solver='closed_form'.")
+        if _dask.is_dask_collection(X):
             if gradient:
-                self._fit_gradient(X, Y, w, y_ndim)
+                raise ValueError(
+                    f"solver={self.solver!r} needs the data in memory; compute the Dask "
+                    "collection first or use solver='closed_form'."
+                )
+            return self._fit_dask(X, y, sample_weight)
+        warm = gradient and self.warm_start and hasattr(self, "coef_")
+        X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
+        backend = Backend(self.device, X)
+        if not warm:
+            self._check_memory(X.shape[1], Y.shape[1])
+            assigner = self._new_assigner(X, w)
+            stats = self._accumulate(backend, assigner, X, Y, w, stats=None)
+            self._set_solution(stats, assigner, y_ndim, backend)
+        if gradient:
+            self._fit_gradient(X, Y, w, y_ndim)
         return self
 
     @available_if(_closed_form_solver)
     @_fit_context(prefer_skip_nested_validation=True)
+    @rollback_on_error
     def partial_fit(self, X, y, sample_weight=None):
         """Add a batch of rows to the accumulated statistics and re-solve.
 
@@ -353,21 +343,20 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         self : ARNRegressor
         """
         first_call = not hasattr(self, "_stats")
-        with _rollback_on_error(self):
-            X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=first_call)
-            backend = Backend(self.device, X)
-            if first_call:
-                self._check_memory(X.shape[1], Y.shape[1])
-                assigner, stats = self._new_assigner(X, w), None
-            else:
-                if Y.shape[1] != self._stats.zty.shape[1]:
-                    raise ValueError(
-                        f"y has {Y.shape[1]} targets but earlier calls to "
-                        f"partial_fit had {self._stats.zty.shape[1]}."
-                    )
-                assigner, stats = self._fitted_assigner(), self._stats
-            stats = self._accumulate(backend, assigner, X, Y, w, stats=stats)
-            self._set_solution(stats, assigner, y_ndim, backend)
+        X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=first_call)
+        backend = Backend(self.device, X)
+        if first_call:
+            self._check_memory(X.shape[1], Y.shape[1])
+            assigner, stats = self._new_assigner(X, w), None
+        else:
+            if Y.shape[1] != self._stats.zty.shape[1]:
+                raise ValueError(
+                    f"y has {Y.shape[1]} targets but earlier calls to "
+                    f"partial_fit had {self._stats.zty.shape[1]}."
+                )
+            assigner, stats = self._fitted_assigner(), self._stats
+        stats = self._accumulate(backend, assigner, X, Y, w, stats=stats)
+        self._set_solution(stats, assigner, y_ndim, backend)
         return self
 
     # -------------------------------------------------------------- predict
@@ -427,7 +416,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             y_numeric=True,
             dtype=[xp.float64, xp.float32],
         )
-        Y = xp.astype(y, xp.float64)
+        Y = xp.astype(validate_targets(y), xp.float64)
         Y = Y[:, None] if Y.ndim == 1 else Y
         w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
         if reset:
@@ -441,27 +430,15 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
     def _check_anchor_count(self, X):
         n_samples, n_features = X.shape
-        if isinstance(self.anchors, str):
-            if n_samples < self.n_anchors:
-                raise ValueError(
-                    f"Expected n_samples >= n_anchors, got n_samples={n_samples} "
-                    f"< n_anchors={self.n_anchors}. Use fewer anchors or more rows."
-                )
-            return
-        anchors = to_numpy(self.anchors) if hasattr(self.anchors, "shape") else None
-        anchors = np.asarray(self.anchors if anchors is None else anchors)
-        if anchors.shape != (self.n_anchors, n_features):
-            raise ValueError(
-                f"anchors has shape {anchors.shape}; expected (n_anchors, n_features) "
-                f"= ({self.n_anchors}, {n_features})."
-            )
-        if not np.all(np.isfinite(anchors)):
-            raise ValueError("anchors contains NaN or infinity.")
+        self.n_anchors_ = resolve_n_anchors(self.n_anchors, n_samples, self.anchors)
+        if not isinstance(self.anchors, str):
+            validate_anchor_array(self.anchors, self.n_anchors, n_features)
 
     def _check_memory(self, n_features, n_targets):
         """The memory guard, before anchors, softness or statistics are computed."""
-        batch = chunk_rows(self.n_anchors, self.top_k, n_features, n_targets, self.batch_size)
-        check_fits_memory(self.n_anchors, self.top_k, n_features, n_targets, batch)
+        m = self.n_anchors_
+        batch = chunk_rows(m, self.top_k, n_features, n_targets, self.batch_size)
+        check_fits_memory(m, self.top_k, n_features, n_targets, batch)
 
     def _new_assigner(self, X, sample_weight):
         """Anchors and softness of a new fit (KMeans and the rule run on the host)."""
@@ -469,7 +446,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         anchors, softness = initial_anchors(
             to_numpy(X),
             to_numpy(sample_weight),
-            self.n_anchors,
+            self.n_anchors_,
             anchors,
             self.similarity,
             self.softness,
@@ -506,14 +483,14 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         n_targets = 1 if Y.ndim == 1 else Y.shape[1]
         self._check_memory(X.shape[1], n_targets)
         if isinstance(self.anchors, str) or self.softness == "auto":
-            n_rows = anchor_sample_size(self.n_anchors)
+            n_rows = anchor_sample_size(self.n_anchors_)
             Xs, ws = _dask.sample_rows(X, w, n_rows, check_random_state(self.random_state))
             # A fresh generator, as in memory: when every block is drawn, the
             # anchors and softness equal the in-memory fit's.
             anchors, softness = initial_anchors(
                 Xs,
                 ws,
-                self.n_anchors,
+                self.n_anchors_,
                 self.anchors,
                 self.similarity,
                 self.softness,
@@ -523,7 +500,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             )
             assigner = make_assigner(anchors, self.similarity, softness, self.top_k)
         else:
-            anchors = np.array(to_numpy(self.anchors), dtype=np.float64, copy=True)
+            anchors = validate_anchor_array(self.anchors, self.n_anchors, X.shape[1]).copy()
             assigner = make_assigner(anchors, self.similarity, self.softness, self.top_k)
         stats = _dask.accumulate(assigner, X, Y, w, self.batch_size)
         # The blocks ran on the CPU; the small system is solved where `device`

@@ -1,29 +1,15 @@
 """Solve the ARN normal equations (paper eq. 17) from sufficient statistics."""
 
-import os
 import warnings
 
 import numpy as np
 from scipy import linalg
 
+from ._memory import available_memory_bytes
+
 # A Cholesky factor whose squared diagonal ratio falls below this is treated as
 # numerically singular: its solution would be dominated by rounding errors.
 _RCOND_THRESHOLD = 1e-13
-
-
-def available_memory_bytes():
-    """Memory the process can still allocate, from ``MemAvailable`` where known."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def system_bytes(n_lifted, n_targets, batch_size, itemsize=8):

@@ -225,5 +225,6 @@ def test_deep_arn_checks_anchor_counts():
     X, y = piecewise_linear(50)
     with pytest.raises(ValueError, match="one per layer"):
         DeepARNRegressor(3, n_anchors=[4, 4]).fit(X, y)
-    with pytest.raises(ValueError, match="n_samples >= n_anchors"):
-        DeepARNRegressor(2, n_anchors=[60, 4]).fit(X, y)
+    with pytest.warns(UserWarning, match="n_anchors=60 > n_samples=50"):
+        model = DeepARNRegressor(2, n_anchors=[60, 4], max_iter=1).fit(X, y)
+    assert model.n_anchors_ == [50, 4] and model.anchors_[0].shape[0] == 50

@@ -324,7 +324,7 @@ def test_cli_train_upscale_benchmark(tmp_path, capsys, camera_split):
     tests = tmp_path / "test"
     tests.mkdir()
     io.imsave(tests / "t.png", (test * 255).astype(np.uint8), check_contrast=False)
-    model = tmp_path / "m.joblib"
+    model = tmp_path / "m.skops"
     common = ["--images", str(folder), "--scale", "2", "--anchors", "4", "--max-patches", "500"]
     assert cli_main(["train", *common, "--output", str(model)]) == 0
     assert "patches" in capsys.readouterr().out  # progress is shown

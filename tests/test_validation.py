@@ -35,9 +35,11 @@ def test_wrong_number_of_features_at_predict(data):
 
 
 def test_fewer_samples_than_anchors(data):
+    # As sklearn's Nystroem: warn and use one anchor per row (tests/test_hardening.py).
     X, y = data
-    with pytest.raises(ValueError, match="n_samples=50 < n_anchors=60"):
-        ARNRegressor(60).fit(X, y)
+    with pytest.warns(UserWarning, match="n_anchors=60 > n_samples=50"):
+        model = ARNRegressor(60).fit(X, y)
+    assert model.n_anchors_ == model.anchors_.shape[0] == 50
 
 
 @pytest.mark.parametrize(
@@ -75,7 +77,8 @@ def test_failed_fit_leaves_previous_model_intact(data):
     model = ARNRegressor(4, random_state=0).fit(X, y)
     before, coef_before = model.predict(X), model.coef_.copy()
     with pytest.raises(ValueError):
-        model.set_params(n_anchors=100).fit(X[:, :2], y)
+        # Fails after validation has seen 2 features: the anchors have 5.
+        model.set_params(anchors=np.zeros((4, 5))).fit(X[:, :2], y)
     assert model.n_features_in_ == 3
     np.testing.assert_array_equal(model.coef_, coef_before)
     np.testing.assert_allclose(model.predict(X), before, rtol=1e-12, atol=1e-14)
@@ -85,8 +88,8 @@ def test_failed_first_fit_leaves_model_unfitted(data):
     from sklearn.exceptions import NotFittedError
 
     X, y = data
-    model = ARNRegressor(100)
-    with pytest.raises(ValueError):
+    model = ARNRegressor(4, anchors=np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="anchors has shape"):
         model.fit(X, y)
     assert not hasattr(model, "n_features_in_")
     with pytest.raises(NotFittedError):

@@ -9,6 +9,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._base import rollback_on_error, validate_anchor_array, validate_targets
+
 # A+ divides each LR feature vector by its norm and the HR target by the
 # same norm, except for nearly flat patches (norm < 0.1) whose targets are
 # left as they are.
@@ -190,6 +192,7 @@ class APlusRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @rollback_on_error
     def fit(self, X, y):
         """Learn anchors and one ridge regressor per anchor neighbourhood.
 
@@ -203,6 +206,7 @@ class APlusRegressor(RegressorMixin, BaseEstimator):
         self : APlusRegressor
         """
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
+        validate_targets(y)
         Y = y[:, None] if y.ndim == 1 else y
         n_samples, n_features = X.shape
         if isinstance(self.anchors, str) and n_samples < self.n_anchors:
@@ -229,12 +233,7 @@ class APlusRegressor(RegressorMixin, BaseEstimator):
 
     def _learn_anchors(self, Xn, rng):
         if not isinstance(self.anchors, str):
-            anchors = np.asarray(self.anchors, dtype=np.float64)
-            if anchors.shape != (self.n_anchors, Xn.shape[1]):
-                raise ValueError(
-                    f"anchors has shape {anchors.shape}; expected (n_anchors, n_features) "
-                    f"= ({self.n_anchors}, {Xn.shape[1]})."
-                )
+            anchors = validate_anchor_array(self.anchors, self.n_anchors, Xn.shape[1])
             return normalise_rows(anchors)[0]
         if self.anchors == "klines":
             return aplus_anchors(

@@ -2,10 +2,15 @@
 
 Examples::
 
-    arn-superres train --output arn_x3.joblib            # scikit-image training images
-    arn-superres train --images my_photos/ --method aplus --anchors 1024 --output aplus.joblib
-    arn-superres upscale arn_x3.joblib small.png big.png
-    arn-superres benchmark --model arn_x3.joblib --test-dir Set14/
+    arn-superres train --output arn_x3.skops             # scikit-image training images
+    arn-superres train --images my_photos/ --method aplus --anchors 1024 --output aplus.skops
+    arn-superres upscale arn_x3.skops small.png big.png
+    arn-superres benchmark --model arn_x3.skops --test-dir Set14/
+
+Models are saved in the skops format and loaded trusting only arn_sklearn's
+own classes (:mod:`arn_sklearn._persistence`); pickle/joblib files are refused
+unless ``--trust-pickle`` is given. Errors a user can fix (a missing file, an
+unreadable image, an untrusted model) print one line and exit with status 2.
 """
 
 import argparse
@@ -14,8 +19,9 @@ import time
 
 import numpy as np
 
+from .._persistence import load_model, save_model
 from ._color import as_float_image, luminance, psnr
-from ._data import TEST_IMAGES, TRAIN_IMAGES, load_folder, load_skimage_images
+from ._data import TEST_IMAGES, TRAIN_IMAGES, load_folder, load_skimage_images, read_image
 from ._features import build_training_set, degrade, modcrop
 from ._model import SuperResolver
 
@@ -75,22 +81,29 @@ def _load_training(args):
 
 
 def _train(args):
-    import joblib
-
     images = _load_training(args)
     tic = time.perf_counter()
     model = train_model(images, args)
     print(f"Trained in {time.perf_counter() - tic:.1f} s; saving {args.output}")
-    joblib.dump(model, args.output)
+    save_model(model, args.output)
     return 0
 
 
+def _load_resolver(args):
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
+    if not isinstance(model, SuperResolver):
+        raise ValueError(
+            f"{args.model} holds a {type(model).__name__}, not a SuperResolver; "
+            "make one with `arn-superres train`."
+        )
+    return model
+
+
 def _upscale(args):
-    import joblib
     import skimage.io
 
-    model = joblib.load(args.model)
-    image = as_float_image(skimage.io.imread(args.input))
+    model = _load_resolver(args)
+    image = as_float_image(read_image(args.input))
     out = model.upscale(image)
     skimage.io.imsave(args.output, np.round(out * 255).astype(np.uint8), check_contrast=False)
     print(
@@ -127,9 +140,7 @@ def evaluate(model, images, scale):
 
 def _benchmark(args):
     if args.model:
-        import joblib
-
-        model = joblib.load(args.model)
+        model = _load_resolver(args)
     else:
         print("No --model given: training one first (see `arn-superres train --help`).")
         model = train_model(_load_training(args), args)
@@ -171,20 +182,30 @@ def build_parser():
         )
         p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("train", help="train a model and save it with joblib")
+    def trust_pickle_option(p):
+        p.add_argument(
+            "--trust-pickle",
+            action="store_true",
+            help="also load pickle/joblib model files; they run any code they contain, "
+            "so only for files you created yourself",
+        )
+
+    p = sub.add_parser("train", help="train a model and save it (skops format)")
     training_options(p)
-    p.add_argument("--output", "-o", default="superres.joblib")
+    p.add_argument("--output", "-o", default="model.skops")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("upscale", help="super-resolve an image file")
     p.add_argument("model")
     p.add_argument("input")
     p.add_argument("output")
+    trust_pickle_option(p)
     p.set_defaults(func=_upscale)
 
     p = sub.add_parser("benchmark", help="PSNR of bicubic and a model on test images")
     training_options(p)
     p.add_argument("--model", help="a saved model (else one is trained first)")
+    trust_pickle_option(p)
     p.add_argument(
         "--test-dir",
         help="folder of HR test images, e.g. Set5, Set14 or B100 "
@@ -197,7 +218,13 @@ def build_parser():
 def main(argv=None):
     """Entry point of the ``arn-superres`` console script."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (OSError, ValueError, ImportError) as exc:
+        # Bad input or a missing extra: one line, argparse's exit status for usage errors.
+        message = " ".join(str(exc).split())
+        print(f"arn-superres: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

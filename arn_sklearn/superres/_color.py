@@ -15,7 +15,23 @@ _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
 
 
 def as_float_image(image):
-    """Float64 image in [0, 1] from uint8/uint16/bool/float input; drops alpha."""
+    """Float64 image in [0, 1] from uint8/uint16/bool/float input; drops alpha.
+
+    uint8 is divided by 255 and uint16 by 65535. Other integer dtypes have no
+    conventional range (an int64 image of 0..255 values divided by the int64
+    maximum would be black), so they are refused: convert them first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn.superres._color import as_float_image
+    >>> as_float_image(np.array([[0, 255]], dtype=np.uint8))
+    array([[0., 1.]])
+    >>> as_float_image(np.array([[0, 255]]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Integer images must be uint8 (0..255) or uint16 (0..65535); got int64. ...
+    """
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
@@ -23,8 +39,14 @@ def as_float_image(image):
         raise ValueError(f"Expected a grey (H, W) or RGB (H, W, 3) image; got shape {image.shape}.")
     if image.dtype == np.bool_:
         return image.astype(np.float64)
-    if np.issubdtype(image.dtype, np.integer):
+    if image.dtype in (np.uint8, np.uint16):
         return image.astype(np.float64) / np.iinfo(image.dtype).max
+    if np.issubdtype(image.dtype, np.integer):
+        raise ValueError(
+            "Integer images must be uint8 (0..255) or uint16 (0..65535); got "
+            f"{image.dtype}. Convert it, e.g. image.astype(np.uint8) for values in "
+            "0..255, or pass floats in [0, 1]."
+        )
     return image.astype(np.float64)
 
 

@@ -52,10 +52,32 @@ def load_folder(path):
     """Float images of every image file in a folder, sorted by name."""
     from pathlib import Path
 
-    skimage = _skimage()
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"Image folder not found: {path}")
     files = sorted(
         p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
     )
     if not files:
         raise ValueError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in {path}.")
-    return {p.name: as_float_image(np.asarray(skimage.io.imread(p))) for p in files}
+    return {p.name: as_float_image(read_image(p)) for p in files}
+
+
+def read_image(path):
+    """The pixels of an image file, with a one-line error for a missing or unreadable file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a file.
+    ValueError
+        If the file cannot be decoded as an image.
+    """
+    from pathlib import Path
+
+    skimage = _skimage()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Image file not found: {path}")
+    try:
+        return np.asarray(skimage.io.imread(path))
+    except Exception as exc:  # each image plugin raises its own types
+        raise ValueError(f"Cannot read {path} as an image: {exc}") from exc

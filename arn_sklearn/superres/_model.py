@@ -6,8 +6,9 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, check_X_y
 
+from .._base import rollback_on_error, validate_targets
 from ._aplus import normalise_rows, target_scales
 from ._color import as_float_image, rgb_to_ycbcr, ycbcr_to_rgb
 from ._features import build_training_set
@@ -93,6 +94,7 @@ class SuperResolver(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    @rollback_on_error
     def fit(self, images, y=None):
         """Extract the training patches of HR images and fit the regressor.
 
@@ -121,6 +123,7 @@ class SuperResolver(BaseEstimator):
             print(f"[superres] features in {time.perf_counter() - tic:.1f} s")
         return self.fit_patches(features, X, Y)
 
+    @rollback_on_error
     def fit_patches(self, features, X, Y):
         """Fit the regressor on a prepared training set (see :func:`build_training_set`).
 
@@ -129,6 +132,8 @@ class SuperResolver(BaseEstimator):
         self._validate_params()
         if features.scale != self.scale:
             raise ValueError(f"features were built at scale {features.scale}, not {self.scale}.")
+        X, Y = check_X_y(X, Y, multi_output=True, y_numeric=True, dtype=np.float64)
+        validate_targets(Y)
         tic = time.perf_counter()
         if self.normalize:
             X, norms = normalise_rows(X)

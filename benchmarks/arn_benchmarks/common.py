@@ -5,11 +5,17 @@ import sys
 
 import numpy as np
 
+_BENCHMARKS = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+# The helper scripts next to this suite (efficiency.py, gradient_arn.py) are
+# imported whether or not arn_sklearn is installed.
+if _BENCHMARKS not in sys.path:
+    sys.path.insert(0, _BENCHMARKS)
+
 try:
     import arn_sklearn  # noqa: F401
 except ImportError:  # run from a checkout, not an installed package
-    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+    sys.path.insert(0, os.path.dirname(_BENCHMARKS))
 
 
 def make_data(n, d, seed=0):

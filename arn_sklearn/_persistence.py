@@ -1,0 +1,134 @@
+"""Save and load fitted models without running code from the file.
+
+A pickle (or joblib) file can run any code when it is loaded, so a model
+received from someone else must not be unpickled. :func:`save_model` writes
+the `skops <https://skops.readthedocs.io>`_ format, and :func:`load_model`
+trusts only arn_sklearn's own classes on top of the numpy / scikit-learn
+types that skops trusts by default; a file that needs anything else is
+refused with the list of those types. Pickle files are refused unless the
+caller says it trusts them.
+"""
+
+import importlib
+import zipfile
+from pathlib import Path
+
+from ._optional import import_optional
+
+_PACKAGE = "arn_sklearn"
+
+
+class UntrustedModelError(ValueError):
+    """A model file that cannot be loaded without trusting code it names."""
+
+
+def _skops_io(purpose):
+    return import_optional("skops.io", "skops", purpose)
+
+
+def save_model(model, path):
+    """Save a fitted model in the skops format (no code runs when it is loaded).
+
+    Parameters
+    ----------
+    model : estimator
+        Any arn_sklearn estimator (or a scikit-learn object made of them).
+    path : str or path-like
+        Destination file; ``.skops`` is the conventional suffix.
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    See Also
+    --------
+    load_model : The safe counterpart.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from arn_sklearn import ARNRegressor
+    >>> from arn_sklearn._persistence import load_model, save_model
+    >>> X = np.random.RandomState(0).normal(size=(50, 2))
+    >>> model = ARNRegressor(2, random_state=0).fit(X, X[:, 0] ** 2)
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.skops"
+    >>> loaded = load_model(save_model(model, path))
+    >>> bool(np.array_equal(loaded.predict(X), model.predict(X)))
+    True
+    """
+    path = Path(path)
+    _skops_io("Saving models").dump(model, path)
+    return path
+
+
+def load_model(path, *, trust_pickle=False):
+    """Load a model saved by :func:`save_model`, trusting only arn_sklearn's classes.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A skops file; or a pickle/joblib file with ``trust_pickle=True``.
+    trust_pickle : bool, default=False
+        Load a pickle/joblib file. Unpickling runs whatever code the file
+        names: only for files you created yourself.
+
+    Returns
+    -------
+    model : object
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a file.
+    UntrustedModelError
+        (a ``ValueError``) If the skops file needs types other than
+        arn_sklearn's own classes and skops' default trusted types (the message
+        lists them), or if the file is a pickle and ``trust_pickle`` is False.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file not found: {path}")
+    if not zipfile.is_zipfile(path):  # a skops file is a zip archive; pickles are not
+        if not trust_pickle:
+            raise UntrustedModelError(
+                f"{path} is a pickle/joblib file, and loading one runs any code it "
+                "contains. Re-save the model in the skops format (save_model, or "
+                "`arn-superres train`), or, only for a file you created yourself, "
+                "pass trust_pickle=True (--trust-pickle on the command line)."
+            )
+        import joblib  # a scikit-learn dependency; reads plain pickles too
+
+        return joblib.load(path)
+    sio = _skops_io("Loading models")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # a zip that is not a skops file, or a corrupt one
+        raise ValueError(f"{path} is not a readable skops model file: {exc}") from exc
+    refused = [name for name in untrusted if not _is_own_class(name)]
+    if refused:
+        raise UntrustedModelError(
+            f"{path} needs types that are neither arn_sklearn's own classes nor "
+            f"trusted by skops by default: {', '.join(refused)}. Refusing to load it; "
+            "if you trust its source, inspect them and call skops.io.load(path, "
+            "trusted=[...]) yourself."
+        )
+    return sio.load(path, trusted=untrusted)
+
+
+def _is_own_class(name):
+    """True if ``name`` ("module.Class") is a class defined in arn_sklearn itself.
+
+    Resolved rather than matched by prefix: ``arn_sklearn._solve.os`` (a module
+    imported by ours) or a function would pass a prefix test, and skops calls
+    some of the objects it loads.
+    """
+    module_name, _, qualname = name.rpartition(".")
+    if module_name != _PACKAGE and not module_name.startswith(_PACKAGE + "."):
+        return False
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return False
+    obj = getattr(module, qualname, None)
+    return isinstance(obj, type) and obj.__module__ == module_name and obj.__qualname__ == qualname
