@@ -308,6 +308,8 @@ def fitted_attributes(stats, assigner, alpha, y_ndim, to_output, *, verbose=0):
         "coef_": to_output(coef),
         "intercept_": to_output(intercept),
         "_stats": stats,
+        # The penalty of this solution (the parameter may change before predict).
+        "_alpha": float(alpha),
     }
 
 
