@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from arn_sklearn import ARNRegressor, ARNRegressorCV, DeepARNRegressor
-from arn_sklearn import _memory
+from arn_sklearn import ARNRegressor, ARNRegressorCV, DeepARNRegressor, _memory
 from arn_sklearn._solve import check_system_fits_memory
 from arn_sklearn.superres import APlusRegressor, SuperResolver, build_training_set
 
