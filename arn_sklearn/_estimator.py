@@ -21,6 +21,8 @@ from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES, soft_assignments
 from ._backend import DEVICES, Backend, to_numpy
 from ._base import (
+    cast_predictions,
+    check_finite_solution,
     resolve_n_anchors,
     rollback_on_error,
     validate_anchor_array,
@@ -380,7 +382,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             else:
                 idx, vals = self._assign_top_k(chunk, anchors, xp)
                 parts.append(predict_top_k(chunk, idx, vals, W, xp))
-        y_pred = backend.to_output(xp.astype(xp.concat(parts, axis=0), Xc.dtype))
+        y_pred = backend.to_output(cast_predictions(xp.concat(parts, axis=0), Xc.dtype, xp))
         return y_pred[:, 0] if self.coef_.ndim == 2 else y_pred
 
     def soft_assignments(self, X):
@@ -510,6 +512,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         xp = array_namespace(stats.gram)
         tic = time.perf_counter()
         W, y_mean = solve_ridge(stats, self.alpha, xp)
+        check_finite_solution(W, y_mean, xp)
         if self.verbose:
             print(f"[ARN] solved in {time.perf_counter() - tic:.2f} s")
         coef, intercept = unpack_weights(W, y_mean, anchors.shape[0], anchors.shape[1], xp)

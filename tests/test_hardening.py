@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from arn_sklearn import ARNRegressor, ARNRegressorCV, DeepARNRegressor, _memory
+from arn_sklearn import ARNRegressor, ARNRegressorCV, DeepARNRegressor
 from arn_sklearn._solve import check_system_fits_memory
 from arn_sklearn.superres import APlusRegressor, SuperResolver, build_training_set
 
@@ -209,6 +209,8 @@ def fake_system(tmp_path, monkeypatch):
     """/proc and /sys/fs/cgroup files under tmp_path, no RLIMIT_AS."""
     import resource
 
+    from arn_sklearn import _memory
+
     _write(tmp_path / "meminfo", "MemTotal: 8000000 kB\nMemAvailable: 4194304 kB\n")
     _write(tmp_path / "status", "Name: python\nVmSize:  524288 kB\n")
     _write(tmp_path / "cgroup", "0::/\n")
@@ -218,17 +220,19 @@ def fake_system(tmp_path, monkeypatch):
     monkeypatch.setattr(_memory, "_CGROUP_ROOT", str(tmp_path / "sys"))
     infinity = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
     monkeypatch.setattr(resource, "getrlimit", lambda which: infinity)
-    return tmp_path
+    return tmp_path, _memory
 
 
 GiB = 2**30
 
 
 def test_memory_machine_available_without_limits(fake_system):
+    _, _memory = fake_system
     assert _memory.available_memory_bytes() == 4 * GiB
 
 
 def test_memory_cgroup_v2_limit_of_the_process_or_a_parent(fake_system):
+    fake_system, _memory = fake_system
     _write(fake_system / "cgroup", "0::/app/worker\n")
     sys_root = fake_system / "sys"
     _write(sys_root / "app/worker/memory.max", "max\n")  # no limit at this level
@@ -236,6 +240,9 @@ def test_memory_cgroup_v2_limit_of_the_process_or_a_parent(fake_system):
     _write(sys_root / "app/memory.max", f"{2 * GiB}\n")
     _write(sys_root / "app/memory.current", f"{GiB // 2}\n")
     assert _memory.available_memory_bytes() == 2 * GiB - GiB // 2
+    from arn_sklearn import _solve  # the size guard reads the same limits
+
+    assert _solve.available_memory_bytes() == 2 * GiB - GiB // 2
     # A container: /proc/self/cgroup says "/", the limit sits at the mount's root.
     _write(fake_system / "cgroup", "0::/\n")
     _write(sys_root / "memory.max", f"{GiB}\n")
@@ -244,6 +251,7 @@ def test_memory_cgroup_v2_limit_of_the_process_or_a_parent(fake_system):
 
 
 def test_memory_cgroup_v1_limit_and_unlimited(fake_system):
+    fake_system, _memory = fake_system
     _write(fake_system / "cgroup", "4:memory:/job\n0::/\n")
     v1 = fake_system / "sys" / "memory" / "job"
     _write(v1 / "memory.limit_in_bytes", "9223372036854771712\n")  # v1's "unlimited"
@@ -256,6 +264,8 @@ def test_memory_cgroup_v1_limit_and_unlimited(fake_system):
 
 def test_memory_rlimit_as(fake_system, monkeypatch):
     import resource
+
+    _, _memory = fake_system
 
     monkeypatch.setattr(resource, "getrlimit", lambda which: (3 * GiB, resource.RLIM_INFINITY))
     assert _memory.available_memory_bytes() == 3 * GiB - GiB // 2  # minus VmSize
@@ -418,3 +428,35 @@ def test_given_anchor_array_keeps_the_strict_shape_error():
         warnings.simplefilter("error", UserWarning)
         model.fit(X, y)
     assert model.n_anchors_ == 16
+
+
+# ------------------------------------------- overflow found by the fuzz test
+def test_fit_whose_statistics_overflow_is_a_value_error():
+    # |x| ~ 1e19 and |y| ~ 1e300: x * y overflows the statistics (found by test_fuzz.py).
+    X = np.array([[-9.2e18], [1.0e18], [3.0e18]])
+    y = np.array([4e299, -1e299, 2e299])
+    model = ARNRegressor(1, softness=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(ValueError, match="overflowed float64"):
+            model.fit(X, y)
+    assert not hasattr(model, "coef_")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ARNRegressor(4, random_state=0),
+        lambda: DeepARNRegressor(1, 4, max_iter=1, random_state=0),
+    ],
+)
+def test_float32_predictions_beyond_the_float32_range_raise(make):
+    # Predictions follow X's dtype; 1e100 in float32 would be a silent inf.
+    X, y = _data()
+    with warnings.catch_warnings():
+        # Adam squares gradients of ~1e160 (overflow warning; _optim.py keeps the best epoch).
+        warnings.simplefilter("ignore", RuntimeWarning)
+        model = _quiet(lambda: make().fit(X.astype(np.float32), y * 1e100))
+    with pytest.raises(ValueError, match="float32 range"):
+        model.predict(X.astype(np.float32))
+    assert np.all(np.isfinite(model.predict(X)))
