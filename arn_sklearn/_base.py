@@ -226,3 +226,53 @@ def check_array_meta(shape, dtype, input_name, estimator):
             f"Found array with {shape[1]} feature(s) (shape={tuple(shape)}) while a "
             f"minimum of 1 is required by {estimator}."
         )
+
+
+def cast_predictions(y_pred, dtype, xp):
+    """Predictions (computed in float64) in the input's dtype, refusing an overflow.
+
+    Predictions are returned in ``X``'s floating dtype; a float32 ``X`` with
+    targets beyond the float32 range (about 3.4e38) would silently give inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn._base import cast_predictions
+    >>> cast_predictions(np.array([1.0, 2.0]), np.float32, np)
+    array([1., 2.], dtype=float32)
+    >>> cast_predictions(np.array([1e50]), np.float32, np)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Predictions reach 1e+50, beyond the float32 range of X; ...
+    """
+    if dtype != xp.float64 and y_pred.shape[0] > 0:
+        peak = float(xp.max(xp.abs(y_pred)))
+        if peak > float(xp.finfo(dtype).max):
+            raise ValueError(
+                f"Predictions reach {peak:.3g}, beyond the float32 range of X; pass X as float64."
+            )
+    return xp.astype(y_pred, dtype)
+
+
+def check_finite_solution(weights, y_mean, xp):
+    """Refuse a solved model that overflowed float64 rather than predict NaN.
+
+    The normal equations hold products such as ``x * y`` and ``x * x``: inputs
+    of finite but extreme magnitude (say ``|x| ~ 1e19`` and ``|y| ~ 1e300``)
+    overflow them, and the solve then returns inf or NaN weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn._base import check_finite_solution
+    >>> check_finite_solution(np.array([[np.nan]]), np.zeros(1), np)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: The fit overflowed float64: ...
+    """
+    if not (bool(xp.all(xp.isfinite(weights))) and bool(xp.all(xp.isfinite(y_mean)))):
+        raise ValueError(
+            "The fit overflowed float64: products of X and y (or of X with itself) "
+            "are beyond 1.8e308. Scale X and y first, e.g. with StandardScaler and "
+            "sklearn.compose.TransformedTargetRegressor."
+        )

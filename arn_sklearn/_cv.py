@@ -436,7 +436,10 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         for j in range(per_param.shape[1]):
             results[f"split{j}_test_score"] = per_param[:, j]
         results["mean_test_score"] = mean
-        results["std_test_score"] = per_param.std(axis=1)
+        # Negative MSEs of huge targets would overflow when squared: scale first.
+        peak = np.max(np.abs(per_param), axis=1, keepdims=True)
+        peak = np.where(np.isfinite(peak) & (peak > 0), peak, 1.0)
+        results["std_test_score"] = (per_param / peak).std(axis=1) * peak[:, 0]
         order = np.argsort(-mean, kind="stable")
         rank = np.empty(mean.size, dtype=np.int32)
         rank[order] = np.arange(1, mean.size + 1)

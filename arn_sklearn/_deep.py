@@ -15,7 +15,13 @@ from . import _explain
 from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
-from ._base import check_anchor_counts, resolve_n_anchors, rollback_on_error, validate_targets
+from ._base import (
+    cast_predictions,
+    check_anchor_counts,
+    resolve_n_anchors,
+    rollback_on_error,
+    validate_targets,
+)
 from ._estimator import ARNRegressor
 from ._gradients import make_layer, network_predict
 from ._lifting import unpack_weights
@@ -241,7 +247,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         Xc = backend.to_compute(X)
         layers = self._layers(backend, None)
         y_pred = network_predict(xp.astype(Xc, xp.float64), layers, self.similarity, xp)
-        y_pred = backend.to_output(xp.astype(y_pred, Xc.dtype))
+        y_pred = backend.to_output(cast_predictions(y_pred, Xc.dtype, xp))
         return y_pred[:, 0] if self._y_ndim == 1 else y_pred
 
     def jacobian(self, X):

@@ -20,6 +20,7 @@ from . import _dask, _explain, _uncertainty
 from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
 from ._base import (
+    cast_predictions,
     resolve_n_anchors,
     rollback_on_error,
     validate_anchor_array,
@@ -402,7 +403,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         W = pack_weights(as_3d(self.coef_), as_2d(self.intercept_), array_namespace(self.coef_))
         assigner = self._fitted_assigner().moved(backend.to_compute)
         y_pred = predict_rows(assigner, Xc, backend.to_compute(W), xp, self.batch_size)
-        y_pred = backend.to_output(xp.astype(y_pred, Xc.dtype))
+        y_pred = backend.to_output(cast_predictions(y_pred, Xc.dtype, xp))
         return y_pred[:, 0] if self.coef_.ndim == 2 else y_pred
 
     def soft_assignments(self, X):

@@ -23,6 +23,7 @@ from ._anchors import (
     init_anchors,
 )
 from ._assignment import soft_assignments
+from ._base import check_finite_solution
 from ._blocksparse import BlockSparseStatistics
 from ._lifting import (
     SufficientStatistics,
@@ -269,6 +270,7 @@ def solve_statistics(stats, alpha, n_anchors, n_features, xp, *, verbose=0):
     """
     tic = time.perf_counter()
     W, y_mean = stats.solve(alpha, xp)
+    check_finite_solution(W, y_mean, xp)
     if verbose:
         print(f"[ARN] solved in {time.perf_counter() - tic:.2f} s")
     return unpack_weights(W, y_mean, n_anchors, n_features, xp)

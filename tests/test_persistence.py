@@ -90,3 +90,67 @@ def test_skops_round_trip_of_learned_models(tmp_path):
         loaded = sio.load(path, trusted=untrusted)
         np.testing.assert_allclose(loaded.predict(X), model.predict(X), rtol=1e-12, atol=1e-14)
         assert loaded.loss_curve_ == model.loss_curve_
+
+
+# ------------------------------------ issue 14: save_model / load_model (safe by default)
+def test_save_and_load_model_round_trip_every_estimator(tmp_path):
+    from arn_sklearn._persistence import load_model, save_model
+    from arn_sklearn.superres import APlusRegressor, SuperResolver
+
+    X, models = _fitted_models()
+    y = np.abs(X[:, 0]) + X[:, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        models.append(DeepARNRegressor(2, 3, max_iter=2, random_state=0).fit(X, y))
+    models.append(APlusRegressor(4, neighborhood_size=50, random_state=0).fit(X, y))
+    for model in models:
+        loaded = load_model(save_model(model, tmp_path / "m.skops"))
+        assert type(loaded) is type(model)
+        np.testing.assert_allclose(loaded.predict(X), model.predict(X), rtol=1e-12, atol=1e-14)
+    rng = np.random.RandomState(0)
+    sr = SuperResolver(APlusRegressor(4, neighborhood_size=64, random_state=0), scale=2)
+    sr.fit([rng.uniform(size=(24, 24)) for _ in range(2)])
+    lr = rng.uniform(size=(8, 8))
+    loaded = load_model(save_model(sr, tmp_path / "sr.skops"))
+    np.testing.assert_allclose(loaded.upscale(lr), sr.upscale(lr), rtol=1e-12, atol=1e-14)
+
+
+def test_load_model_refuses_foreign_types_and_lists_them(tmp_path):
+    import os
+
+    from arn_sklearn._persistence import UntrustedModelError, load_model
+
+    X, models = _fitted_models()
+    model = models[0]
+    model.hook_ = os.system  # a crafted file could name any callable
+    sio.dump(model, tmp_path / "evil.skops")
+    with pytest.raises(UntrustedModelError, match=r"system") as info:
+        load_model(tmp_path / "evil.skops")
+    assert "ARNRegressor" not in str(info.value)  # only the foreign types are listed
+
+
+def test_load_model_refuses_pickles_unless_trusted(tmp_path):
+    from arn_sklearn._persistence import UntrustedModelError, load_model
+
+    X, models = _fitted_models()
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(models[0]))
+    with pytest.raises(UntrustedModelError, match="pickle"):
+        load_model(path)
+    loaded = load_model(path, trust_pickle=True)
+    np.testing.assert_array_equal(loaded.coef_, models[0].coef_)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_model(tmp_path / "missing.skops")
+
+
+def test_only_classes_defined_in_the_package_are_trusted():
+    from arn_sklearn._persistence import _is_own_class
+
+    assert _is_own_class("arn_sklearn._estimator.ARNRegressor")
+    assert _is_own_class("arn_sklearn._lifting.SufficientStatistics")
+    assert not _is_own_class("arn_sklearn._solve.warnings")  # a module imported by ours
+    assert not _is_own_class("arn_sklearn.superres._cli.main")  # a function
+    assert not _is_own_class("arn_sklearn._estimator.np")
+    assert not _is_own_class("arn_sklearn._cv.ARNRegressor")  # re-exported, not defined
+    assert not _is_own_class("arn_sklearn_evil.Model")
+    assert not _is_own_class("numpy.ndarray")

@@ -1,5 +1,8 @@
 """Tests of the super-resolution pipeline against independent references."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -335,3 +338,98 @@ def test_cli_train_upscale_benchmark(tmp_path, capsys, camera_split):
     assert cli_main(["benchmark", "--model", str(model), "--test-dir", str(tests)]) == 0
     out = capsys.readouterr().out
     assert "t.png" in out and "mean" in out
+
+
+# ------------------------------------------------- issue 14: images and the CLI
+def test_integer_images_scale_by_their_conventional_range():
+    from arn_sklearn.superres._color import as_float_image
+
+    values = np.array([[0, 128, 255]])
+    np.testing.assert_array_equal(as_float_image(values.astype(np.uint8)), values / 255)
+    np.testing.assert_array_equal(
+        as_float_image((values * 257).astype(np.uint16)), values * 257 / 65535
+    )
+    # An int64 image of 0..255 values was divided by the int64 maximum (black).
+    for dtype in (np.int64, np.int32, np.int16, np.int8, np.uint32):
+        with pytest.raises(ValueError, match="uint8 .* or uint16"):
+            as_float_image(values.astype(dtype))
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    """A tiny saved SuperResolver, an image, a non-image and an empty folder."""
+    io = pytest.importorskip("skimage.io")
+    from arn_sklearn._persistence import save_model
+
+    root = tmp_path_factory.mktemp("cli")
+    images = [_smooth_image((30, 30), seed) for seed in range(2)]
+    model = SuperResolver(
+        APlusRegressor(4, neighborhood_size=64, random_state=0), scale=2, random_state=0
+    ).fit(images)
+    save_model(model, root / "model.skops")
+    io.imsave(root / "small.png", (images[0][:12, :12] * 255).astype(np.uint8))
+    (root / "notes.png").write_text("not an image")
+    (root / "empty").mkdir()
+    return root, model
+
+
+def _cli_error(capsys, argv):
+    """Run the CLI, expecting one line on stderr and exit status 2."""
+    status = cli_main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("arn-superres: error: ")
+    return err
+
+
+def test_cli_upscale_with_a_skops_model(cli_files, capsys):
+    root, model = cli_files
+    io = pytest.importorskip("skimage.io")
+    assert cli_main(["upscale", str(root / "model.skops"), str(root / "small.png"),
+                     str(root / "big.png")]) == 0  # fmt: skip
+    expected = np.round(model.upscale(io.imread(root / "small.png")) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(io.imread(root / "big.png"), expected)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # imageio tries its plugins
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["upscale", "model.skops", "missing.png", "out.png"], "Image file not found"),
+        (["upscale", "missing.skops", "small.png", "out.png"], "Model file not found"),
+        (["upscale", "model.skops", "notes.png", "out.png"], "Cannot read .*notes.png"),
+        (["benchmark", "--model", "missing.skops"], "Model file not found"),
+        (["train", "--images", "empty", "--output", "x.skops"], "No image files"),
+        (["train", "--images", "missing_dir", "--output", "x.skops"], "folder not found"),
+    ],
+)
+def test_cli_errors_are_one_line_and_status_2(cli_files, capsys, monkeypatch, argv, match):
+    root, _ = cli_files
+    monkeypatch.chdir(root)
+    assert re.search(match, _cli_error(capsys, argv))
+
+
+def test_cli_refuses_pickle_models_unless_trusted(cli_files, capsys, tmp_path):
+    joblib = pytest.importorskip("joblib")
+    root, model = cli_files
+    pickled = tmp_path / "model.joblib"
+    joblib.dump(model, pickled)
+    out = tmp_path / "big.png"
+    argv = ["upscale", pickled, root / "small.png", out]
+    assert "--trust-pickle" in _cli_error(capsys, argv)
+    assert not out.exists()
+    assert cli_main([str(a) for a in argv] + ["--trust-pickle"]) == 0
+    assert out.exists()
+
+
+def test_cli_refuses_a_skops_file_naming_foreign_code(cli_files, capsys, tmp_path):
+    # A tampered model: an attribute holding os.system, which skops would load.
+    sio = pytest.importorskip("skops.io")
+    root, model = cli_files
+    tampered = SuperResolver(model.regressor, scale=2)
+    tampered.__dict__.update(model.__dict__)
+    tampered.hook_ = os.system
+    sio.dump(tampered, tmp_path / "evil.skops")
+    err = _cli_error(capsys, ["upscale", tmp_path / "evil.skops", root / "small.png", "o.png"])
+    assert "system" in err and "Refusing" in err
