@@ -24,8 +24,8 @@ scale per feature, plus a ``WhiteKernel``, hyperparameters by marginal likelihoo
 Run: ``OPENBLAS_NUM_THREADS=1 python benchmarks/uncertainty.py`` (about 8 minutes on
 two shared cores, 6 of them the GP on Friedman #1); writes
 ``benchmarks/results/uncertainty.md``. On a loaded machine, multithreaded BLAS
-made each small factorisation up to 1,000x slower (spinning threads), hence one
-thread.
+made small factorisations hundreds of times slower (a 352-square Cholesky
+took 1.05 s, spinning threads), hence one thread.
 """
 
 import os
