@@ -195,3 +195,23 @@ def test_display_errors():
         LocalExplanationDisplay.from_estimator(model, X, feature_names=["a"])
     with pytest.raises(ValueError, match="target_index"):
         LocalExplanationDisplay.from_estimator(model, X, target_index=1)
+
+
+def test_explanations_and_std_in_array_api_strict():
+    xps = pytest.importorskip("array_api_strict")
+    import sklearn
+
+    X, Y = _data(n=120)
+    params = dict(n_anchors=4, anchors=X[:4], softness=1.0, top_k=3)
+    reference = ARNRegressor(**params).fit(X, Y)
+    with sklearn.config_context(array_api_dispatch=True):
+        model = ARNRegressor(**params).fit(xps.asarray(X), xps.asarray(Y))
+        X5 = xps.asarray(X[:5])
+        coef, intercept = model.local_linear(X5)
+        J = model.jacobian(X5)
+        _, y_std = model.predict(X5, return_std=True)
+    assert isinstance(J, type(X5))
+    np.testing.assert_allclose(np.asarray(coef), reference.local_linear(X[:5])[0], rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(J), reference.jacobian(X[:5]), rtol=1e-10)
+    expected_std = reference.predict(X[:5], return_std=True)[1]
+    np.testing.assert_allclose(np.asarray(y_std), expected_std, rtol=1e-10)

@@ -140,6 +140,15 @@ def test_std_on_dask_input():
     expected_pred, expected_std = model.predict(X, return_std=True)
     np.testing.assert_allclose(y_pred.compute(), expected_pred, rtol=1e-12)
     np.testing.assert_allclose(y_std.compute(), expected_std, rtol=1e-12)
+    # Fitted block by block on Dask (fixed anchors and softness): the same std.
+    params = dict(n_anchors=4, anchors=X[:4], softness=1.0)
+    in_memory = ARNRegressor(**params).fit(X, y)
+    on_dask = ARNRegressor(**params).fit(da.from_array(X, chunks=150), da.from_array(y, chunks=150))
+    np.testing.assert_allclose(
+        on_dask.predict(X, return_std=True)[1],
+        in_memory.predict(X, return_std=True)[1],
+        rtol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("score", ["absolute", "std"])
