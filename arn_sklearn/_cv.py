@@ -446,22 +446,26 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         results["rank_test_score"] = rank
         self.cv_results_ = results
 
-    def predict(self, X):
+    def predict(self, X, return_std=False):
         """Predict with the refitted model (a Dask array for Dask input).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        return_std : bool, default=False
+            Also return the predictive standard deviation of the refitted
+            model, see :meth:`ARNRegressor.predict`.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        y_std : ndarray of the same shape as ``y_pred``
+            Only with ``return_std=True``.
         """
         check_is_fitted(self)
-        if _dask.is_dask_collection(X):
-            return self.estimator_.predict(X)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self.estimator_.predict(X)
+        if not _dask.is_dask_collection(X):
+            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self.estimator_.predict(X, return_std=return_std)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -171,3 +171,18 @@ def test_mapie_split_conformal(score):
     low, high = intervals[:, 0, 0], intervals[:, 1, 0]
     coverage = np.mean((y_test >= low) & (y_test <= high))
     assert 0.87 <= coverage <= 0.93, coverage
+
+
+def test_cv_predict_return_std_is_the_refitted_models():
+    from arn_sklearn import ARNRegressor, ARNRegressorCV
+
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(300, 2))
+    y = np.sin(X[:, 0]) + 0.1 * rng.normal(size=300)
+    anchors = rng.normal(size=(4, 2))
+    cv = ARNRegressorCV(4, anchors=anchors, softness=1.0, alphas=[0.1, 1.0], cv=3).fit(X, y)
+    ref = ARNRegressor(4, anchors=anchors, softness=1.0, alpha=cv.alpha_).fit(X, y)
+    y_pred, y_std = cv.predict(X[:20], return_std=True)
+    ref_pred, ref_std = ref.predict(X[:20], return_std=True)
+    np.testing.assert_allclose(y_pred, ref_pred, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(y_std, ref_std, rtol=1e-8)
