@@ -11,6 +11,7 @@ from sklearn.utils._array_api import get_namespace
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from . import _explain
 from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
@@ -239,6 +240,79 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         y_pred = network_predict(xp.astype(Xc, xp.float64), layers, self.similarity, xp)
         y_pred = backend.to_output(xp.astype(y_pred, Xc.dtype))
         return y_pred[:, 0] if self._y_ndim == 1 else y_pred
+
+    def jacobian(self, X):
+        """The exact derivative ``df/dx`` of the prediction at each sample.
+
+        The chain rule through the residual layers,
+        ``J_L(h_{L-1}) (I + J_{L-1}(h_{L-2})) ... (I + J_1(x))``, each layer's
+        Jacobian as in :meth:`ARNRegressor.jacobian`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        jacobian : ndarray of shape (n_samples, n_features) or \
+                (n_samples, n_targets, n_features)
+        """
+        return self._explain(X, _explain.network_jacobian)
+
+    def local_linear(self, X):
+        """An exact affine decomposition ``f(x) = A(x) x + a(x)`` of each prediction.
+
+        Every layer is affine at its own input (``f_l(h) = A_l(h) h + a_l(h)``,
+        see :meth:`ARNRegressor.local_linear`), so composing the layers with
+        the assignments frozen at the sample's activations gives an affine map
+        of ``x`` that reproduces :meth:`predict` to rounding. Unlike the single
+        layer's, ``A(x)`` mixes the regressors of every layer; it is exact as
+        a decomposition of the prediction, not a derivative (see
+        :meth:`jacobian`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        coef : ndarray of shape (n_samples, n_features) or (n_samples, n_targets, n_features)
+        intercept : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        """
+        return self._explain(X, _explain.network_local_linear)
+
+    def _explain(self, X, kernel):
+        check_is_fitted(self)
+        xp, _ = get_namespace(X)
+        X = validate_data(self, X, reset=False, dtype=[xp.float64, xp.float32])
+        backend = Backend(self.device, X)
+        xp = backend.xp
+        Xc = backend.to_compute(X)
+        layers = [
+            {
+                "anchors": xp.astype(backend.to_compute(anchors), xp.float64),
+                "coef": xp.astype(backend.to_compute(coef), xp.float64),
+                "intercept": xp.astype(backend.to_compute(intercept), xp.float64),
+                "softness": softness,
+            }
+            for anchors, coef, intercept, softness in zip(
+                self.anchors_, self.coefs_, self.intercepts_, self.softness_, strict=True
+            )
+        ]
+        rows = min(_explain.chunk_rows(*layer["coef"].shape) for layer in layers)
+        X64 = xp.astype(Xc, xp.float64)
+        parts = []
+        for start in range(0, X64.shape[0], rows):
+            chunk = X64[start : min(start + rows, X64.shape[0]), ...]
+            out = kernel(chunk, layers, self.similarity, None, xp)
+            parts.append(out if isinstance(out, tuple) else (out,))
+        out = [
+            backend.to_output(xp.astype(xp.concat(list(p), axis=0), Xc.dtype))
+            for p in zip(*parts, strict=True)
+        ]
+        if self._y_ndim == 1:
+            out = [a[:, 0, ...] for a in out]
+        return tuple(out) if len(out) > 1 else out[0]
 
     # -------------------------------------------------------------- helpers
     def _anchor_counts(self):

@@ -17,7 +17,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from . import _dask
+from . import _dask, _explain, _uncertainty
 from ._anchors import auto_softness, init_anchors
 from ._assignment import SIMILARITIES, soft_assignments
 from ._backend import DEVICES, Backend, to_numpy
@@ -26,6 +26,7 @@ from ._lifting import (
     SufficientStatistics,
     accumulate,
     iter_chunks,
+    lift,
     lifted_size,
     pack_weights,
     predict_lifted,
@@ -364,20 +365,41 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         return self
 
     # -------------------------------------------------------------- predict
-    def predict(self, X):
+    def predict(self, X, return_std=False):
         """Predict ``sum_k alpha_k(x) (W_k x + b_k)``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        return_std : bool, default=False
+            Also return the predictive standard deviation
+            ``sigma sqrt(1 + z(x)^T (G + alpha I)^{-1} z(x))`` of the ridge
+            posterior on the lifted features ``z(x)``, as
+            :class:`~sklearn.linear_model.BayesianRidge` does. ``sigma^2`` is
+            the noise variance of each output, estimated from the training
+            residuals (from the accumulated statistics, so it holds for
+            :meth:`partial_fit` and Dask fits) over ``n - tr(P)`` degrees of
+            freedom, ``tr(P)`` being the fit's effective number of parameters.
+            Anchors and softness are taken as fixed. Needs the closed-form
+            statistics: not available after ``solver="sgd"`` or ``"adam"``.
+            The first call factorises ``G + alpha I`` again and computes
+            ``tr(P)`` (``O(p^3)`` for ``p = n_anchors (n_features + 1)``); the
+            result is cached (and dropped on pickling).
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
             A Dask array, computed block by block, when ``X`` is a Dask collection.
+        y_std : ndarray of the same shape as ``y_pred``
+            Only with ``return_std=True``.
         """
+        if return_std:
+            self._predictive_state()  # fails early, and once, rather than per block
         if _dask.is_dask_collection(X):
-            return _dask.predict(self, X)
+            y_pred = _dask.predict(self, X)
+            return (y_pred, _dask.predict(self, X, "_predict_std")) if return_std else y_pred
+        if return_std:
+            return self.predict(X), self._predict_std(X)
         X = self._validate_predict_data(X)
         backend = Backend(self.device, X)
         xp, Xc = backend.xp, backend.to_compute(X)
@@ -418,6 +440,147 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         else:
             A = densify(*self._assign_top_k(X64, anchors, xp), anchors.shape[0], xp)
         return backend.to_output(xp.astype(A, Xc.dtype))
+
+    def local_linear(self, X):
+        """The exact local linear model of each sample: ``f(x) = A(x) x + a(x)``.
+
+        ``A(x) = sum_k alpha_k(x) W_k`` and ``a(x) = sum_k alpha_k(x) b_k`` (over
+        the kept anchors with ``top_k``), so that
+        ``einsum("ntd,nd->nt", coef, X) + intercept`` equals :meth:`predict`
+        to rounding. ``coef[i]`` is the linear regressor the model applies at
+        ``X[i]``; it does not include how the assignments move with ``x``
+        (see :meth:`jacobian`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        coef : ndarray of shape (n_samples, n_features) or (n_samples, n_targets, n_features)
+        intercept : ndarray of shape (n_samples,) or (n_samples, n_targets)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from arn_sklearn import ARNRegressor
+        >>> rng = np.random.RandomState(0)
+        >>> X = rng.uniform(-3, 3, size=(300, 2))
+        >>> model = ARNRegressor(n_anchors=4, random_state=0).fit(X, np.abs(X[:, 0]))
+        >>> coef, intercept = model.local_linear(X[:5])
+        >>> coef.shape, intercept.shape
+        ((5, 2), (5,))
+        >>> bool(np.allclose(np.sum(coef * X[:5], axis=1) + intercept, model.predict(X[:5])))
+        True
+        """
+        return self._explain(X, jacobian=False)
+
+    def jacobian(self, X):
+        """The exact derivative ``df/dx`` of the prediction at each sample.
+
+        ``A(x) + sum_k (W_k x + b_k) grad alpha_k(x)^T``: the local linear
+        coefficients plus the term from the assignments' own variation
+        (softmax and similarity derivatives). With ``top_k`` it is the
+        derivative of the renormalised softmax over the kept anchors, exact
+        away from the points where the kept set changes (where the model is
+        not differentiable).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        jacobian : ndarray of shape (n_samples, n_features) or \
+                (n_samples, n_targets, n_features)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from arn_sklearn import ARNRegressor
+        >>> rng = np.random.RandomState(0)
+        >>> X = rng.uniform(-3, 3, size=(300, 1))
+        >>> model = ARNRegressor(n_anchors=4, random_state=0).fit(X, np.sin(X[:, 0]))
+        >>> x, h = np.array([[0.5]]), 1e-5
+        >>> slope = (model.predict(x + h) - model.predict(x - h)) / (2 * h)
+        >>> bool(np.allclose(model.jacobian(x)[:, 0], slope, rtol=1e-5))
+        True
+        """
+        return self._explain(X, jacobian=True)
+
+    def _explain(self, X, jacobian):
+        X = self._validate_predict_data(X)
+        backend = Backend(self.device, X)
+        xp, Xc = backend.xp, backend.to_compute(X)
+        kind, softness, top_k = self._prediction_params()
+        anchors, coef, intercept = (
+            xp.astype(backend.to_compute(a), xp.float64)
+            for a in (self.anchors_, self._coef_3d(), self._intercept_2d())
+        )
+        rows = _explain.chunk_rows(*coef.shape)
+        parts = []
+        for chunk in _row_chunks(xp.astype(Xc, xp.float64), rows):
+            if jacobian:
+                J = _explain.layer_jacobian(
+                    chunk, anchors, coef, intercept, kind, softness, top_k, xp
+                )
+                parts.append((J,))
+            else:
+                A, _ = _explain.layer_assignments(chunk, anchors, kind, softness, top_k, xp)
+                parts.append(_explain.local_linear(A, coef, intercept, xp))
+        out = [
+            backend.to_output(xp.astype(xp.concat(list(p), axis=0), Xc.dtype))
+            for p in zip(*parts, strict=True)
+        ]
+        if self.coef_.ndim == 2:  # 1-D y: drop the target axis
+            out = [a[:, 0, ...] for a in out]
+        return out[0] if jacobian else tuple(out)
+
+    def _predictive_state(self):
+        """``(factor, sigma2)`` of the predictive uncertainty, computed once and cached."""
+        check_is_fitted(self)
+        stats = self.__dict__.get("_stats")
+        if stats is None:
+            raise ValueError(
+                f"return_std=True needs the closed-form statistics, which solver="
+                f"{self.solver!r} does not keep (its anchors moved away from them). "
+                "Use solver='closed_form'."
+            )
+        cache = self.__dict__.get("_predictive_cache")
+        if cache is not None and cache[0] is stats and cache[1] == self.alpha:
+            return cache[2], cache[3]
+        xp = array_namespace(stats.zty)
+        factor = stats.factorize(self.alpha, xp)
+        sigma2, _ = _uncertainty.noise_variance(stats, factor, xp)
+        self._predictive_cache = (stats, self.alpha, factor, sigma2)
+        return factor, sigma2
+
+    def _predict_std(self, X):
+        """Predictive standard deviation, shape as :meth:`predict`'s."""
+        factor, sigma2 = self._predictive_state()
+        X = self._validate_predict_data(X)
+        backend = Backend(self.device, X)
+        xp, Xc = backend.xp, backend.to_compute(X)
+        kind, softness, top_k = self._prediction_params()
+        anchors = xp.astype(backend.to_compute(self.anchors_), xp.float64)
+        batch_size = self._resolve_batch_size(self._stats.zty.shape[0])
+        parts = []
+        for chunk in _row_chunks(xp.astype(Xc, xp.float64), batch_size):
+            A, _ = _explain.layer_assignments(chunk, anchors, kind, softness, top_k, xp)
+            leverage = _uncertainty.leverage(lift(chunk, A, xp), factor, xp)
+            parts.append(_uncertainty.predictive_std(leverage, sigma2, xp))
+        y_std = backend.to_output(xp.astype(xp.concat(parts, axis=0), Xc.dtype))
+        return y_std[:, 0] if self.coef_.ndim == 2 else y_std
+
+    def _prediction_params(self):
+        """Similarity, softness and top-k (None: dense) the fitted model predicts with."""
+        return self.similarity, self.softness_, self._sparse_k()
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # The cached factorisation holds the array module; it is recomputed lazily.
+        state.pop("_predictive_cache", None)
+        return state
 
     # -------------------------------------------------------------- helpers
     def _validate_fit_data(self, X, y, sample_weight, reset):

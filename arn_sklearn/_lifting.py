@@ -87,6 +87,9 @@ class SufficientStatistics:
         ``sum_i w_i z_i``; with ``y_sum`` it centres the targets at solve time.
     y_sum : array of shape (n_targets,)
         ``sum_i w_i y_i``.
+    y_sq_sum : array of shape (n_targets,)
+        ``sum_i w_i y_i^2`` per target; with the solution it gives the residual
+        sum of squares (the noise variance of the predictive uncertainty).
     weight_sum : float
         ``sum_i w_i``.
     n_samples : int
@@ -97,6 +100,7 @@ class SufficientStatistics:
     zty: object
     z_sum: object
     y_sum: object
+    y_sq_sum: object
     weight_sum: float
     n_samples: int
 
@@ -109,6 +113,7 @@ class SufficientStatistics:
             zty=xp.zeros((n_lifted, n_targets), **kw),
             z_sum=xp.zeros((n_lifted,), **kw),
             y_sum=xp.zeros((n_targets,), **kw),
+            y_sq_sum=xp.zeros((n_targets,), **kw),
             weight_sum=0.0,
             n_samples=0,
         )
@@ -119,6 +124,7 @@ class SufficientStatistics:
             zty=self.zty + other.zty,
             z_sum=self.z_sum + other.z_sum,
             y_sum=self.y_sum + other.y_sum,
+            y_sq_sum=self.y_sq_sum + other.y_sq_sum,
             weight_sum=self.weight_sum + other.weight_sum,
             n_samples=self.n_samples + other.n_samples,
         )
@@ -133,9 +139,26 @@ class SufficientStatistics:
             zty=convert(self.zty),
             z_sum=convert(self.z_sum),
             y_sum=convert(self.y_sum),
+            y_sq_sum=convert(self.y_sq_sum),
             weight_sum=self.weight_sum,
             n_samples=self.n_samples,
         )
+
+    def solve(self, alpha, xp):
+        """Ridge solution ``(W, y_mean)`` of these statistics, see :func:`solve_ridge`."""
+        from ._solve import solve_ridge
+
+        return solve_ridge(self, alpha, xp)
+
+    def factorize(self, alpha, xp):
+        """A factorisation of ``gram + alpha I`` with a ``solve(B)`` method."""
+        from ._solve import factorize_dense
+
+        return factorize_dense(self.gram, alpha, xp)
+
+    def gram_matmul(self, V):
+        """``gram @ V`` for ``V`` of shape (p, k)."""
+        return self.gram @ V
 
     def copy(self):
         if self.n_samples == 0 and self.weight_sum == 0:
@@ -155,6 +178,7 @@ class SufficientStatistics:
             zty=self.zty * 1.0,
             z_sum=self.z_sum * 1.0,
             y_sum=self.y_sum * 1.0,
+            y_sq_sum=self.y_sq_sum * 1.0,
             weight_sum=self.weight_sum,
             n_samples=self.n_samples,
         )
@@ -260,7 +284,9 @@ def accumulate(chunks, assign, xp, stats, verbose=0):
         gram = _gram_update(gram, Zw, xp)
         out.zty = out.zty + ZtY1[:, :-1]
         out.z_sum = out.z_sum + ZtY1[:, -1]
-        out.y_sum = out.y_sum + xp.sum(Y * w[:, None], axis=0)
+        Yw = Y * w[:, None]
+        out.y_sum = out.y_sum + xp.sum(Yw, axis=0)
+        out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
         out.weight_sum += float(xp.sum(w))
         out.n_samples += X.shape[0]
         if verbose > 1:

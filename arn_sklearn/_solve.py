@@ -215,3 +215,70 @@ def _solve_namespace(gram, rhs, alpha, xp):
         return solve_triangular(L.T, tmp, lower=False)
     # The standard has no triangular solve; a general solve on L is still exact.
     return xp.linalg.solve(L.T, xp.linalg.solve(L, rhs))
+
+
+class CholeskyFactor:
+    """``gram + alpha I = L L^T``, kept to solve for many right-hand sides.
+
+    Built by :func:`factorize_dense`; ``solve(B)`` returns ``(gram + alpha I)^{-1} B``.
+    A numerically singular system is held as its pseudo-inverse instead.
+    """
+
+    def __init__(self, lower, xp, pinv=None):
+        self.lower = lower
+        self.xp = xp
+        self.pinv = pinv
+
+    def solve(self, B):
+        if self.pinv is not None:
+            return self.pinv @ B
+        if isinstance(self.lower, np.ndarray):
+            return linalg.cho_solve((self.lower, True), B, check_finite=False)
+        xp = self.xp
+        solve_triangular = _solve_triangular(xp)
+        if solve_triangular is not None:
+            return solve_triangular(self.lower.T, solve_triangular(self.lower, B, lower=True))
+        return xp.linalg.solve(self.lower.T, xp.linalg.solve(self.lower, B))
+
+
+def factorize_dense(gram, alpha, xp):
+    """Cholesky factor of ``gram + alpha I`` (a pseudo-inverse if it is singular).
+
+    Parameters
+    ----------
+    gram : array of shape (p, p)
+    alpha : float
+    xp : array namespace
+
+    Returns
+    -------
+    CholeskyFactor
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from array_api_compat import array_namespace
+    >>> G = np.array([[2.0, 1.0], [1.0, 2.0]])
+    >>> factor = factorize_dense(G, 1.0, array_namespace(G))
+    >>> np.allclose((G + np.eye(2)) @ factor.solve(np.eye(2)), np.eye(2))
+    True
+    """
+    if isinstance(gram, np.ndarray):
+        system = _regularized(gram, alpha)
+        try:
+            lower, _ = linalg.cho_factor(system, lower=True, overwrite_a=True, check_finite=False)
+            diag = np.diag(lower) ** 2
+            if not diag.min() > _RCOND_THRESHOLD * diag.max():
+                raise linalg.LinAlgError("ill-conditioned")
+        except linalg.LinAlgError:
+            return CholeskyFactor(None, xp, pinv=np.linalg.pinv(_regularized(gram, alpha)))
+        return CholeskyFactor(np.tril(lower), xp)
+    p = gram.shape[0]
+    system = gram + alpha * xp.eye(p, dtype=gram.dtype, device=getattr(gram, "device", None))
+    try:
+        lower = xp.linalg.cholesky(system)
+    except Exception:  # each backend raises its own LinAlgError type
+        return CholeskyFactor(None, xp, pinv=xp.linalg.pinv(system))
+    if bool(xp.any(xp.isnan(lower))):
+        return CholeskyFactor(None, xp, pinv=xp.linalg.pinv(system))
+    return CholeskyFactor(lower, xp)

@@ -132,6 +132,7 @@ def accumulate_top_k(chunks, assign_top_k, n_anchors, xp, stats, verbose=0):
             gram = gram + part.gram
             out.zty, out.z_sum = out.zty + part.zty, out.z_sum + part.z_sum
             out.y_sum, out.weight_sum = out.y_sum + part.y_sum, out.weight_sum + part.weight_sum
+            out.y_sq_sum = out.y_sq_sum + part.y_sq_sum
             out.n_samples += part.n_samples
             continue
         b, k = idx.shape
@@ -145,7 +146,9 @@ def accumulate_top_k(chunks, assign_top_k, n_anchors, xp, stats, verbose=0):
         YX = xp.reshape(X1[:, :, None] * Y[:, None, :], (b, -1))
         out.zty = out.zty + xp.reshape(xp.asarray(B @ YX), (p, Y.shape[1]))
         out.z_sum = out.z_sum + xp.reshape(xp.asarray(B @ X1), (p,))
-        out.y_sum = out.y_sum + xp.sum(Y * w[:, None], axis=0)
+        Yw = Y * w[:, None]
+        out.y_sum = out.y_sum + xp.sum(Yw, axis=0)
+        out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
         out.weight_sum += float(xp.sum(w))
         out.n_samples += b
         # Pair weights w_i A_ia A_ib for the k^2 (a, b) pairs of each sample.
