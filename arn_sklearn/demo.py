@@ -42,6 +42,8 @@ SETTINGS = {
         "learned_epochs": 5,
         "arm_train": 20_000,
         "arm_anchors": 128,
+        "mlp_max_iter": 300,
+        "image_crop": None,
     },
     "quick": {
         "patches_per_image": 200,
@@ -49,6 +51,8 @@ SETTINGS = {
         "learned_epochs": 1,
         "arm_train": 1_000,
         "arm_anchors": 32,
+        "mlp_max_iter": 50,
+        "image_crop": 192,
     },
 }
 TEST_IMAGE = "astronaut"
@@ -134,7 +138,14 @@ def run_superres(settings, progress, scale=3, random_state=0):
 
     assert TEST_IMAGE in TEST_IMAGES  # held out: never a training image
     train = load_skimage_images(TRAIN_IMAGES)
-    hr = modcrop(load_skimage_images([TEST_IMAGE])[TEST_IMAGE], scale)
+    hr = load_skimage_images([TEST_IMAGE])[TEST_IMAGE]
+    if settings["image_crop"]:  # quick mode: small corners of the training images
+        size = settings["image_crop"]
+        train = {name: image[:size, :size] for name, image in train.items()}
+        # and the test image up to a margin past the crop of the figure.
+        r0, c0, size = CROP
+        hr = hr[: r0 + size + 30, : c0 + size + 30]
+    hr = modcrop(hr, scale)
     lr = np.clip(imresize(hr, 1.0 / scale), 0, 1)
     progress(f"super-resolution x{scale}: training on {', '.join(train)}")
     (features, X, Y), seconds = _timed(
@@ -227,10 +238,13 @@ def make_arm(n_samples, random_state=0, noise=ARM_NOISE):
     return q, Y + noise * rng.standard_normal(Y.shape)
 
 
-def regression_models(n_anchors, random_state=0):
+def regression_models(n_anchors, random_state=0, mlp_max_iter=300):
     """The peers and ARN, each behind a StandardScaler."""
     mlp = MLPRegressor(
-        hidden_layer_sizes=(100,), max_iter=300, early_stopping=True, random_state=random_state
+        hidden_layer_sizes=(100,),
+        max_iter=mlp_max_iter,
+        early_stopping=True,
+        random_state=random_state,
     )
     models = {
         "Ridge (CV alpha)": RidgeCV(alphas=np.logspace(-3, 3, 7)),
@@ -253,7 +267,9 @@ def run_regression(settings, progress, random_state=0, n_test=5_000):
         f"{X.shape[1]} joint angles -> {Y.shape[1]} coordinates (noise {ARM_NOISE})"
     )
     rows = []
-    for label, model in regression_models(settings["arm_anchors"], random_state).items():
+    for label, model in regression_models(
+        settings["arm_anchors"], random_state, settings["mlp_max_iter"]
+    ).items():
         _, seconds = _timed(lambda model=model: model.fit(X_train, Y_train))
         rmse = mean_squared_error(Y_test, model.predict(X_test)) ** 0.5
         progress(f"{label}: test RMSE {rmse:.4f}, fit {seconds:.2f} s")

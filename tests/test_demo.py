@@ -23,6 +23,8 @@ def _table(text, header):
     return rows
 
 
+# Quick mode caps the MLP's epochs: it need not converge there.
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_quick_demo_prints_both_tables_and_saves_the_png(tmp_path, capsys):
     demo.main(["--quick", "--output", str(tmp_path)])
     out = capsys.readouterr().out
