@@ -39,7 +39,7 @@ SETTINGS = {
     "full": {
         "patches_per_image": 5_000,
         "sr_anchors": 64,
-        "learned_epochs": 5,
+        "learned_epochs": 4,
         "arm_train": 20_000,
         "arm_anchors": 128,
         "mlp_max_iter": 300,
