@@ -1,6 +1,6 @@
 """Sphinx configuration of the arn-sklearn documentation.
 
-Build (from the repository root; the gallery examples run, a few minutes on 2 cores):
+Build (from the repository root; the gallery examples run, about a minute on 2 cores):
 
     pip install ".[docs]" && sphinx-build -W -b html docs docs/_build/html
 
