@@ -65,13 +65,11 @@ ARM_NOISE = 0.01
 class _Progress:
     """Prints timestamped progress lines."""
 
-    def __init__(self, quiet=False):
+    def __init__(self):
         self.start = time.perf_counter()
-        self.quiet = quiet
 
     def __call__(self, message):
-        if not self.quiet:
-            print(f"[{time.perf_counter() - self.start:6.1f} s] {message}", flush=True)
+        print(f"[{time.perf_counter() - self.start:6.1f} s] {message}", flush=True)
 
 
 def _timed(fit):
@@ -225,9 +223,34 @@ def save_comparison(path, hr, outputs, psnrs, box=CROP):
 def make_arm(n_samples, random_state=0, noise=ARM_NOISE):
     """Forward kinematics of a planar arm with four revolute joints.
 
-    Joint angles uniform in ``[-pi/2, pi/2]``; targets: the ``(x, y)`` of each
-    joint (8 smooth outputs), plus Gaussian noise of standard deviation
-    ``noise``, so the best achievable test RMSE is ``noise``.
+    Joint angles uniform in ``[-pi/2, pi/2]``, each relative to the previous
+    link; link lengths ``ARM_LINKS``; targets: the ``(x, y)`` of each joint
+    (8 smooth outputs), plus Gaussian noise of standard deviation ``noise``,
+    so the best achievable test RMSE is ``noise``.
+
+    Parameters
+    ----------
+    n_samples : int
+    random_state : int or None, default=0
+        Seed of ``numpy.random.default_rng``.
+    noise : float, default=0.01
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 4)
+        Joint angles in radians.
+    Y : ndarray of shape (n_samples, 8)
+        ``x`` of joints 1-4, then ``y`` of joints 1-4.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn.demo import ARM_LINKS, make_arm
+    >>> X, Y = make_arm(3, noise=0.0)
+    >>> X.shape, Y.shape
+    ((3, 4), (3, 8))
+    >>> bool(np.allclose(np.hypot(Y[:, 0], Y[:, 4]), ARM_LINKS[0]))  # the first link
+    True
     """
     rng = np.random.default_rng(random_state)
     q = rng.uniform(-np.pi / 2, np.pi / 2, size=(n_samples, len(ARM_LINKS)))
@@ -285,6 +308,22 @@ def format_table(header, rows):
 
 
 def main(argv=None):
+    """Run the demo: the command ``python -m arn_sklearn.demo`` (``arn-demo``).
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        Command-line arguments (``sys.argv[1:]`` when None): ``--quick`` (tiny
+        sizes, a few seconds), ``--output DIR`` (folder of
+        ``arn_superres_demo.png``, default ``.``), ``--seed N`` and
+        ``--skip-superres``.
+
+    Examples
+    --------
+    >>> from arn_sklearn.demo import main
+    >>> main(["--quick", "--output", "/tmp"])  # doctest: +SKIP
+    [   0.5 s] super-resolution x3: training on coins, moon, rocket, ...
+    """
     parser = argparse.ArgumentParser(
         prog="python -m arn_sklearn.demo", description=__doc__.splitlines()[0]
     )
