@@ -198,7 +198,7 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
     anchors_, coef_, intercept_ : ndarray
         As in :class:`ARNRegressor`, from ``estimator_``.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         When ``X`` has string column names.
 
     See Also

@@ -101,7 +101,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     n_iter_, loss_curve_, best_loss_, validation_scores_, best_validation_score_
         As in :class:`ARNRegressor` with a gradient solver.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
 
     See Also
     --------

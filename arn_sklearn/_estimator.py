@@ -177,7 +177,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         sum to one, so it can be carried by every anchor).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     n_iter_ : int
         Epochs run by a gradient solver; 1 for the closed form (one pass).

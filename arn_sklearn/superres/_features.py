@@ -58,7 +58,7 @@ class PatchFeatures(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_raw_features, n_components_)
+    components_ : ndarray of shape (n_raw_features, `n_components_`)
         Orthonormal projection; ``transform`` returns ``raw @ components_``.
     n_components_ : int
     explained_energy_ : float
@@ -155,7 +155,7 @@ def build_training_set(
     -------
     features : PatchFeatures
         Fitted on the returned patches.
-    X : ndarray of shape (n_patches, features.n_components_)
+    X : ndarray of shape (n_patches, `features.n_components_`)
     Y : ndarray of shape (n_patches, (3 * scale) ** 2)
 
     Examples
