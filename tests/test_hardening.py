@@ -135,20 +135,41 @@ _INJECTIONS = [
         APlusRegressor(4, neighborhood_size=30, random_state=0),
         "arn_sklearn.superres._aplus._nearest_by_correlation",
     ),
+    # Late failures, after attributes were set or trained arrays produced: the
+    # earlier model must not have been mutated in place either.
+    (
+        ARNRegressorCV(4, alphas=[0.1, 1.0], cv=3, random_state=0),
+        "arn_sklearn._estimator.ARNRegressor._set_solution",
+    ),
+    (
+        DeepARNRegressor(2, 3, max_iter=2, random_state=0),
+        "arn_sklearn._deep.DeepARNRegressor._set_layers",
+    ),
+    (
+        DeepARNRegressor(2, 3, max_iter=2, warm_start=True, random_state=0),
+        "arn_sklearn._deep.DeepARNRegressor._set_layers",
+    ),
+    (
+        ARNRegressor(4, solver="adam", max_iter=2, warm_start=True, random_state=0),
+        "arn_sklearn._estimator.ARNRegressor._fit_gradient",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    "estimator, target", _INJECTIONS, ids=[type(e).__name__ for e, _ in _INJECTIONS]
+    "estimator, target",
+    _INJECTIONS,
+    ids=[f"{type(e).__name__}-{t.rsplit('.', 1)[1]}" for e, t in _INJECTIONS],
 )
 def test_failed_refit_leaves_the_earlier_model_intact(estimator, target, monkeypatch):
     X, y = _data()
     model = _quiet(lambda: estimator.fit(X, y))
     saved, before = dict(model.__dict__), np.asarray(model.predict(X))
     monkeypatch.setattr(target, _boom)
-    X2, y2 = _data(80, d=2, seed=1)  # other features: validation resets n_features_in_
+    # Other features (validation resets n_features_in_), unless warm-starting.
+    X2, y2 = _data(80, d=3 if estimator.get_params().get("warm_start") else 2, seed=1)
     with pytest.raises(RuntimeError, match="injected"):
-        model.fit(X2, y2)
+        _quiet(lambda: model.fit(X2, y2))
     _assert_unchanged(model, saved, X, before)
 
 

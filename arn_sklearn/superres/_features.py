@@ -142,7 +142,7 @@ def build_training_set(
     Parameters
     ----------
     images : iterable of ndarray
-        High-resolution grey or RGB images (uint8 or float in [0, 1]).
+        High-resolution grey or RGB images (uint8, uint16 or float in [0, 1]).
     scale : int, default=3
     energy : float, default=0.999
     max_patches_per_image : int, default=None

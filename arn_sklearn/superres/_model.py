@@ -184,7 +184,7 @@ class SuperResolver(BaseEstimator):
         Parameters
         ----------
         image : ndarray of shape (h, w) or (h, w, 3)
-            uint8 or float in [0, 1].
+            uint8 (/255), uint16 (/65535) or float in [0, 1]; other integer dtypes are refused.
 
         Returns
         -------
