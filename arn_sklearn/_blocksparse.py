@@ -84,6 +84,18 @@ def _pair_count_estimate(n_anchors, top_k):
     return int(min(m * (m + 1) // 2, m * (1 + 2 * k * k)))
 
 
+def chunk_row_bytes(top_k, n_features, n_targets=1):
+    """Bytes per chunk row of :meth:`BlockSparseStatistics.accumulate`'s temporaries.
+
+    ``[x, 1]`` and ``[y, 1]`` copies, and about 48 bytes per (sample, anchor)
+    and per (sample, anchor pair) entry for the grouping; the similarity block
+    of the assignment is bounded separately (row blocks of about 2 MiB). The
+    per-pair GEMMs want many rows per pair: chunks of 10^5 rows or more.
+    """
+    k = top_k
+    return 8 * (n_features + n_targets + 2) + 48 * (k + k * (k - 1) // 2)
+
+
 @dataclass
 class BlockSparseStatistics:
     """Sufficient statistics of a top-k ARN with a block-sparse Gram matrix.
