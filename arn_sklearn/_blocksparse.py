@@ -35,6 +35,11 @@ from ._lifting import ACCUMULATION_DTYPE, SufficientStatistics
 _DENSE_SOLVE_MAX_SIZE = 2048
 _DENSE_SOLVE_MIN_FILL = 0.25
 
+# SuperLU's factorisation was measured this many times slower per flop than
+# LAPACK's dpotrf on the same machine (benchmarks/bench_kernels.py): the sparse
+# solve is used when its estimated flops times this are below the dense p^3 / 3.
+_SUPERLU_SLOWDOWN = 20.0
+
 # Same threshold as the dense Cholesky: a pivot of the symmetric LU (= LDL^T)
 # below this times the largest one marks the system numerically singular.
 _RCOND_THRESHOLD = 1e-13
@@ -73,15 +78,28 @@ def _like(a, host, xp):
 
 
 def _pair_count_estimate(n_anchors, top_k):
-    """Upper estimate of the stored pairs: ``min(m (m + 1) / 2, m (1 + 2 k^2))``.
+    """Upper estimate of the stored pairs: ``min(m (m + 1) / 2, m (1 + k^2))``.
 
-    Each anchor has its diagonal block and a few times ``k`` partners: about 8
-    per anchor (4.7 stored pairs) on clustered 30-d data at ``k = 4``, 9 stored
-    pairs on Gaussian 4-d data at ``k = 3``. ``2 k^2`` stored partners per anchor
-    (32 at ``k = 4``) leaves a margin of 2 to 7 over those.
+    Each anchor has its diagonal block and a few times ``k`` partners: 4.7
+    stored pairs per anchor on the issue's clustered 30-d data at ``k = 4``,
+    11.8 on 300 Gaussian clusters in 30-d (``benchmarks/paper_scale.py``),
+    9 on Gaussian 4-d data at ``k = 3``; ``1 + k^2`` (17 at ``k = 4``) covers
+    those.
     """
     m, k = n_anchors, min(top_k, n_anchors)
-    return int(min(m * (m + 1) // 2, m * (1 + 2 * k * k)))
+    return int(min(m * (m + 1) // 2, m * (1 + k * k)))
+
+
+def chunk_row_bytes(top_k, n_features, n_targets=1):
+    """Bytes per chunk row of :meth:`BlockSparseStatistics.accumulate`'s temporaries.
+
+    ``[x, 1]`` and ``[y, 1]`` copies, and about 48 bytes per (sample, anchor)
+    and per (sample, anchor pair) entry for the grouping; the similarity block
+    of the assignment is bounded separately (row blocks of about 2 MiB). The
+    per-pair GEMMs want many rows per pair: chunks of 10^5 rows or more.
+    """
+    k = top_k
+    return 8 * (n_features + n_targets + 2) + 48 * (k + k * (k - 1) // 2)
 
 
 @dataclass
@@ -339,10 +357,38 @@ class BlockSparseStatistics:
 
     # -- solving ---------------------------------------------------------------------
 
+    def _anchor_ordering(self):
+        """Fill-reducing anchor order and the sparse factor's estimated flops.
+
+        The ordering (minimum degree on ``A + A^T``, SuperLU's) is computed on
+        the ``m x m`` anchor graph, milliseconds, and expanded to the blocks:
+        each anchor's ``d + 1`` unknowns stay together, as in a supernode.
+        """
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import splu
+
+        m, d1 = self.n_anchors, self.n_features + 1
+        keys = _to_numpy(self.pair_keys)
+        lo, hi = keys // m, keys % m
+        pattern = sp.coo_matrix((np.ones(keys.size), (lo, hi)), shape=(m, m))
+        pattern = (pattern + pattern.T + (keys.size + 1.0) * sp.identity(m)).tocsc()
+        lu = splu(
+            pattern,
+            permc_spec="MMD_AT_PLUS_A",
+            diag_pivot_thresh=0.0,
+            options={"SymmetricMode": True},
+        )
+        counts = np.diff(lu.L.tocsc().indptr).astype(np.float64)
+        flops = float(np.sum(counts * counts)) * d1**3
+        return lu.perm_c, flops
+
     def _use_dense_solve(self):
-        m = self.n_anchors
+        m, p = self.n_anchors, self.n_lifted
         fill = self.pair_keys.shape[0] / (m * (m + 1) / 2)
-        return self.n_lifted <= _DENSE_SOLVE_MAX_SIZE or fill > _DENSE_SOLVE_MIN_FILL
+        if p <= _DENSE_SOLVE_MAX_SIZE or fill > _DENSE_SOLVE_MIN_FILL:
+            return True
+        _, sparse_flops = self._anchor_ordering()
+        return sparse_flops * _SUPERLU_SLOWDOWN > p**3 / 3
 
     def solve(self, alpha, xp):
         """Ridge solution ``(W, y_mean)``, the objective of :func:`~arn_sklearn._solve.solve_ridge`.
@@ -367,7 +413,8 @@ class BlockSparseStatistics:
         """Factor of ``G + alpha I``; its ``solve(B)`` returns ``(G + alpha I)^{-1} B``."""
         if self._use_dense_solve():
             return self.to_dense().factorize(alpha, xp)
-        return SparseFactor(self._sparse_matrix(alpha), alpha, like=self.zty, xp=xp)
+        perm, _ = self._anchor_ordering()
+        return SparseFactor(self._sparse_matrix(alpha), alpha, like=self.zty, xp=xp, perm=perm)
 
     @staticmethod
     def estimate_bytes(n_anchors, n_features, n_targets, top_k, n_pairs=None):
@@ -378,8 +425,8 @@ class BlockSparseStatistics:
         n_anchors, n_features, n_targets, top_k : int
         n_pairs : int, optional
             Number of stored anchor pairs; when None, the upper estimate
-            ``min(m (m + 1) / 2, m (1 + 2 k^2))`` (diagonal blocks plus
-            ``2 k^2`` partners per anchor, 2 to 7 times what was measured).
+            ``min(m (m + 1) / 2, m (1 + k^2))`` (diagonal blocks plus ``k^2``
+            stored partners per anchor, above what was measured).
 
         Returns
         -------
@@ -387,7 +434,7 @@ class BlockSparseStatistics:
             Bytes of the statistics, twice the blocks (a merge that adds new
             pairs reallocates them), the per-chunk block buffer, and the solve:
             the full symmetric sparse matrix in BSR and CSC form (12 bytes per
-            non-zero each) and a factor estimated at 3 times its non-zeros. The
+            non-zero each) and a factor estimated at twice its non-zeros. The
             chunk's own rows are the caller's (see
             :func:`arn_sklearn._sparse.chunk_row_bytes`).
 
@@ -404,7 +451,7 @@ class BlockSparseStatistics:
         vectors = 8 * (p * (n_targets + 1) + 2 * n_targets)
         accumulate = 3 * block_bytes + 2 * vectors
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
-        solve = block_bytes + 12 * nnz * (2 + 3) + 8 * 3 * p * n_targets + vectors
+        solve = block_bytes + 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets + vectors
         return int(max(accumulate, solve))
 
 
@@ -417,15 +464,23 @@ class SparseFactor:
     diagonal entry, after a ``LinAlgWarning``.
     """
 
-    def __init__(self, matrix, alpha, like=None, xp=None):
+    def __init__(self, matrix, alpha, like=None, xp=None, perm=None):
         from scipy.sparse.linalg import splu
 
-        self.matrix = matrix
         self.like = like
         self.xp = xp
+        self.order = None
+        spec = "MMD_AT_PLUS_A"
+        if perm is not None:
+            # Anchor order expanded to the blocks, applied symmetrically.
+            d1 = matrix.shape[0] // perm.size
+            self.order = (perm[:, None] * d1 + np.arange(d1)[None, :]).ravel()
+            matrix = matrix[self.order][:, self.order].tocsc()
+            spec = "NATURAL"
+        self.matrix = matrix
         options = {"SymmetricMode": True}
         try:
-            lu = splu(matrix, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=options)
+            lu = splu(matrix, permc_spec=spec, diag_pivot_thresh=0.0, options=options)
             pivots = lu.U.diagonal()
             if not pivots.min() > _RCOND_THRESHOLD * pivots.max():
                 raise RuntimeError("ill-conditioned")
@@ -442,13 +497,15 @@ class SparseFactor:
             diag = matrix.diagonal()
             eps = max(float(np.abs(diag).max()), 1.0) * 1e-10
             self.matrix = matrix = (matrix + eps * sp.identity(matrix.shape[0])).tocsc()
-            lu = splu(matrix, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=options)
+            lu = splu(matrix, permc_spec=spec, diag_pivot_thresh=0.0, options=options)
         self.lu = lu
 
     def solve(self, B):
         host = np.asarray(_to_numpy(B), dtype=np.float64)
         one_d = host.ndim == 1
         host = host[:, None] if one_d else host
+        if self.order is not None:
+            host = host[self.order]
         out = np.empty_like(host)
         for start in range(0, host.shape[1], _SOLVE_COLUMNS):
             cols = slice(start, start + _SOLVE_COLUMNS)
@@ -458,6 +515,10 @@ class SparseFactor:
             # backward stable for SPD systems; this removes its residual growth.
             x += self.lu.solve(b - self.matrix @ x)
             out[:, cols] = x
+        if self.order is not None:
+            unpermuted = np.empty_like(out)
+            unpermuted[self.order] = out
+            out = unpermuted
         out = out[:, 0] if one_d else out
         like = B if self.like is None else self.like
         return _like(like, out, self.xp)

@@ -64,7 +64,7 @@ def centered_rhs(stats, xp):
     return stats.zty - stats.z_sum[:, None] * y_mean[None, :], y_mean
 
 
-def solve_ridge(stats, alpha, xp):
+def solve_ridge(stats, alpha, xp, overwrite=False):
     """Minimise ``sum_i w_i ||W^T z_i - (y_i - y_mean)||^2 + alpha ||W||^2``.
 
     Parameters
@@ -73,6 +73,10 @@ def solve_ridge(stats, alpha, xp):
     alpha : float
         Ridge penalty (paper's lambda); the folded biases are penalised too.
     xp : array namespace
+    overwrite : bool, default=False
+        Let the solve factor ``stats.gram`` in place (numpy), so that no second
+        ``p x p`` array is allocated; ``stats.gram`` is garbage afterwards. For
+        a plain fit whose statistics are not kept.
 
     Returns
     -------
@@ -84,6 +88,8 @@ def solve_ridge(stats, alpha, xp):
         raise ValueError("The sum of sample weights is zero; nothing to fit.")
     rhs, y_mean = centered_rhs(stats, xp)
     if isinstance(stats.gram, np.ndarray):
+        if stats.gram.shape[0] >= _BLOCKED_MIN_SIZE or overwrite:
+            return _solve_large_numpy(stats.gram, rhs, alpha, overwrite), y_mean
         return _solve_numpy(stats.gram, rhs, alpha), y_mean
     return _solve_namespace(stats.gram, rhs, alpha, xp), y_mean
 
@@ -141,6 +147,140 @@ def blocked_cholesky_solve(system, rhs, block=_CHOLESKY_BLOCK):
             A[j:e, j:e], y[j:e] - A[e:, j:e].T @ y[e:], lower=True, trans="T", check_finite=False
         )
     return y
+
+
+def _lapack64():
+    """``(dpotrf, dpotrs)`` of numpy's bundled 64-bit-index LAPACK, or None.
+
+    numpy's wheels ship OpenBLAS with 64-bit indices (``scipy_openblas64_``),
+    which factors a system past 2^31 entries in place at LAPACK speed; SciPy's
+    own wrappers are built on a 32-bit-index OpenBLAS (no ``ilp64``) and
+    ``numpy.linalg.cholesky`` allocates two more ``p x p`` arrays.
+    """
+    if _LAPACK64:
+        return _LAPACK64[0]
+    found = None
+    try:
+        import ctypes
+
+        from threadpoolctl import threadpool_info
+
+        paths = [
+            info["filepath"]
+            for info in threadpool_info()
+            if info.get("internal_api") == "openblas"
+            and "64_" in os.path.basename(info["filepath"])
+        ]
+        for path in paths:
+            lib = ctypes.CDLL(path)
+            for prefix, suffix in (("scipy_", "_64_"), ("", "_64_"), ("", "_64")):
+                try:
+                    potrf = getattr(lib, f"{prefix}dpotrf{suffix}")
+                    potrs = getattr(lib, f"{prefix}dpotrs{suffix}")
+                except AttributeError:
+                    continue
+                found = (potrf, potrs)
+                break
+            if found:
+                break
+    except (ImportError, OSError):  # pragma: no cover - depends on the numpy build
+        found = None
+    _LAPACK64.append(found)
+    return found
+
+
+_LAPACK64 = []
+
+
+def _potrf_lower_inplace(A):
+    """``A = L L^T`` in place on the lower triangle of F-ordered ``A``; LAPACK ``info``.
+
+    The strict upper triangle is left untouched, so ``A`` can be restored.
+    """
+    import ctypes
+
+    potrf, _ = _lapack64()
+    n = ctypes.c_int64(A.shape[0])
+    info = ctypes.c_int64(0)
+    potrf(
+        ctypes.c_char_p(b"L"),
+        ctypes.byref(n),
+        A.ctypes.data_as(ctypes.c_void_p),
+        ctypes.byref(n),
+        ctypes.byref(info),
+        ctypes.c_size_t(1),  # hidden Fortran string length, ignored by C entry points
+    )
+    return info.value
+
+
+def _potrs_lower(L, B):
+    """Solve ``L L^T X = B`` in place on F-ordered ``B`` (64-bit LAPACK)."""
+    import ctypes
+
+    _, potrs = _lapack64()
+    n = ctypes.c_int64(L.shape[0])
+    nrhs = ctypes.c_int64(B.shape[1])
+    info = ctypes.c_int64(0)
+    potrs(
+        ctypes.c_char_p(b"L"),
+        ctypes.byref(n),
+        ctypes.byref(nrhs),
+        L.ctypes.data_as(ctypes.c_void_p),
+        ctypes.byref(n),
+        B.ctypes.data_as(ctypes.c_void_p),
+        ctypes.byref(n),
+        ctypes.byref(info),
+        ctypes.c_size_t(1),
+    )
+    return B
+
+
+def _solve_large_numpy(gram, rhs, alpha, overwrite):
+    """Cholesky solve with numpy's 64-bit LAPACK, in place when ``overwrite``.
+
+    ``gram`` is symmetric, so its buffer read in Fortran order is the same
+    matrix whatever its memory order. A numerically singular system warns and
+    is solved with a tiny extra ridge (its strict upper triangle, untouched by
+    the factorisation, restores it), which keeps the memory at one ``p x p``.
+    """
+    if _lapack64() is None:  # pragma: no cover - depends on the numpy build
+        system = gram if overwrite else np.array(gram, order="F", copy=True)
+        if not overwrite:
+            system.flat[:: system.shape[0] + 1] += alpha
+        else:
+            system.flat[:: system.shape[0] + 1] += alpha
+        return blocked_cholesky_solve(np.asfortranarray(system), rhs)
+    if overwrite and (gram.flags.f_contiguous or gram.flags.c_contiguous):
+        A = gram if gram.flags.f_contiguous else gram.T
+    else:
+        A = np.array(gram, order="F", copy=True)
+    p = A.shape[0]
+    diag = np.diag(A).copy()
+    A.flat[:: p + 1] += alpha
+    info = _potrf_lower_inplace(A)
+    pivots = np.diag(A) ** 2
+    if info != 0 or not pivots.min() > _RCOND_THRESHOLD * pivots.max():
+        warnings.warn(
+            "The ARN normal equations are singular or ill-conditioned (alpha="
+            f"{alpha!r}); solving them with a small extra ridge instead. Increase "
+            "alpha, or remove collinear features.",
+            linalg.LinAlgWarning,
+            stacklevel=4,
+        )
+        upper = np.triu_indices(p, 1)
+        for start in range(0, p, 256):  # restore the lower triangle, block by block
+            stop = min(start + 256, p)
+            A[stop:, start:stop] = A[start:stop, stop:].T
+            block = A[start:stop, start:stop]
+            lower = np.tril_indices(stop - start, -1)
+            block[lower] = block.T[lower]
+        del upper
+        eps = max(float(np.abs(diag).max()), 1.0) * 1e-10
+        A.flat[:: p + 1] = diag + alpha + eps
+        if _potrf_lower_inplace(A) != 0:
+            raise np.linalg.LinAlgError("The ARN normal equations are not positive definite.")
+    B = np.array(rhs, dtype=np.float64, order="F", copy=True)
+    return _potrs_lower(A, B)
 
 
 def _solve_numpy(gram, rhs, alpha):

@@ -111,6 +111,7 @@ def test_sparse_solve_matches_dense_cholesky(alpha, monkeypatch):
 
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MIN_FILL", 1.0)
+    monkeypatch.setattr(bs, "_SUPERLU_SLOWDOWN", 0.0)
     X, Y, anchors, rng = data(n=3000, d=4, m=40)
     stats = sparse_stats(X, Y, rng.uniform(0.5, 1, size=len(X)), anchors, 3, 512, softness=2.0)
     assert not stats._use_dense_solve()
@@ -138,6 +139,7 @@ def test_singular_sparse_system_warns_and_is_finite(monkeypatch):
 
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MIN_FILL", 1.0)
+    monkeypatch.setattr(bs, "_SUPERLU_SLOWDOWN", 0.0)
     X, Y, anchors, rng = data(n=500, d=3, m=30)
     X = np.hstack([X, X[:, :1]])  # a duplicated feature: singular at alpha=0
     anchors = np.hstack([anchors, anchors[:, :1]])
@@ -212,3 +214,19 @@ def test_array_api_strict_matches_numpy():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         stats.factorize(1.0, xps)
+
+
+def test_solve_rule_prefers_dense_when_sparse_factor_is_costly(monkeypatch):
+    import arn_sklearn._blocksparse as bs
+
+    X, Y, anchors, rng = data(n=3000, d=4, m=40)
+    stats = sparse_stats(X, Y, np.ones(len(X)), anchors, 3, 512, softness=2.0)
+    monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
+    monkeypatch.setattr(bs, "_DENSE_SOLVE_MIN_FILL", 1.0)
+    perm, flops = stats._anchor_ordering()
+    assert sorted(perm.tolist()) == list(range(40))
+    assert 0 < flops < (40 * 5) ** 3
+    monkeypatch.setattr(bs, "_SUPERLU_SLOWDOWN", 0.5 * (40 * 5) ** 3 / 3 / flops)
+    assert not stats._use_dense_solve()
+    monkeypatch.setattr(bs, "_SUPERLU_SLOWDOWN", 2.0 * (40 * 5) ** 3 / 3 / flops)
+    assert stats._use_dense_solve()
