@@ -1,5 +1,6 @@
 """Solve the ARN normal equations (paper eq. 17) from sufficient statistics."""
 
+import os
 import warnings
 
 import numpy as np

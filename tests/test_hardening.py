@@ -139,7 +139,7 @@ _INJECTIONS = [
     # earlier model must not have been mutated in place either.
     (
         ARNRegressorCV(4, alphas=[0.1, 1.0], cv=3, random_state=0),
-        "arn_sklearn._estimator.ARNRegressor._set_solution",
+        "arn_sklearn._cv.fitted_attributes",
     ),
     (
         DeepARNRegressor(2, 3, max_iter=2, random_state=0),
