@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from arn_sklearn import ARNRegressor  # noqa: E402
-
-# Similarities square (euclidean) or multiply (dot, cosine, absdot) the inputs, so
-# past about 1e150 they overflow to inf/NaN. KNOWN, NOT FIXED HERE: "similarity
-# overflow, fixed in _assignment.py by issue-12 work". Examples whose inputs reach
-# this range are discarded with assume(); remove that filter once the fix is merged.
-_SIMILARITY_OVERFLOW = 1e150
 
 _MAGNITUDES = [1e-300, 1e-150, 1e-8, 1.0, 1e8, 1e100, 1e149, 1e200, 1e300]
 
@@ -59,11 +53,6 @@ def problems(draw):
     return X, y, w
 
 
-def _max_abs(*arrays):
-    values = [np.abs(np.asarray(a, dtype=np.float64)) for a in arrays if a is not None]
-    return max(float(np.max(v[np.isfinite(v)], initial=0.0)) for v in values)
-
-
 def _reference_model(top_k, similarity):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(60, 2))
@@ -91,8 +80,6 @@ def test_fit_predict_finite_or_value_error(
     problem, n_anchors, top_k, similarity, softness, alpha, anchors
 ):
     X, y, w = problem
-    # Known: similarity overflow, fixed in _assignment.py by issue-12 work.
-    assume(_max_abs(X) < _SIMILARITY_OVERFLOW)
     model, X_ref = _reference_model(top_k, similarity)
     before = model.predict(X_ref)
     model.set_params(
@@ -139,8 +126,6 @@ def test_predict_far_from_the_training_range(scale, offset, dtype, top_k, simila
     X = np.random.RandomState(seed).normal(size=(5, 2)) * scale + offset
     with np.errstate(all="ignore"):
         X = X.astype(dtype)  # float32 turns the largest values into inf
-    # Known: similarity overflow, fixed in _assignment.py by issue-12 work.
-    assume(_max_abs(X) < _SIMILARITY_OVERFLOW)
     try:
         with warnings.catch_warnings():
             # scikit-learn's finiteness check sums X (inf - inf warns); the
