@@ -53,7 +53,12 @@ def test_similarity_and_softmax_match_naive(kind, small_blocks):
 
 
 @pytest.mark.parametrize("k", [1, 2, 6, 7])
-def test_top_k_matches_naive_softmax(k, small_blocks):
+@pytest.mark.parametrize("argmax_max_k", [8, 0])
+def test_top_k_matches_naive_softmax(k, argmax_max_k, small_blocks, monkeypatch):
+    import arn_sklearn._sparse as sparse
+
+    # Both selections: k passes of argmax and argpartition.
+    monkeypatch.setattr(sparse, "_ARGMAX_MAX_K", argmax_max_k)
     rng = np.random.RandomState(1)
     X, anchors = rng.normal(size=(150, 3)), rng.normal(size=(7, 3))
     idx, vals = top_k_assignments(X, anchors, "euclidean", 0.8, k, xp)
