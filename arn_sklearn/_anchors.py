@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.cluster import KMeans
 
-from ._assignment import top_two_gap
+from ._assignment import similarity, top_two_gap
 
 # KMeans runs on a bounded random subsample so that initialisation never
 # dominates a large fit: enough rows per anchor for stable centroids.
@@ -15,6 +15,11 @@ KMEANS_MIN_ROWS = 10_000
 # best of a grid in benchmarks/bench_softness.py across datasets and similarities.
 AUTO_SOFTNESS_LOG_RATIO = 0.5
 AUTO_SOFTNESS_MAX_ROWS = 10_000
+
+# With top_k, softness="auto" is at least the K at which the median sample's
+# softmax puts at most this mass outside its k kept anchors, so that dropping
+# them changes the model little (benchmarks/bench_softness.py, top-k section).
+AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS = 0.05
 
 
 def subsample_indices(n_samples, n_rows, random_state):
@@ -56,11 +61,30 @@ def init_anchors(X, sample_weight, n_anchors, method, random_state):
     return kmeans.cluster_centers_
 
 
-def auto_softness(X, anchors, kind, xp, random_state):
+def auto_softness(X, anchors, kind, xp, random_state, top_k=None):
     """Softness ``K`` from the median gap between the two most similar anchors.
+
+    ``K = AUTO_SOFTNESS_LOG_RATIO / median(s_(1) - s_(2))``. With ``top_k`` (less
+    than the number of anchors), ``K`` is raised where needed to the smallest
+    value at which the median sample's full softmax puts at most
+    ``AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS`` outside its ``top_k`` largest
+    assignments (found by bisection on ``log K``; that mass decreases with
+    ``K``), so that the top-k model is close to the dense one it truncates.
 
     Returns 1.0 when there is a single anchor or the gap is zero (all samples
     equidistant), where any softness gives the same model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from array_api_compat import array_namespace
+    >>> rng = np.random.RandomState(0)
+    >>> X, C = rng.normal(size=(500, 2)), rng.normal(size=(64, 2))
+    >>> xp = array_namespace(X)
+    >>> dense = auto_softness(X, C, "euclidean", xp, np.random.RandomState(0))
+    >>> top2 = auto_softness(X, C, "euclidean", xp, np.random.RandomState(0), top_k=2)
+    >>> bool(top2 >= dense)
+    True
     """
     if anchors.shape[0] < 2:
         return 1.0
@@ -68,4 +92,25 @@ def auto_softness(X, anchors, kind, xp, random_state):
     gap = float(np.median(np.asarray(top_two_gap(sample, anchors, kind, xp))))
     if not np.isfinite(gap) or gap <= 0:
         return 1.0
-    return AUTO_SOFTNESS_LOG_RATIO / gap
+    softness = AUTO_SOFTNESS_LOG_RATIO / gap
+    if top_k is None or top_k >= anchors.shape[0]:
+        return softness
+    S = np.asarray(similarity(sample, anchors, kind, xp), dtype=np.float64)
+    # Decreasing order per row: D[:, j] = s_(1) - s_(j+1) >= 0.
+    S.sort(axis=1)
+    D = S[:, -1:] - S[:, ::-1]
+    target = AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS
+
+    def outside(K):
+        E = np.exp(-K * D)
+        return float(np.median(E[:, top_k:].sum(axis=1) / E.sum(axis=1)))
+
+    if outside(softness) <= target:
+        return softness
+    lo, hi = softness, softness
+    while outside(hi) > target and hi < softness * 2.0**40:
+        lo, hi = hi, hi * 4.0
+    for _ in range(30):  # bisection on log K
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if outside(mid) > target else (lo, mid)
+    return float(hi)

@@ -44,6 +44,9 @@ _SUPERLU_SLOWDOWN = 20.0
 # below this times the largest one marks the system numerically singular.
 _RCOND_THRESHOLD = 1e-13
 
+# Entries (rows x pairs) per batched matmul of small pairs: bounds its gathers.
+_PAIR_BATCH_ROWS = 16384
+
 # Chunks of a factor solve: bounds the dense right-hand side held at once.
 _SOLVE_COLUMNS = 4096
 
@@ -404,7 +407,10 @@ class BlockSparseStatistics:
         if not self.weight_sum > 0:
             raise ValueError("The sum of sample weights is zero; nothing to fit.")
         if self._use_dense_solve():
-            return self.to_dense().solve(alpha, xp)
+            from ._solve import solve_ridge
+
+            # The dense gram is a temporary here: factor it in place.
+            return solve_ridge(self.to_dense(), alpha, xp, overwrite=True)
         rhs, y_mean = centered_rhs(self, xp)
         factor = self.factorize(alpha, xp)
         return factor.solve(rhs), y_mean
@@ -540,6 +546,7 @@ class _WorkerPool:
 
         n = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
         self.n_threads = max(1, min(n) if n else 1)
+        self.buffer = None
         self.executor = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
 
     def run(self, tasks):
@@ -597,7 +604,10 @@ def _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool):
     p_ptr, p_rows, p_w = _csr_groups((lo * m + hi).ravel(), p_rows, pw.ravel(), m * m, b)
     pairs = np.flatnonzero(np.diff(p_ptr))
     keys = np.concatenate([anchors * (m + 1), pairs])
-    blocks = np.empty((keys.size, d1, d1))
+    # One block buffer reused across chunks: fresh pages cost as much as the GEMMs.
+    if pool.buffer is None or pool.buffer.shape[0] < keys.size:
+        pool.buffer = np.empty((keys.size + keys.size // 4, d1, d1))
+    blocks = pool.buffer[: keys.size]
     zty1 = np.zeros((m, d1, Y1.shape[1]))
 
     def anchor_task(j_list):
@@ -611,24 +621,39 @@ def _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool):
             np.matmul(Lw.T, Va, out=blocks[j])
             np.matmul(Lw.T, Y1[r], out=zty1[a])
 
-    def pair_task(j_list):
-        for j in j_list:
-            key = pairs[j]
-            s, e = p_ptr[key], p_ptr[key + 1]
-            Xs = X1[p_rows[s:e]]
-            np.matmul((Xs * p_w[s:e, None]).T, Xs, out=blocks[anchors.size + j])
+    # Off-diagonal pairs: bucketed by entry count (padded to the next power of
+    # two with a zero row) and run as batched matmuls, a C loop over pairs.
+    X1z = np.vstack([X1, np.zeros((1, d1))])
+    counts = np.diff(p_ptr)[pairs]
+    size = np.maximum(1, 2 ** np.ceil(np.log2(np.maximum(counts, 1)))).astype(np.int64)
+    batches = []
+    for L in np.unique(size):
+        sel = np.flatnonzero(size == L)
+        per = max(1, _PAIR_BATCH_ROWS // int(L))
+        batches.extend(sel[i : i + per] for i in range(0, sel.size, per))
+
+    def pair_task(batch_list):
+        for sel in batch_list:
+            L = int(size[sel[0]])
+            start = p_ptr[pairs[sel]]
+            pos = start[:, None] + np.arange(L)[None, :]
+            valid = pos < (start + counts[sel])[:, None]
+            pos = np.where(valid, pos, 0)
+            r = np.where(valid, p_rows[pos], b)  # row b of X1z is zero
+            Xs = X1z[r]  # (n_sel, L, d1)
+            Xw = Xs * np.where(valid, p_w[pos], 0.0)[:, :, None]
+            blocks[anchors.size + sel] = np.matmul(Xw.transpose(0, 2, 1), Xs)
 
     n = pool.n_threads
-    # Interleaved split: neighbouring anchors/pairs have similar sizes.
+    # Interleaved split: neighbouring anchors/batches have similar sizes.
     tasks = [
-        (lambda t=t: (anchor_task(range(t, anchors.size, n)), pair_task(range(t, pairs.size, n))))
+        (lambda t=t: (anchor_task(range(t, anchors.size, n)), pair_task(batches[t::n])))
         for t in range(n)
     ]
     pool.run(tasks)
     out.zty += np.reshape(zty1[:, :, :-1], out.zty.shape)
     out.z_sum += np.reshape(zty1[:, :, -1], out.z_sum.shape)
-    order = np.argsort(keys)
-    return keys[order], blocks[order]
+    return keys, blocks  # not sorted: _merge places them by search
 
 
 def _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp):
@@ -649,7 +674,11 @@ def _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp):
     pw = xp.take(vals, iu_x, axis=1) * xp.take(vals, ju_x, axis=1) * w[:, None]
     pair_keys = xp.reshape(lo * m + hi, (-1,))
     keys, inverse = xp.unique_inverse(pair_keys)
-    inverse = xp.reshape(inverse, (b, iu.size))
+    # unique_inverse need not sort its values: relabel them in sorted order.
+    order = xp.argsort(keys)
+    rank = xp.take(xp.argsort(order), xp.reshape(inverse, (-1,)))
+    keys = xp.take(keys, order)
+    inverse = xp.reshape(rank, (b, iu.size))
     Q = xp.reshape(X1[:, :, None] * X1[:, None, :], (b, d1 * d1))
     wv = vals * w[:, None]
     if _is_cupy(X):
@@ -681,11 +710,15 @@ def _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp):
 
 
 def _merge(keys1, blocks1, keys2, blocks2, xp, inplace=False):
-    """Union of two sorted sets of pair blocks, summing the blocks of equal keys."""
+    """Union of two sets of pair blocks, summing the blocks of equal keys.
+
+    ``keys1`` is sorted; ``keys2`` need not be; the result is sorted.
+    """
     if keys2.shape[0] == 0:
         return keys1, (blocks1 if inplace else blocks1 * 1)
     if keys1.shape[0] == 0:
-        return keys2, blocks2 * 1
+        order = xp.argsort(keys2)
+        return xp.take(keys2, order), xp.take(blocks2, order, axis=0)
     if _is_numpy(keys1) or _is_cupy(keys1):
         pos = xp.searchsorted(keys1, keys2)
         hit = keys1[xp.minimum(pos, keys1.shape[0] - 1)] == keys2
@@ -694,7 +727,8 @@ def _merge(keys1, blocks1, keys2, blocks2, xp, inplace=False):
             # Keys are unique within each set, so the fancy += has no repeats.
             blocks[pos] += blocks2
             return keys1, blocks
-        keys = xp.unique_values(xp.concat([keys1, keys2]))
+        # unique_values need not sort (numpy >= 2.3 hashes): sort explicitly.
+        keys = xp.sort(xp.unique_values(xp.concat([keys1, keys2])))
         blocks = xp.zeros((keys.shape[0],) + tuple(blocks1.shape[1:]), dtype=blocks1.dtype)
         blocks[xp.searchsorted(keys, keys1)] = blocks1
         blocks[xp.searchsorted(keys, keys2)] += blocks2

@@ -199,19 +199,29 @@ def _potrf_lower_inplace(A):
     The strict upper triangle is left untouched, so ``A`` can be restored.
     """
     import ctypes
+    from contextlib import nullcontext
+
+    from ._lifting import single_threaded_blas
 
     potrf, _ = _lapack64()
     n = ctypes.c_int64(A.shape[0])
     info = ctypes.c_int64(0)
-    potrf(
-        ctypes.c_char_p(b"L"),
-        ctypes.byref(n),
-        A.ctypes.data_as(ctypes.c_void_p),
-        ctypes.byref(n),
-        ctypes.byref(info),
-        ctypes.c_size_t(1),  # hidden Fortran string length, ignored by C entry points
-    )
+    # OpenBLAS 0.3.31's threaded dpotrf was seen to segfault from n = 16,000 on
+    # (fine at 12,000; single-threaded fine at 16,000): run it on one thread there.
+    guard = single_threaded_blas() if A.shape[0] > _THREADED_POTRF_MAX else nullcontext()
+    with guard:
+        potrf(
+            ctypes.c_char_p(b"L"),
+            ctypes.byref(n),
+            A.ctypes.data_as(ctypes.c_void_p),
+            ctypes.byref(n),
+            ctypes.byref(info),
+            ctypes.c_size_t(1),  # hidden Fortran string length, ignored by C entry points
+        )
     return info.value
+
+
+_THREADED_POTRF_MAX = 12_000
 
 
 def _potrs_lower(L, B):

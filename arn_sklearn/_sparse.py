@@ -74,6 +74,10 @@ def top_k_assignments(X, anchors, kind, softness, k, xp):
     return idx, E / xp.sum(E, axis=1, keepdims=True)
 
 
+# Up to this k, the top k are selected by k passes of argmax.
+_ARGMAX_MAX_K = 8
+
+
 def _top_k_numpy(X, anchors, kind, softness, k):
     n, m = X.shape[0], anchors.shape[0]
     if not 1 <= k <= m:
@@ -91,16 +95,29 @@ def _top_k_numpy(X, anchors, kind, softness, k):
             buffers[key] = np.empty((b, m))
         T = buffers[key][:b]
         f1, f2 = _scaled_block(X[rows], prepared, T, row_constant=False)
-        if k < m:
-            # argpartition is linear in m; only the k kept columns are sorted.
-            part = np.argpartition(T, m - k, axis=1)[:, m - k :]
+        if k <= _ARGMAX_MAX_K:
+            # k passes of argmax over the in-cache block beat a partition for
+            # small k; argmax takes the first maximum, so ties go to the lower
+            # index, and the k come out in decreasing order.
+            ib = np.empty((b, k), dtype=np.int64)
+            top = np.empty((b, k))
+            ar = np.arange(b)
+            for j in range(k):
+                col = np.argmax(T, axis=1)
+                ib[:, j] = col
+                top[:, j] = T[ar, col]
+                T[ar, col] = -np.inf
         else:
-            part = np.broadcast_to(np.arange(m), (b, m))
-        top = np.take_along_axis(T, part, axis=1)
-        # Decreasing similarity, ties broken by the lower anchor index.
-        order = np.lexsort((part, -top), axis=1) if k > 1 else np.zeros((b, 1), dtype=np.intp)
-        ib = np.take_along_axis(part, order, axis=1)
-        top = np.take_along_axis(top, order, axis=1)
+            if k < m:
+                # argpartition is linear in m; only the k kept columns are sorted.
+                part = np.argpartition(T, m - k, axis=1)[:, m - k :]
+            else:
+                part = np.broadcast_to(np.arange(m), (b, m))
+            top = np.take_along_axis(T, part, axis=1)
+            # Decreasing similarity, ties broken by the lower anchor index.
+            order = np.lexsort((part, -top), axis=1)
+            ib = np.take_along_axis(part, order, axis=1)
+            top = np.take_along_axis(top, order, axis=1)
         top -= top[:, :1]
         top *= softness
         if f1 is not None:

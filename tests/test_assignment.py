@@ -53,7 +53,12 @@ def test_similarity_and_softmax_match_naive(kind, small_blocks):
 
 
 @pytest.mark.parametrize("k", [1, 2, 6, 7])
-def test_top_k_matches_naive_softmax(k, small_blocks):
+@pytest.mark.parametrize("argmax_max_k", [8, 0])
+def test_top_k_matches_naive_softmax(k, argmax_max_k, small_blocks, monkeypatch):
+    import arn_sklearn._sparse as sparse
+
+    # Both selections: k passes of argmax and argpartition.
+    monkeypatch.setattr(sparse, "_ARGMAX_MAX_K", argmax_max_k)
     rng = np.random.RandomState(1)
     X, anchors = rng.normal(size=(150, 3)), rng.normal(size=(7, 3))
     idx, vals = top_k_assignments(X, anchors, "euclidean", 0.8, k, xp)
@@ -118,3 +123,30 @@ def test_predict_top_k_matches_densified_lifted_product(k):
     X1 = np.hstack([X, np.ones((120, 1))])
     expected = np.einsum("ik,ij,kjt->it", A, X1, W.reshape(6, 4, 5))
     np.testing.assert_allclose(predict_top_k(X, idx, vals, W, xp), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_auto_softness_with_top_k_bounds_the_dropped_mass(k):
+    from arn_sklearn._anchors import (
+        AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS,
+        auto_softness,
+    )
+
+    rng = np.random.RandomState(0)
+    X, anchors = rng.normal(size=(2000, 3)), rng.normal(size=(40, 3))
+    dense = auto_softness(X, anchors, "euclidean", xp, np.random.RandomState(0))
+    K = auto_softness(X, anchors, "euclidean", xp, np.random.RandomState(0), top_k=k)
+    assert K >= dense
+
+    def median_outside(softness):
+        A = naive_softmax(naive_similarity(X, anchors, "euclidean"), softness)
+        A.sort(axis=1)
+        return np.median(A[:, :-k].sum(axis=1))
+
+    target = AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS
+    if K > dense:  # the smallest K that meets the target, to the bisection's precision
+        assert median_outside(K) == pytest.approx(target, rel=1e-3)
+        assert median_outside(0.99 * K) > target
+    else:
+        assert median_outside(K) <= target
+    assert auto_softness(X, anchors, "euclidean", xp, np.random.RandomState(0), top_k=40) == dense

@@ -1,0 +1,214 @@
+"""Ratios of the issue-12 kernels against BLAS/LAPACK, each measured in this one run.
+
+``python benchmarks/bench_kernels.py [section ...]`` with sections ``assign``,
+``accumulate``, ``dense``, ``sparse`` (default: all). Prints:
+
+- assignment of a chunk (65,536 x 30 rows, 1024 anchors) over the time of its
+  similarity GEMM ``X @ C.T`` alone: dense softmax, top-4, top-4 + predict;
+- block-sparse pair accumulation GFLOP/s on its ``n k^2 (d + 1)^2`` useful
+  multiply-adds (x2 flops) over one large dgemm's GFLOP/s;
+- the dense solve (``solve_ridge(..., overwrite=True)``) rate over a bare LAPACK
+  ``dpotrf`` of the same size, and over the former blocked Cholesky;
+- the sparse solve against the dense Cholesky of the same statistics: time and
+  agreement, plus SuperLU's effective GFLOP/s over dpotrf's (the calibration of
+  ``_SUPERLU_SLOWDOWN``).
+
+Timings on a shared machine are noisy: each ratio is the best of a few repeats
+of both of its terms, taken back to back.
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from arn_sklearn._assignment import similarity, soft_assignments  # noqa: E402
+from arn_sklearn._blocksparse import BlockSparseStatistics  # noqa: E402
+from arn_sklearn._lifting import SufficientStatistics, iter_chunks  # noqa: E402
+from arn_sklearn._solve import (  # noqa: E402
+    _potrf_lower_inplace,
+    blocked_cholesky_solve,
+    centered_rhs,
+    solve_ridge,
+)
+from arn_sklearn._sparse import predict_top_k, top_k_assignments  # noqa: E402
+
+XP = np  # numpy is its own array namespace for these kernels (array_api_compat wraps it)
+
+
+def best(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return min(times)
+
+
+def clustered(n, d=30, t=81, n_clusters=300, seed=0):
+    """Gaussian clusters in ``d`` dimensions; ``t`` smooth targets."""
+    rng = np.random.default_rng(seed)
+    centers = 3.0 * rng.normal(size=(n_clusters, d))
+    X = centers[rng.integers(0, n_clusters, n)] + rng.normal(size=(n, d))
+    V = rng.normal(size=(d, 4)) / np.sqrt(d)
+    P = X @ V
+    base = np.stack([np.sin(P[:, 0]), np.abs(P[:, 1]), P[:, 2] * np.tanh(P[:, 3])], 1)
+    Y = base @ rng.normal(size=(3, t)) + 0.05 * rng.normal(size=(n, t))
+    return X, Y
+
+
+def dgemm_gflops(size=3000):
+    A = np.random.default_rng(0).normal(size=(size, size))
+    return 2 * size**3 / best(lambda: A @ A) / 1e9
+
+
+def assign_section(n=65_536, m=1024, d=30, k=4):
+    X, _ = clustered(n + m, d, 1)
+    X, C = X[:n], X[n:]
+    W = np.random.default_rng(1).normal(size=(m * (d + 1), 81))
+    idx, vals = top_k_assignments(X, C, "euclidean", 0.5, k, XP)
+    gemm = best(lambda: X @ C.T)
+    rows = [
+        ("similarity (euclidean)", lambda: similarity(X, C, "euclidean", XP)),
+        ("dense soft_assignments", lambda: soft_assignments(X, C, "euclidean", 0.5, XP)),
+        ("top-4 assignments", lambda: top_k_assignments(X, C, "euclidean", 0.5, k, XP)),
+        ("predict_top_k (81 outputs)", lambda: predict_top_k(X, idx, vals, W, XP)),
+    ]
+    print(f"\n[assign] chunk {n} x {d}, {m} anchors; GEMM X @ C.T {gemm * 1e3:.1f} ms")
+    for name, fn in rows:
+        t = best(fn)
+        print(f"  {name:28s} {t * 1e3:8.1f} ms  = {t / gemm:5.2f} x GEMM")
+
+
+def accumulate_section(n=262_144, m=1024, d=30, t=81, k=4, chunk=131_072):
+    X, Y = clustered(n + m, d, t)
+    C, X, Y = X[n:], X[:n], Y[:n]
+    w = np.ones(n)
+    assigned = {}
+    for start in range(0, n, chunk):
+        assigned[start] = top_k_assignments(X[start : start + chunk], C, "euclidean", 0.5, k, XP)
+    starts = iter(())
+
+    def run():
+        nonlocal starts
+        starts = iter(sorted(assigned))
+        return BlockSparseStatistics.zeros(m, d, t, XP).accumulate(
+            iter_chunks(X, Y, w, chunk), lambda _: assigned[next(starts)], XP
+        )
+
+    gflops = dgemm_gflops()
+    t_acc = best(run, repeat=2)
+    stats = run()
+    useful = 2.0 * n * k * k * (d + 1) ** 2
+    rate = useful / t_acc / 1e9
+    print(
+        f"\n[accumulate] {n} rows, {m} anchors, d={d}, t={t}, top_k={k}, chunks of {chunk}: "
+        f"{t_acc:.2f} s, {stats.pair_keys.size} pairs; {rate:.1f} GFLOP/s on n k^2 (d+1)^2 "
+        f"vs dgemm {gflops:.1f} GFLOP/s = {rate / gflops:.2f} of dgemm"
+    )
+
+
+def dense_section(p=8192, t=81):
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(p + 100, p)) / np.sqrt(p)
+    gram = Z.T @ Z
+    del Z
+    stats = SufficientStatistics(
+        gram=gram,
+        zty=rng.normal(size=(p, t)),
+        z_sum=np.zeros(p),
+        y_sum=np.zeros(t),
+        y_sq_sum=np.ones(t),
+        weight_sum=1.0,
+        n_samples=1,
+    )
+    flops = p**3 / 3
+
+    def raw():
+        A = np.array(gram, order="F")
+        A.flat[:: p + 1] += 1e-3
+        tic = time.perf_counter()
+        _potrf_lower_inplace(A)
+        return time.perf_counter() - tic
+
+    def ours():
+        s = stats.map_arrays(lambda a: np.array(a, order="F"))
+        tic = time.perf_counter()
+        solve_ridge(s, 1e-3, XP, overwrite=True)
+        return time.perf_counter() - tic
+
+    def old():
+        A = np.array(gram, order="F")
+        A.flat[:: p + 1] += 1e-3
+        rhs, _ = centered_rhs(stats, XP)
+        tic = time.perf_counter()
+        blocked_cholesky_solve(A, rhs)
+        return time.perf_counter() - tic
+
+    t_raw = min(raw() for _ in range(2))
+    t_ours = min(ours() for _ in range(2))
+    t_old = old()
+    print(
+        f"\n[dense] p={p}: dpotrf {flops / t_raw / 1e9:.1f} GFLOP/s ({t_raw:.2f} s); "
+        f"solve_ridge(overwrite=True) {flops / t_ours / 1e9:.1f} GFLOP/s ({t_ours:.2f} s, "
+        f"incl. potrs of {t} targets) = {t_raw / t_ours:.2f} of dpotrf; former blocked "
+        f"Cholesky {flops / t_old / 1e9:.1f} GFLOP/s = {t_raw / t_old:.2f} of dpotrf"
+    )
+
+
+def sparse_section(n=200_000, m=256, d=30, t=81, k=4):
+    import arn_sklearn._blocksparse as bs
+
+    X, Y = clustered(n + 20_000, d, t)
+    from sklearn.cluster import MiniBatchKMeans
+
+    C = MiniBatchKMeans(m, n_init=1, random_state=0, batch_size=4096).fit(X[n:]).cluster_centers_
+    X, Y = X[:n], Y[:n]
+    stats = BlockSparseStatistics.zeros(m, d, t, XP).accumulate(
+        iter_chunks(X, Y, np.ones(n), 100_000),
+        lambda c: top_k_assignments(c, C, "euclidean", 0.5, k, XP),
+        XP,
+    )
+    p = stats.n_lifted
+    perm, sparse_flops = stats._anchor_ordering()
+    tic = time.perf_counter()
+    factor = bs.SparseFactor(stats._sparse_matrix(1e-3), 1e-3, like=stats.zty, xp=XP, perm=perm)
+    rhs, _ = centered_rhs(stats, XP)
+    W = factor.solve(rhs)
+    t_sparse = time.perf_counter() - tic
+    dense = stats.to_dense()
+    A = np.array(dense.gram, order="F")
+    A.flat[:: p + 1] += 1e-3
+    tic = time.perf_counter()
+    _potrf_lower_inplace(A)
+    t_potrf = time.perf_counter() - tic
+    tic = time.perf_counter()
+    W_dense, _ = solve_ridge(dense, 1e-3, XP)
+    t_dense = time.perf_counter() - tic
+    rel = np.linalg.norm(W - W_dense) / np.linalg.norm(W_dense)
+    superlu_rate = sparse_flops / t_sparse / 1e9
+    potrf_rate = p**3 / 3 / t_potrf / 1e9
+    print(
+        f"\n[sparse] m={m}, d={d}, top_k={k}, {n} rows: p={p}, {stats.pair_keys.size} pairs "
+        f"({stats.pair_keys.size / (m * (m + 1) / 2):.1%} of the upper triangle); sparse "
+        f"factor+solve {t_sparse:.2f} s vs dense solve_ridge {t_dense:.2f} s "
+        f"(= {t_dense / t_sparse:.1f}x); relative difference {rel:.1e}; SuperLU "
+        f"{superlu_rate:.2f} GFLOP/s (estimated flops) vs dpotrf {potrf_rate:.1f} = slowdown "
+        f"{potrf_rate / superlu_rate:.1f}; rule picks "
+        f"{'dense' if stats._use_dense_solve() else 'sparse'}"
+    )
+
+
+SECTIONS = {
+    "assign": assign_section,
+    "accumulate": accumulate_section,
+    "dense": dense_section,
+    "sparse": sparse_section,
+}
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or list(SECTIONS):
+        SECTIONS[name]()
