@@ -194,7 +194,14 @@ def initial_anchors(
         max_rows = max(100, min(AUTO_SOFTNESS_MAX_ROWS, _AUTO_SOFTNESS_BYTES // (8 * n_anchors)))
         rows = _subsample(X.shape[0], max_rows, random_state)
         X_rows = np.asarray(X[rows], dtype=np.float64)
-        value = auto_softness(X_rows, centres, similarity, array_namespace(X_rows), random_state)
+        value = auto_softness(
+            X_rows,
+            centres,
+            similarity,
+            array_namespace(X_rows),
+            random_state,
+            top_k=sparse_top_k(centres.shape[0], top_k),
+        )
     else:
         value = float(softness)
     if verbose:
