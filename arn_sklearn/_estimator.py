@@ -33,7 +33,12 @@ from ._lifting import (
 )
 from ._solve import check_system_fits_memory, solve_ridge
 from ._sparse import accumulate_top_k, chunk_row_bytes, densify, predict_top_k, top_k_assignments
-from ._training import GRADIENT_PARAMETER_CONSTRAINTS, GRADIENT_SOLVERS, GradientTrainingMixin
+from ._training import (
+    GRADIENT_PARAMETER_CONSTRAINTS,
+    GRADIENT_START_SOFTNESS,
+    LEARNED_SOLVERS,
+    GradientTrainingMixin,
+)
 
 # batch_size=None streams chunks whose lifted block is about this many bytes:
 # large enough for BLAS to run at full speed, small enough to keep memory flat.
@@ -234,8 +239,8 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         "similarity": [StrOptions(set(SIMILARITIES))],
         "softness": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "anchors": [StrOptions({"kmeans", "random"}), "array-like"],
-        "solver": [StrOptions({"closed_form", *GRADIENT_SOLVERS})],
+        "anchors": [StrOptions({"auto", "kmeans", "kplane", "random"}), "array-like"],
+        "solver": [StrOptions({"closed_form", *LEARNED_SOLVERS})],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "top_k": [None, Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions(set(DEVICES))],
@@ -251,12 +256,12 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         similarity="euclidean",
         softness="auto",
         alpha=1.0,
-        anchors="kmeans",
+        anchors="auto",
         solver="closed_form",
         batch_size=None,
         top_k=None,
         device="auto",
-        learning_rate_init=0.001,
+        learning_rate_init=0.01,
         momentum=0.9,
         max_iter=200,
         tol=1e-4,
@@ -307,9 +312,12 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         self : ARNRegressor
         """
         with _rollback_on_error(self):
-            gradient = self.solver in GRADIENT_SOLVERS
+            gradient = self.solver in LEARNED_SOLVERS
             if gradient and self._sparse_k() is not None:
-                raise ValueError("top_k is only supported with solver='closed_form'.")
+                raise ValueError(
+                    "top_k is only supported with solver='closed_form': with top-k "
+                    "assignments the objective jumps where a sample's kept anchors change."
+                )
             if _dask.is_dask_collection(X):
                 if gradient:
                     raise ValueError(
@@ -319,8 +327,14 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
                 return _dask.fit(self, X, y, sample_weight)
             warm = gradient and self.warm_start and hasattr(self, "coef_")
             X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
+            if warm:
+                anchors, softness = to_numpy(self.anchors_), self.softness_
+            else:
+                anchors, softness = self._initial_anchors(X, w, Y)
+            if self.solver == "lbfgs":
+                self._fit_varpro(X, Y, w, y_ndim, anchors, softness)
+                return self
             if not warm:
-                anchors, softness = self._initial_anchors(X, w)
                 stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
                 self._set_solution(stats, anchors, softness, y_ndim, X=X)
             if gradient:
@@ -350,7 +364,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         with _rollback_on_error(self):
             X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=first_call)
             if first_call:
-                anchors, softness = self._initial_anchors(X, w)
+                anchors, softness = self._initial_anchors(X, w, Y)
                 stats = None
             else:
                 if Y.shape[1] != self._stats.zty.shape[1]:
@@ -462,25 +476,49 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         if not np.all(np.isfinite(anchors)):
             raise ValueError("anchors contains NaN or infinity.")
 
-    def _initial_anchors(self, X, sample_weight):
+    def _anchor_method(self):
+        """``anchors="auto"``: KMeans for the closed form, k-plane for learned anchors."""
+        if self.anchors != "auto":
+            return self.anchors
+        return "kmeans" if self.solver == "closed_form" else "kplane"
+
+    def _initial_anchors(self, X, sample_weight, Y=None):
         random_state = check_random_state(self.random_state)
         tic = time.perf_counter()
         # KMeans and the softness rule run on the host, on bounded subsamples.
         X, sample_weight = to_numpy(X), to_numpy(sample_weight)
-        if isinstance(self.anchors, str):
-            anchors = init_anchors(X, sample_weight, self.n_anchors, self.anchors, random_state)
+        supervised_softness = None
+        method = self._anchor_method() if isinstance(self.anchors, str) else None
+        if method == "kplane":
+            anchors, supervised_softness = init_anchors(
+                X,
+                sample_weight,
+                self.n_anchors,
+                method,
+                random_state,
+                None if Y is None else to_numpy(Y),
+                similarity=self.similarity,
+                alpha=self.alpha,
+                return_softness=True,
+            )
+        elif method is not None:
+            anchors = init_anchors(X, sample_weight, self.n_anchors, method, random_state)
         else:
             anchors = np.asarray(to_numpy(self.anchors), dtype=np.float64)
-        if self.softness == "auto":
+        if self.softness != "auto":
+            softness = float(self.softness)
+        elif supervised_softness is not None:
+            softness = supervised_softness
+        else:
             xp = array_namespace(X)
             softness = auto_softness(
                 xp.astype(X, xp.float64), anchors, self.similarity, xp, random_state
             )
-        else:
-            softness = float(self.softness)
+            if self.solver in LEARNED_SOLVERS:
+                softness *= GRADIENT_START_SOFTNESS
         if self.verbose:
             print(
-                f"[ARN] anchors ({self.anchors if isinstance(self.anchors, str) else 'given'})"
+                f"[ARN] anchors ({method or 'given'})"
                 f" and softness={softness:.4g} in {time.perf_counter() - tic:.2f} s"
             )
         return anchors, softness
@@ -551,6 +589,36 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = 1
         for name in _GRADIENT_HISTORY:
             self.__dict__.pop(name, None)
+
+    def _fit_varpro(self, X, Y, w, y_ndim, anchors, softness):
+        """``solver="lbfgs"``: learn anchors and softness, then the closed form on all rows."""
+        if hasattr(self, "coef_") and self.warm_start and Y.shape[1] != self._intercept_2d().shape[1]:
+            raise ValueError(
+                f"y has {Y.shape[1]} targets but the model being warm-started has "
+                f"{self._intercept_2d().shape[1]}."
+            )
+        backend = Backend(self.device, X)
+        xp = backend.xp
+        Xc, Yc, wc = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
+        tic = time.perf_counter()
+        anchors, softness, history = self._learn_varpro(
+            xp.asarray(np.asarray(to_numpy(anchors), dtype=np.float64)),
+            float(softness),
+            Xc,
+            Yc,
+            wc,
+            xp,
+            check_random_state(self.random_state),
+        )
+        if self.verbose:
+            print(
+                f"[ARN] lbfgs: {history.n_iter} iterations in {time.perf_counter() - tic:.2f} s"
+            )
+        # The regressors are the exact ridge solution for the kept anchors on
+        # all rows, so the statistics kept in the model are theirs.
+        stats = self._accumulate(X, Y, w, anchors, softness, stats=None)
+        self._set_solution(stats, anchors, softness, y_ndim, X=X)
+        self._record_history(history)
 
     def _fit_gradient(self, X, Y, w, y_ndim):
         """Learn anchors and regressors from the current (closed-form) model."""
