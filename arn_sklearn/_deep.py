@@ -20,8 +20,13 @@ from ._lifting import unpack_weights
 from ._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
     GRADIENT_SOLVERS,
+    GRADIENT_START_SOFTNESS,
     GradientTrainingMixin,
 )
+
+
+def _is_str(value, name):
+    return isinstance(value, str) and value == name
 
 
 class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
@@ -49,13 +54,17 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     similarity : {"euclidean", "dot", "absdot", "cosine"}, default="euclidean"
         See :class:`ARNRegressor`.
     softness : "auto" or float > 0, default="auto"
-        Initial softness of every layer; ``"auto"`` applies the rule of
+        Initial softness of every layer; ``"auto"`` takes the k-plane
+        classifier's softness for k-plane anchors, else applies
+        ``GRADIENT_START_SOFTNESS`` (4) times the rule of
         :class:`ARNRegressor` to each layer's anchors on ``X``.
     alpha : float >= 0, default=1.0
         Ridge penalty on the regressors of every layer (biases included).
-    anchors : {"kmeans", "random"} or array-like of shape (n_anchors[-1], n_features), \
-            default="kmeans"
-        Initial anchors of every layer; an array gives the last layer's (the
+    anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
+            (n_anchors[-1], n_features), default="auto"
+        Initial anchors: ``"auto"`` (or ``"kplane"``) gives the last layer
+        the supervised k-plane anchors (see :class:`ARNRegressor`) and the
+        residual layers KMeans anchors; an array gives the last layer's (the
         closed-form start) and the residual layers use KMeans.
     solver : {"adam", "sgd"}, default="adam"
         See :class:`ARNRegressor`.
@@ -63,7 +72,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         Minibatch size; ``None`` is ``min(1000, n_samples)``.
     device : {"auto", "cpu", "cuda"}, default="auto"
         See :class:`ARNRegressor`.
-    learning_rate_init : float, default=0.001
+    learning_rate_init : float, default=0.01
     momentum : float, default=0.9
     max_iter : int, default=200
     tol : float, default=1e-4
@@ -119,7 +128,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         "similarity": [StrOptions(set(SIMILARITIES))],
         "softness": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "anchors": [StrOptions({"kmeans", "random"}), "array-like"],
+        "anchors": [StrOptions({"auto", "kmeans", "kplane", "random"}), "array-like"],
         "solver": [StrOptions(set(GRADIENT_SOLVERS))],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions(set(DEVICES))],
@@ -136,11 +145,11 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         similarity="euclidean",
         softness="auto",
         alpha=1.0,
-        anchors="kmeans",
+        anchors="auto",
         solver="adam",
         batch_size=None,
         device="auto",
-        learning_rate_init=0.001,
+        learning_rate_init=0.01,
         momentum=0.9,
         max_iter=200,
         tol=1e-4,
@@ -262,19 +271,24 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
                 f"Expected n_samples >= n_anchors, got n_samples={X.shape[0]} "
                 f"< n_anchors={max(counts)}. Use fewer anchors or more rows."
             )
-        head = ARNRegressor(
-            counts[-1],
-            similarity=self.similarity,
-            softness=self.softness,
-            alpha=self.alpha,
-            anchors=self.anchors,
-            device=self.device,
-            random_state=random_state,
-        ).fit(X, y, sample_weight=w)
+        # The same start as ARNRegressor's learned solvers (for "auto", the better
+        # of KMeans and k-plane anchors by the training objective; a softness
+        # GRADIENT_START_SOFTNESS times the auto rule for KMeans anchors).
+        params = dict(similarity=self.similarity, alpha=self.alpha, device=self.device)
+        start = ARNRegressor(
+            counts[-1], softness=self.softness, anchors=self.anchors, solver="lbfgs", **params
+        )
+        start.random_state = random_state
+        Y = y.reshape(y.shape[0], -1)
+        head_anchors, head_softness = start._initial_anchors(X, w, Y)
+        head = ARNRegressor(counts[-1], softness=head_softness, anchors=head_anchors, **params).fit(
+            X, y, sample_weight=w
+        )
         X_host, w_host = to_numpy(X).astype(np.float64), to_numpy(w)
         anchors, coefs, intercepts, softness = [], [], [], []
         n_features = X.shape[1]
-        method = self.anchors if isinstance(self.anchors, str) else "kmeans"
+        # Residual layers start as the identity: unsupervised anchors on X.
+        method = "random" if _is_str(self.anchors, "random") else "kmeans"
         for count in counts[:-1]:
             layer_anchors = init_anchors(X_host, w_host, count, method, random_state)
             anchors.append(layer_anchors)
@@ -292,7 +306,10 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     def _initial_softness(self, X, anchors, random_state):
         if self.softness != "auto":
             return float(self.softness)
-        return auto_softness(X, anchors, self.similarity, array_namespace(X), random_state)
+        xp = array_namespace(X)
+        return GRADIENT_START_SOFTNESS * auto_softness(
+            X, anchors, self.similarity, xp, random_state
+        )
 
     def _check_warm_targets(self, y):
         n_targets = 1 if y.ndim == 1 else y.shape[1]

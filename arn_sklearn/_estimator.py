@@ -18,7 +18,13 @@ from sklearn.utils.validation import (
 )
 
 from . import _dask
-from ._anchors import auto_softness, init_anchors
+from ._anchors import (
+    KMEANS_MIN_ROWS,
+    KMEANS_ROWS_PER_ANCHOR,
+    auto_softness,
+    init_anchors,
+    subsample_indices,
+)
 from ._assignment import SIMILARITIES, soft_assignments
 from ._backend import DEVICES, Backend, to_numpy
 from ._gradients import make_layer
@@ -39,6 +45,7 @@ from ._training import (
     LEARNED_SOLVERS,
     GradientTrainingMixin,
 )
+from ._varpro import best_start
 
 # batch_size=None streams chunks whose lifted block is about this many bytes:
 # large enough for BLAS to run at full speed, small enough to keep memory flat.
@@ -86,10 +93,11 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     are centred on their weighted mean before the solve; biases are folded
     into the weights and penalised like them.
 
-    With ``solver="sgd"`` or ``"adam"`` the closed-form model is only the
-    start: anchors and regressors (and, with ``learn_softness``, the softness)
-    are then learned jointly by minibatch gradient descent on the same
-    objective (paper section 3.2), with analytic gradients.
+    With ``solver="lbfgs"``, ``"adam"`` or ``"sgd"`` the anchors (and, with
+    ``learn_softness``, the softness) are learned on the same objective
+    (paper section 3.2), with analytic gradients: by variable projection
+    (the regressors stay the exact closed form, L-BFGS on the anchors), or
+    jointly with the regressors by minibatch gradient descent.
 
     Parameters
     ----------
@@ -105,23 +113,46 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         the gap is the difference between a sample's two largest similarities
         (on at most 10,000 rows), so that the runner-up anchor of a typical
         sample weighs ``exp(-0.5)`` of the nearest; ``benchmarks/bench_softness.py``
-        compares this rule with a grid.
+        compares this rule with a grid. For a learned solver it is the start:
+        the k-plane classifier's softness with k-plane anchors, else the rule
+        or 4 times it (``GRADIENT_START_SOFTNESS``), whichever has the lower
+        training objective: from too soft a start the closed-form regressors
+        are large and cancel each other.
     alpha : float >= 0, default=1.0
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
-    anchors : {"kmeans", "random"} or array-like of shape (n_anchors, n_features), \
-            default="kmeans"
+    anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
+            (n_anchors, n_features), default="auto"
         ``"kmeans"``: KMeans centroids of at most ``max(10000, 64 * n_anchors)``
-        random rows; ``"random"``: distinct random rows of ``X``; an array is
-        used as given.
-    solver : {"closed_form", "sgd", "adam"}, default="closed_form"
+        random rows; ``"kplane"``: a supervised start on the same subsample,
+        clusterwise linear regression (Späth 1979: assign each row to the
+        regressor that fits it best, refit, repeat; the best of 4 random
+        starts by that hard objective), whose partition is then turned into
+        anchors and a softness by fitting ``softmax(K s(x, c))`` to it
+        (centroids, or leading directions for ``"absdot"``, as the start);
+        it finds pieces that KMeans misses when they are cut along directions
+        of small input variance; ``"random"``: distinct random rows of
+        ``X``; ``"auto"``: ``"kmeans"`` for the closed form; for the solvers
+        that learn anchors, the KMeans or the k-plane start, whichever has the
+        lower training objective (its closed form on the same subsample), since
+        k-plane anchors suit piecewise targets and KMeans anchors smooth ones.
+        An array is used as given.
+    solver : {"closed_form", "lbfgs", "adam", "sgd"}, default="closed_form"
         ``"closed_form"``: anchors stay as initialised, regressors solved
-        exactly. ``"sgd"`` (minibatch SGD with ``momentum`` and a rate halved
-        every 20 epochs, the paper's super-resolution recipe) and ``"adam"``
-        start from the closed-form solution and learn anchors and regressors
-        together; the epoch with the lowest training objective (or, with
-        ``early_stopping``, the best validation score) is kept, so the training
-        objective never ends above the closed form's. They need ``X`` in
-        memory (no Dask, no ``top_k``, no :meth:`partial_fit`).
+        exactly. ``"lbfgs"`` (recommended to learn anchors) is variable
+        projection: the regressors are always the exact ridge solution for
+        the current anchors and softness, and only the anchors and
+        ``log K`` are searched, with scipy's L-BFGS-B on that reduced
+        objective (its gradient, by the envelope theorem, costs about one
+        closed-form fit); deterministic, no learning rate, monotone in the
+        training objective; ``max_iter`` counts its iterations. The model
+        keeps the closed-form statistics of the final anchors. ``"sgd"``
+        (minibatch SGD with ``momentum`` and a rate halved every 20 epochs,
+        the paper's super-resolution recipe) and ``"adam"`` start from the
+        closed-form solution and learn anchors and regressors together. For
+        every learned solver the iterate with the lowest training objective
+        (or, with ``early_stopping``, the best validation score) is kept, so
+        the training objective never ends above the start's; they need ``X``
+        in memory (no Dask, no ``top_k``, no :meth:`partial_fit`).
     batch_size : int, default=None
         Rows per streamed chunk of the closed form. ``None`` picks chunks whose
         lifted block is about 64 MiB (up to 1 GiB for systems of more than 8k
@@ -133,28 +164,34 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         to sum to one, in fit and predict alike (beyond the paper). The lifted
         rows become block-sparse and the accumulation costs about
         ``n (top_k (d + 1))^2`` instead of ``n (m (d + 1))^2``. ``None`` (or
-        ``top_k >= n_anchors``) is the dense model.
+        ``top_k >= n_anchors``) is the dense model. Closed form only: with top-k
+        assignments the objective jumps where a sample's kept anchors change,
+        so it has no gradient to learn anchors from.
     device : {"auto", "cpu", "cuda"}, default="auto"
         Where assignment, accumulation, solve and predict run. ``"auto"``
         computes where the input lives (CuPy input, with scikit-learn's
         ``array_api_dispatch``, runs on the GPU); ``"cuda"`` moves host input to
         the GPU through CuPy (extra ``gpu``) and returns numpy; ``"cpu"`` moves
         GPU input to the host. Fitted attributes are in the input's namespace.
-    learning_rate_init : float, default=0.001
-        Initial step size of the gradient solvers.
+    learning_rate_init : float, default=0.01
+        Initial step size of ``"adam"`` and ``"sgd"``.
     momentum : float, default=0.9
         Momentum of ``solver="sgd"``.
     max_iter : int, default=200
-        Maximum number of epochs of the gradient solvers.
+        Maximum number of epochs of ``"adam"``/``"sgd"``, of iterations of
+        ``"lbfgs"``.
     tol : float, default=1e-4
-        Training stops when the objective (or, with ``early_stopping``, the
-        validation score) has not improved by at least ``tol`` for
-        ``n_iter_no_change`` consecutive epochs.
+        Relative tolerance: training stops when the objective (or, with
+        ``early_stopping``, the validation score) has not improved by more
+        than ``tol`` times its best value for ``n_iter_no_change`` consecutive
+        epochs (iterations).
     n_iter_no_change : int, default=10
         See ``tol``.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows, score them (R^2) after
-        each epoch, keep the best epoch and stop when the score stalls.
+        each epoch (iteration), keep the best one and stop when the score
+        stalls. With ``"lbfgs"`` the anchors are learned on the other rows and
+        the regressors of the kept anchors are then solved on all rows.
     validation_fraction : float, default=0.1
         Fraction of rows held out by ``early_stopping``.
     learn_softness : bool, default=True
@@ -190,7 +227,8 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of features seen during fit, when ``X`` has string column names.
     n_iter_ : int
-        Epochs run by a gradient solver; 1 for the closed form (one pass).
+        Epochs (``"lbfgs"``: iterations) run by a learned solver; 1 for the
+        closed form (one pass).
     loss_curve_ : list of float
         Training objective (eq. 10 divided by the total sample weight) after
         each epoch of a gradient solver.
@@ -231,6 +269,14 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     >>> model.coef_.shape
     (4, 1)
     >>> bool(model.score(X, y) > 0.99)
+    True
+
+    Learned anchors (variable projection); the regressors stay the closed form:
+
+    >>> y = np.where(X[:, 0] > 1.0, 2.0 * X[:, 0], -X[:, 0])  # a jump at x = 1
+    >>> learned = ARNRegressor(n_anchors=2, solver="lbfgs", random_state=0).fit(X, y)
+    >>> closed = ARNRegressor(n_anchors=2, random_state=0).fit(X, y)
+    >>> bool(learned.score(X, y) > closed.score(X, y))
     True
     """
 
@@ -477,18 +523,61 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             raise ValueError("anchors contains NaN or infinity.")
 
     def _anchor_method(self):
-        """``anchors="auto"``: KMeans for the closed form, k-plane for learned anchors."""
+        """``anchors="auto"``: KMeans for the closed form; for learned anchors the
+        better of the KMeans and k-plane starts ("kmeans|kplane")."""
         if self.anchors != "auto":
             return self.anchors
-        return "kmeans" if self.solver == "closed_form" else "kplane"
+        return "kmeans" if self.solver == "closed_form" else "kmeans|kplane"
 
     def _initial_anchors(self, X, sample_weight, Y=None):
         random_state = check_random_state(self.random_state)
         tic = time.perf_counter()
         # KMeans and the softness rule run on the host, on bounded subsamples.
         X, sample_weight = to_numpy(X), to_numpy(sample_weight)
+        method = self._anchor_method() if isinstance(self.anchors, str) else "given"
+        starts, labels = [], []
+        for name in method.split("|"):
+            for start in self._initial_starts(name, X, sample_weight, Y, random_state):
+                starts.append(start)
+                labels.append(f"{name} K={start[1]:.4g}")
+        anchors, softness = starts[0]
+        if len(starts) > 1:
+            # Both starts on the same bounded subsample, by the training objective.
+            rows = subsample_indices(
+                X.shape[0],
+                max(KMEANS_MIN_ROWS, KMEANS_ROWS_PER_ANCHOR * self.n_anchors),
+                random_state,
+            )
+            Ys = np.asarray(to_numpy(Y), dtype=np.float64)[rows]
+            xp = array_namespace(X)
+            index, values = best_start(
+                xp.asarray(np.asarray(X[rows], dtype=np.float64)),
+                Ys,
+                sample_weight[rows],
+                starts,
+                self.similarity,
+                self.alpha,
+                xp,
+            )
+            anchors, softness = starts[index]
+            if self.verbose:
+                tried = ", ".join(f"{a}: {v:.4g}" for a, v in zip(labels, values, strict=True))
+                print(f"[ARN] start {labels[index]} (training objective {tried})")
+        if self.verbose:
+            print(
+                f"[ARN] anchors ({method})"
+                f" and softness={softness:.4g} in {time.perf_counter() - tic:.2f} s"
+            )
+        return anchors, softness
+
+    def _initial_starts(self, method, X, sample_weight, Y, random_state):
+        """Candidate ``(anchors, softness)`` starts of one anchor method (numpy ``X``).
+
+        With ``softness="auto"`` a learned solver tries the auto rule and
+        ``GRADIENT_START_SOFTNESS`` times it for unsupervised anchors, the
+        k-plane classifier's softness for k-plane anchors.
+        """
         supervised_softness = None
-        method = self._anchor_method() if isinstance(self.anchors, str) else None
         if method == "kplane":
             anchors, supervised_softness = init_anchors(
                 X,
@@ -501,27 +590,21 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
                 alpha=self.alpha,
                 return_softness=True,
             )
-        elif method is not None:
-            anchors = init_anchors(X, sample_weight, self.n_anchors, method, random_state)
-        else:
+        elif method == "given":
             anchors = np.asarray(to_numpy(self.anchors), dtype=np.float64)
-        if self.softness != "auto":
-            softness = float(self.softness)
-        elif supervised_softness is not None:
-            softness = supervised_softness
         else:
-            xp = array_namespace(X)
-            softness = auto_softness(
-                xp.astype(X, xp.float64), anchors, self.similarity, xp, random_state
-            )
-            if self.solver in LEARNED_SOLVERS:
-                softness *= GRADIENT_START_SOFTNESS
-        if self.verbose:
-            print(
-                f"[ARN] anchors ({method or 'given'})"
-                f" and softness={softness:.4g} in {time.perf_counter() - tic:.2f} s"
-            )
-        return anchors, softness
+            anchors = init_anchors(X, sample_weight, self.n_anchors, method, random_state)
+        if self.softness != "auto":
+            return [(anchors, float(self.softness))]
+        if supervised_softness is not None:
+            return [(anchors, supervised_softness)]
+        xp = array_namespace(X)
+        softness = auto_softness(
+            xp.astype(X, xp.float64), anchors, self.similarity, xp, random_state
+        )
+        if self.solver in LEARNED_SOLVERS and Y is not None:
+            return [(anchors, softness), (anchors, GRADIENT_START_SOFTNESS * softness)]
+        return [(anchors, softness)]
 
     def _resolve_batch_size(self, n_lifted):
         if self.batch_size is not None:
@@ -592,7 +675,11 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
     def _fit_varpro(self, X, Y, w, y_ndim, anchors, softness):
         """``solver="lbfgs"``: learn anchors and softness, then the closed form on all rows."""
-        if hasattr(self, "coef_") and self.warm_start and Y.shape[1] != self._intercept_2d().shape[1]:
+        if (
+            hasattr(self, "coef_")
+            and self.warm_start
+            and Y.shape[1] != self._intercept_2d().shape[1]
+        ):
             raise ValueError(
                 f"y has {Y.shape[1]} targets but the model being warm-started has "
                 f"{self._intercept_2d().shape[1]}."
@@ -611,9 +698,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             check_random_state(self.random_state),
         )
         if self.verbose:
-            print(
-                f"[ARN] lbfgs: {history.n_iter} iterations in {time.perf_counter() - tic:.2f} s"
-            )
+            print(f"[ARN] lbfgs: {history.n_iter} iterations in {time.perf_counter() - tic:.2f} s")
         # The regressors are the exact ridge solution for the kept anchors on
         # all rows, so the statistics kept in the model are theirs.
         stats = self._accumulate(X, Y, w, anchors, softness, stats=None)

@@ -72,10 +72,27 @@ def test_kplane_closed_form_beats_kmeans_closed_form():
     assert kplane_mse < kmeans_mse / 5
 
 
-def test_auto_anchors_pick_kplane_for_learned_solvers_only():
+def test_auto_anchors_try_kplane_for_learned_solvers_only():
     assert ARNRegressor()._anchor_method() == "kmeans"
-    assert ARNRegressor(solver="lbfgs")._anchor_method() == "kplane"
+    assert ARNRegressor(solver="lbfgs")._anchor_method() == "kmeans|kplane"
     assert ARNRegressor(solver="adam", anchors="random")._anchor_method() == "random"
+
+
+@pytest.mark.parametrize("target", ["cells", "smooth"])
+def test_auto_start_is_the_lower_training_objective(target, capsys):
+    X, y, _ = cells(2000)
+    if target == "smooth":  # KMeans anchors suit a smooth target better
+        X = np.random.RandomState(0).uniform(-2, 2, size=(1500, 3))
+        y = np.sin(2 * X[:, 0]) * X[:, 1] + np.abs(X[:, 2])
+    model = ARNRegressor(8, solver="lbfgs", max_iter=1, verbose=1, random_state=0)
+    model._initial_anchors(X, np.ones(len(y)), y[:, None])
+    line = next(s for s in capsys.readouterr().out.splitlines() if "training objective" in s)
+    tried = dict(
+        part.rsplit(": ", 1) for part in line.split("(training objective ")[1][:-1].split(", ")
+    )
+    chosen = line.split("[ARN] start ")[1].split(" (")[0]
+    assert len(tried) == 3 and float(tried[chosen]) == min(float(v) for v in tried.values())
+    assert chosen.startswith("kplane" if target == "cells" else "kmeans")
 
 
 def test_kplane_needs_targets():
