@@ -28,7 +28,7 @@ from scipy.optimize import minimize
 
 from ._assignment import similarity as similarity_matrix
 from ._assignment import soft_assignments, softmax
-from ._gradients import layer_backward
+from ._gradients import similarity_backward
 from ._lifting import (
     SufficientStatistics,
     accumulate,
@@ -126,18 +126,43 @@ def reduced_objective(anchors, log_softness, X, Y, w, similarity, alpha, xp, *, 
     squared = 0.0
     grad_anchors = xp.zeros_like(anchors) if gradient else None
     grad_log_softness = 0.0
+    n_anchors, n_features = anchors.shape
+    n_targets = W.shape[1]
+    # Per row, dJ/dA[i, k] = grad_out[i] . (W_k^T x1_i). With few targets the
+    # per-anchor predictions P[i, k] = W_k^T x1_i come from one GEMM on [X, 1]
+    # (n m t values); with many, from the lifted block (n m (d + 1) values).
+    # Either way no weight gradient is formed: the envelope gradient needs none.
+    by_anchor = n_targets <= n_features + 1
+    if by_anchor:
+        W_by_input = xp.reshape(
+            xp.permute_dims(xp.reshape(W, (n_anchors, n_features + 1, n_targets)), (1, 0, 2)),
+            (n_features + 1, n_anchors * n_targets),
+        )
+    # The chunks of closed_form_weights, whose assignments were kept.
     chunks = iter_chunks(X, Y, w, _chunk_rows(W.shape[0]))
     for (X_c, Y_c, w_c), (S, A) in zip(chunks, kept, strict=True):
-        # The forward pass of _gradients.layer_forward, on the kept assignments.
-        Z = lift(X_c, A, xp)
-        out, cache = Z @ W, (X_c, anchors, W, softness, S, A, Z)
+        n_rows = X_c.shape[0]
+        X1 = xp.concat([X_c, xp.ones((n_rows, 1), dtype=X_c.dtype)], axis=1)
+        if by_anchor:
+            P = xp.reshape(X1 @ W_by_input, (n_rows, n_anchors, n_targets))
+            out = xp.sum(A[:, :, None] * P, axis=1)
+        else:
+            out = lift(X_c, A, xp) @ W
         residual = out - (Y_c - y_mean[None, :])
         squared += float(xp.sum(w_c * xp.sum(residual * residual, axis=1)))
-        if gradient:
-            grad_out = (2.0 / weight_sum) * (w_c[:, None] * residual)
-            grads, _ = layer_backward(cache, grad_out, similarity, xp)
-            grad_anchors = grad_anchors + grads["anchors"]
-            grad_log_softness += float(grads["log_softness"])
+        if not gradient:
+            continue
+        grad_out = (2.0 / weight_sum) * (w_c[:, None] * residual)
+        if by_anchor:
+            grad_A = xp.sum(P * grad_out[:, None, :], axis=2)
+        else:
+            H = xp.reshape(grad_out @ W.T, (n_rows, n_anchors, n_features + 1))
+            grad_A = xp.sum(H * X1[:, None, :], axis=2)
+        # Back through the softmax and the similarity.
+        grad_logits = A * (grad_A - xp.sum(A * grad_A, axis=1, keepdims=True))
+        g_anchors, _ = similarity_backward(X_c, anchors, S, softness * grad_logits, similarity, xp)
+        grad_anchors = grad_anchors + g_anchors
+        grad_log_softness += softness * float(xp.sum(grad_logits * S))
     loss = (squared + alpha * float(xp.sum(W * W))) / weight_sum
     if not gradient:
         return loss, None, None, (W, y_mean, stats)
