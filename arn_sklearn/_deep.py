@@ -279,7 +279,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             counts[-1], softness=self.softness, anchors=self.anchors, solver="lbfgs", **params
         )
         start.random_state = random_state
-        Y = y.reshape(y.shape[0], -1)
+        Y = to_numpy(y).reshape(y.shape[0], -1)
         head_anchors, head_softness = start._initial_anchors(X, w, Y)
         head = ARNRegressor(counts[-1], softness=head_softness, anchors=head_anchors, **params).fit(
             X, y, sample_weight=w

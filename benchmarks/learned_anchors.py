@@ -166,6 +166,12 @@ def main(argv=None):
     parser.add_argument("--n-cells", type=int, default=8000)
     parser.add_argument("--n-friedman", type=int, default=10000)
     parser.add_argument("--out", default="benchmarks/results/learned_anchors.md")
+    parser.add_argument(
+        "--datasets", nargs="+", default=["cells", "friedman"], choices=["cells", "friedman"]
+    )
+    parser.add_argument(
+        "--only", nargs="*", help="run only the models whose label contains one of these words"
+    )
     args = parser.parse_args(argv)
     lines = [
         "# `python benchmarks/learned_anchors.py` (2-core CPU shared with other jobs, one run)",
@@ -174,19 +180,18 @@ def main(argv=None):
         "its own objective) per seed; the ratio is the default closed form's test MSE over "
         "the model's, per seed.",
     ]
-    cells = []
-    for seed in range(args.seeds):
-        X, y = low_variance_cells(args.n_cells, seed)
-        X_test, y_test = low_variance_cells(10000, seed + 100)
-        cells.append((X, y, X_test, y_test))
-    table(
-        f"(i) Cells cut along low-variance directions: n={args.n_cells}, d=4, m=4, noise 0.01",
-        cells,
-        4,
-        lines,
-    )
-    fried = [friedman(args.n_friedman, seed) for seed in range(args.seeds)]
-    table(f"(ii) Friedman #1: n={args.n_friedman}, d=10, m=16, noise floor 0.09", fried, 16, lines)
+    if "cells" in args.datasets:
+        cells = []
+        for seed in range(args.seeds):
+            X, y = low_variance_cells(args.n_cells, seed)
+            X_test, y_test = low_variance_cells(10000, seed + 100)
+            cells.append((X, y, X_test, y_test))
+        title = f"(i) Cells cut along low-variance directions: n={args.n_cells}, d=4, m=4"
+        table(title + ", noise 0.01", cells, 4, lines, args.only)
+    if "friedman" in args.datasets:
+        fried = [friedman(args.n_friedman, seed) for seed in range(args.seeds)]
+        title = f"(ii) Friedman #1: n={args.n_friedman}, d=10, m=16, noise floor 0.09"
+        table(title, fried, 16, lines, args.only)
     text = "\n".join(lines) + "\n"
     print(text)
     with open(args.out, "w") as fh:
