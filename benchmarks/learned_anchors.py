@@ -131,11 +131,14 @@ def run(model, patches, X, y, X_test, y_test):
     return mse, seconds, training_objective(model, X, y), getattr(model, "n_iter_", 1)
 
 
-def table(title, datasets, m, lines):
+def table(title, datasets, m, lines, only=None):
     print(f"\n## {title}\n", flush=True)
     results = {}
     for seed, (X, y, X_test, y_test) in enumerate(datasets):
         for label, model, patch in models(m, seed):
+            # The first model (the default closed form) is the ratios' reference.
+            if only and results and not any(word in label for word in only):
+                continue
             results.setdefault(label, []).append(run(model, patch, X, y, X_test, y_test))
             mse, seconds, obj, n_iter = results[label][-1]
             print(
