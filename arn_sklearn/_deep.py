@@ -72,7 +72,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         Minibatch size; ``None`` is ``min(1000, n_samples)``.
     device : {"auto", "cpu", "cuda"}, default="auto"
         See :class:`ARNRegressor`.
-    learning_rate_init : float, default=0.01
+    learning_rate_init : float, default=0.001
     momentum : float, default=0.9
     max_iter : int, default=200
     tol : float, default=1e-4
@@ -149,7 +149,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         solver="adam",
         batch_size=None,
         device="auto",
-        learning_rate_init=0.01,
+        learning_rate_init=0.001,
         momentum=0.9,
         max_iter=200,
         tol=1e-4,

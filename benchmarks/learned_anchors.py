@@ -94,15 +94,19 @@ def models(m, seed):
         ("lbfgs, anchors='kplane'", ARNRegressor(m, solver="lbfgs", anchors="kplane", **rs), {}),
         ("lbfgs, anchors='kmeans'", ARNRegressor(m, solver="lbfgs", anchors="kmeans", **rs), {}),
         ("lbfgs, (K c, log K) search", ARNRegressor(m, solver="lbfgs", **rs), SCALED_SEARCH),
-        ("adam (defaults, rate 0.01)", ARNRegressor(m, solver="adam", **rs), {}),
+        (
+            "adam, rate 0.01",
+            ARNRegressor(m, solver="adam", learning_rate_init=1e-2, **rs),
+            {},
+        ),
         (
             "adam, rate 0.003",
             ARNRegressor(m, solver="adam", learning_rate_init=3e-3, **rs),
             {},
         ),
         (
-            "adam, rate 0.001",
-            ARNRegressor(m, solver="adam", learning_rate_init=1e-3, **rs),
+            "adam (defaults, rate 0.001)",
+            ARNRegressor(m, solver="adam", **rs),
             {},
         ),
         (
@@ -110,12 +114,12 @@ def models(m, seed):
             ARNRegressor(m, solver="adam", anchors="kmeans", learning_rate_init=1e-3, **rs),
             OLD_START,
         ),
-        ("Deep ARN, 2 layers (defaults, rate 0.01)", DeepARNRegressor(2, m, **rs), {}),
         (
-            "Deep ARN, 2 layers, rate 0.001",
-            DeepARNRegressor(2, m, learning_rate_init=1e-3, **rs),
+            "Deep ARN, 2 layers, rate 0.01",
+            DeepARNRegressor(2, m, learning_rate_init=1e-2, **rs),
             {},
         ),
+        ("Deep ARN, 2 layers (defaults, rate 0.001)", DeepARNRegressor(2, m, **rs), {}),
     ]
 
 
