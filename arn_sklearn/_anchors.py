@@ -29,7 +29,18 @@ def subsample_indices(n_samples, n_rows, random_state):
     return np.sort(random_state.choice(n_samples, size=n_rows, replace=False))
 
 
-def init_anchors(X, sample_weight, n_anchors, method, random_state):
+def init_anchors(
+    X,
+    sample_weight,
+    n_anchors,
+    method,
+    random_state,
+    y=None,
+    *,
+    similarity="euclidean",
+    alpha=1.0,
+    return_softness=False,
+):
     """Initial anchors from a numpy array ``X``.
 
     Parameters
@@ -38,27 +49,59 @@ def init_anchors(X, sample_weight, n_anchors, method, random_state):
     sample_weight : ndarray of shape (n_samples,)
         Passed to KMeans; rows of zero weight are never drawn as random anchors.
     n_anchors : int
-    method : {"kmeans", "random"}
-        KMeans centroids of a bounded subsample, or distinct random rows.
+    method : {"kmeans", "random", "kplane"}
+        KMeans centroids of a bounded subsample, distinct random rows, or the
+        supervised k-plane start (:func:`arn_sklearn._kplane.kplane_anchors`,
+        on the same bounded subsample; needs ``y``).
     random_state : numpy.random.RandomState
+    y : ndarray of shape (n_samples,) or (n_samples, n_targets), default=None
+        Targets, used by ``"kplane"`` only.
+    similarity : str, default="euclidean"
+        Shapes the k-plane anchors (leading directions for ``"absdot"``).
+    alpha : float, default=1.0
+        Ridge penalty of the k-plane regressors.
+    return_softness : bool, default=False
+        Also return the softness that goes with the anchors: the k-plane
+        classifier's, or None for the unsupervised methods.
 
     Returns
     -------
     anchors : ndarray of shape (n_anchors, n_features), float64
+    softness : float or None
+        Only with ``return_softness``.
     """
+    softness = None
     if method == "random":
         candidates = np.flatnonzero(sample_weight > 0)
         if candidates.size < n_anchors:
             candidates = np.arange(X.shape[0])
         idx = random_state.choice(candidates, size=n_anchors, replace=False)
-        return np.asarray(X[np.sort(idx)], dtype=np.float64)
+        anchors = np.asarray(X[np.sort(idx)], dtype=np.float64)
+        return (anchors, softness) if return_softness else anchors
     n_rows = max(KMEANS_MIN_ROWS, KMEANS_ROWS_PER_ANCHOR * n_anchors)
     idx = subsample_indices(X.shape[0], n_rows, random_state)
+    if method == "kplane":
+        if y is None:
+            raise ValueError("anchors='kplane' needs the targets y.")
+        from ._kplane import kplane_anchors
+
+        Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
+        anchors, softness = kplane_anchors(
+            np.asarray(X[idx], dtype=np.float64),
+            Y[idx],
+            np.asarray(sample_weight[idx], dtype=np.float64),
+            n_anchors,
+            similarity,
+            alpha,
+            random_state,
+        )
+        return (anchors, softness) if return_softness else anchors
     kmeans = KMeans(
         n_clusters=n_anchors, n_init=1, random_state=random_state.randint(np.iinfo(np.int32).max)
     )
     kmeans.fit(np.asarray(X[idx], dtype=np.float64), sample_weight=sample_weight[idx])
-    return kmeans.cluster_centers_
+    anchors = kmeans.cluster_centers_
+    return (anchors, softness) if return_softness else anchors
 
 
 def auto_softness(X, anchors, kind, xp, random_state, top_k=None):

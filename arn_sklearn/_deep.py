@@ -25,12 +25,17 @@ from ._base import (
 from ._estimator import ARNRegressor
 from ._gradients import make_layer, network_predict
 from ._lifting import unpack_weights
-from ._pipeline import as_2d, as_3d
+from ._pipeline import as_2d, as_3d, initial_anchors
 from ._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
     GRADIENT_SOLVERS,
+    GRADIENT_START_SOFTNESS,
     GradientTrainingMixin,
 )
+
+
+def _is_str(value, name):
+    return isinstance(value, str) and value == name
 
 
 class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
@@ -58,13 +63,17 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     similarity : {"euclidean", "dot", "absdot", "cosine"}, default="euclidean"
         See :class:`ARNRegressor`.
     softness : "auto" or float > 0, default="auto"
-        Initial softness of every layer; ``"auto"`` applies the rule of
+        Initial softness of every layer; ``"auto"`` takes the k-plane
+        classifier's softness for k-plane anchors, else applies
+        ``GRADIENT_START_SOFTNESS`` (4) times the rule of
         :class:`ARNRegressor` to each layer's anchors on ``X``.
     alpha : float >= 0, default=1.0
         Ridge penalty on the regressors of every layer (biases included).
-    anchors : {"kmeans", "random"} or array-like of shape (n_anchors[-1], n_features), \
-            default="kmeans"
-        Initial anchors of every layer; an array gives the last layer's (the
+    anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
+            (n_anchors[-1], n_features), default="auto"
+        Initial anchors: ``"auto"`` (or ``"kplane"``) gives the last layer
+        the supervised k-plane anchors (see :class:`ARNRegressor`) and the
+        residual layers KMeans anchors; an array gives the last layer's (the
         closed-form start) and the residual layers use KMeans.
     solver : {"adam", "sgd"}, default="adam"
         See :class:`ARNRegressor`.
@@ -128,7 +137,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         "similarity": [StrOptions(set(SIMILARITIES))],
         "softness": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "anchors": [StrOptions({"kmeans", "random"}), "array-like"],
+        "anchors": [StrOptions({"auto", "kmeans", "kplane", "random"}), "array-like"],
         "solver": [StrOptions(set(GRADIENT_SOLVERS))],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions(set(DEVICES))],
@@ -145,7 +154,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         similarity="euclidean",
         softness="auto",
         alpha=1.0,
-        anchors="kmeans",
+        anchors="auto",
         solver="adam",
         batch_size=None,
         device="auto",
@@ -335,19 +344,32 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
                 f"Expected n_samples >= n_anchors, got n_samples={X.shape[0]} "
                 f"< n_anchors={max(counts)}. Use fewer anchors or more rows."
             )
-        head = ARNRegressor(
+        # The same start as ARNRegressor's learned solvers (for "auto", the better
+        # of KMeans and k-plane anchors by the training objective; a softness
+        # GRADIENT_START_SOFTNESS times the auto rule for KMeans anchors).
+        params = dict(similarity=self.similarity, alpha=self.alpha, device=self.device)
+        X_host, w_host = to_numpy(X).astype(np.float64), to_numpy(w)
+        head_anchors, head_softness = initial_anchors(
+            X_host,
+            w_host,
             counts[-1],
-            similarity=self.similarity,
-            softness=self.softness,
+            self.anchors if isinstance(self.anchors, str) else to_numpy(self.anchors),
+            self.similarity,
+            self.softness,
+            None,
+            random_state,
+            y=to_numpy(y).reshape(y.shape[0], -1),
             alpha=self.alpha,
-            anchors=self.anchors,
-            device=self.device,
-            random_state=random_state,
-        ).fit(X, y, sample_weight=w)
+            learned=True,
+        )
+        head = ARNRegressor(counts[-1], softness=head_softness, anchors=head_anchors, **params).fit(
+            X, y, sample_weight=w
+        )
         X_host, w_host = to_numpy(X).astype(np.float64), to_numpy(w)
         anchors, coefs, intercepts, softness = [], [], [], []
         n_features = X.shape[1]
-        method = self.anchors if isinstance(self.anchors, str) else "kmeans"
+        # Residual layers start as the identity: unsupervised anchors on X.
+        method = "random" if _is_str(self.anchors, "random") else "kmeans"
         for count in counts[:-1]:
             layer_anchors = init_anchors(X_host, w_host, count, method, random_state)
             anchors.append(layer_anchors)
@@ -366,7 +388,10 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     def _initial_softness(self, X, anchors, random_state):
         if self.softness != "auto":
             return float(self.softness)
-        return auto_softness(X, anchors, self.similarity, array_namespace(X), random_state)
+        xp = array_namespace(X)
+        return GRADIENT_START_SOFTNESS * auto_softness(
+            X, anchors, self.similarity, xp, random_state
+        )
 
     def _check_warm_targets(self, y):
         n_targets = 1 if y.ndim == 1 else y.shape[1]

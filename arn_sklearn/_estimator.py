@@ -44,7 +44,11 @@ from ._pipeline import (
     row_chunks,
     sparse_top_k,
 )
-from ._training import GRADIENT_PARAMETER_CONSTRAINTS, GRADIENT_SOLVERS, GradientTrainingMixin
+from ._training import (
+    GRADIENT_PARAMETER_CONSTRAINTS,
+    LEARNED_SOLVERS,
+    GradientTrainingMixin,
+)
 
 _GRADIENT_HISTORY = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
 
@@ -70,10 +74,11 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     are centred on their weighted mean before the solve; biases are folded
     into the weights and penalised like them.
 
-    With ``solver="sgd"`` or ``"adam"`` the closed-form model is only the
-    start: anchors and regressors (and, with ``learn_softness``, the softness)
-    are then learned jointly by minibatch gradient descent on the same
-    objective (paper section 3.2), with analytic gradients.
+    With ``solver="lbfgs"``, ``"adam"`` or ``"sgd"`` the anchors (and, with
+    ``learn_softness``, the softness) are learned on the same objective
+    (paper section 3.2), with analytic gradients: by variable projection
+    (the regressors stay the exact closed form, L-BFGS on the anchors), or
+    jointly with the regressors by minibatch gradient descent.
 
     Parameters
     ----------
@@ -89,23 +94,46 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         the gap is the difference between a sample's two largest similarities
         (on at most 10,000 rows), so that the runner-up anchor of a typical
         sample weighs ``exp(-0.5)`` of the nearest; ``benchmarks/bench_softness.py``
-        compares this rule with a grid.
+        compares this rule with a grid. For a learned solver it is the start:
+        the k-plane classifier's softness with k-plane anchors, else the rule
+        or 4 times it (``GRADIENT_START_SOFTNESS``), whichever has the lower
+        training objective: from too soft a start the closed-form regressors
+        are large and cancel each other.
     alpha : float >= 0, default=1.0
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
-    anchors : {"kmeans", "random"} or array-like of shape (n_anchors, n_features), \
-            default="kmeans"
+    anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
+            (n_anchors, n_features), default="auto"
         ``"kmeans"``: KMeans centroids of at most ``max(10000, 64 * n_anchors)``
-        random rows; ``"random"``: distinct random rows of ``X``; an array is
-        used as given.
-    solver : {"closed_form", "sgd", "adam"}, default="closed_form"
+        random rows; ``"kplane"``: a supervised start on the same subsample,
+        clusterwise linear regression (Späth 1979: assign each row to the
+        regressor that fits it best, refit, repeat; the best of 4 random
+        starts by that hard objective), whose partition is then turned into
+        anchors and a softness by fitting ``softmax(K s(x, c))`` to it
+        (centroids, or leading directions for ``"absdot"``, as the start);
+        it finds pieces that KMeans misses when they are cut along directions
+        of small input variance; ``"random"``: distinct random rows of
+        ``X``; ``"auto"``: ``"kmeans"`` for the closed form; for the solvers
+        that learn anchors, the KMeans or the k-plane start, whichever has the
+        lower training objective (its closed form on the same subsample), since
+        k-plane anchors suit piecewise targets and KMeans anchors smooth ones.
+        An array is used as given.
+    solver : {"closed_form", "lbfgs", "adam", "sgd"}, default="closed_form"
         ``"closed_form"``: anchors stay as initialised, regressors solved
-        exactly. ``"sgd"`` (minibatch SGD with ``momentum`` and a rate halved
-        every 20 epochs, the paper's super-resolution recipe) and ``"adam"``
-        start from the closed-form solution and learn anchors and regressors
-        together; the epoch with the lowest training objective (or, with
-        ``early_stopping``, the best validation score) is kept, so the training
-        objective never ends above the closed form's. They need ``X`` in
-        memory (no Dask, no ``top_k``, no :meth:`partial_fit`).
+        exactly. ``"lbfgs"`` (recommended to learn anchors) is variable
+        projection: the regressors are always the exact ridge solution for
+        the current anchors and softness, and only the anchors and
+        ``log K`` are searched, with scipy's L-BFGS-B on that reduced
+        objective (its gradient, by the envelope theorem, costs about one
+        closed-form fit); deterministic, no learning rate, monotone in the
+        training objective; ``max_iter`` counts its iterations. The model
+        keeps the closed-form statistics of the final anchors. ``"sgd"``
+        (minibatch SGD with ``momentum`` and a rate halved every 20 epochs,
+        the paper's super-resolution recipe) and ``"adam"`` start from the
+        closed-form solution and learn anchors and regressors together. For
+        every learned solver the iterate with the lowest training objective
+        (or, with ``early_stopping``, the best validation score) is kept, so
+        the training objective never ends above the start's; they need ``X``
+        in memory (no Dask, no ``top_k``, no :meth:`partial_fit`).
     batch_size : int, default=None
         Rows per streamed chunk of the closed form. ``None`` picks chunks whose
         lifted block is about 64 MiB (up to 1 GiB for systems of more than 8k
@@ -117,7 +145,9 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         to sum to one, in fit and predict alike (beyond the paper). The lifted
         rows become block-sparse and the accumulation costs about
         ``n (top_k (d + 1))^2`` instead of ``n (m (d + 1))^2``. ``None`` (or
-        ``top_k >= n_anchors``) is the dense model.
+        ``top_k >= n_anchors``) is the dense model. Closed form only: with top-k
+        assignments the objective jumps where a sample's kept anchors change,
+        so it has no gradient to learn anchors from.
     device : {"auto", "cpu", "cuda"}, default="auto"
         Where assignment, accumulation, solve and predict run. ``"auto"``
         computes where the input lives (CuPy input, with scikit-learn's
@@ -125,20 +155,27 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         the GPU through CuPy (extra ``gpu``) and returns numpy; ``"cpu"`` moves
         GPU input to the host. Fitted attributes are in the input's namespace.
     learning_rate_init : float, default=0.001
-        Initial step size of the gradient solvers.
+        Initial step size of ``"adam"`` and ``"sgd"``. From the starts that
+        ``anchors="auto"`` picks, 0.001 beat 0.003 and 0.01 on both tasks of
+        ``benchmarks/learned_anchors.py`` (a larger rate undoes the start's
+        sharp cells in the first epochs).
     momentum : float, default=0.9
         Momentum of ``solver="sgd"``.
     max_iter : int, default=200
-        Maximum number of epochs of the gradient solvers.
+        Maximum number of epochs of ``"adam"``/``"sgd"``, of iterations of
+        ``"lbfgs"``.
     tol : float, default=1e-4
-        Training stops when the objective (or, with ``early_stopping``, the
-        validation score) has not improved by at least ``tol`` for
-        ``n_iter_no_change`` consecutive epochs.
+        Relative tolerance: training stops when the objective (or, with
+        ``early_stopping``, the validation score) has not improved by more
+        than ``tol`` times its best value for ``n_iter_no_change`` consecutive
+        epochs (iterations).
     n_iter_no_change : int, default=10
         See ``tol``.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows, score them (R^2) after
-        each epoch, keep the best epoch and stop when the score stalls.
+        each epoch (iteration), keep the best one and stop when the score
+        stalls. With ``"lbfgs"`` the anchors are learned on the other rows and
+        the regressors of the kept anchors are then solved on all rows.
     validation_fraction : float, default=0.1
         Fraction of rows held out by ``early_stopping``.
     learn_softness : bool, default=True
@@ -180,7 +217,8 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     n_iter_ : int
-        Epochs run by a gradient solver; 1 for the closed form (one pass).
+        Epochs (``"lbfgs"``: iterations) run by a learned solver; 1 for the
+        closed form (one pass).
     loss_curve_ : list of float
         Training objective (eq. 10 divided by the total sample weight) after
         each epoch of a gradient solver.
@@ -222,6 +260,14 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     (4, 1)
     >>> bool(model.score(X, y) > 0.99)
     True
+
+    Learned anchors (variable projection); the regressors stay the closed form:
+
+    >>> y = np.where(X[:, 0] > 1.0, 2.0 * X[:, 0], -X[:, 0])  # a jump at x = 1
+    >>> learned = ARNRegressor(n_anchors=2, solver="lbfgs", random_state=0).fit(X, y)
+    >>> closed = ARNRegressor(n_anchors=2, random_state=0).fit(X, y)
+    >>> bool(learned.score(X, y) > closed.score(X, y))
+    True
     """
 
     _parameter_constraints: dict = {
@@ -229,8 +275,8 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         "similarity": [StrOptions(set(SIMILARITIES))],
         "softness": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "anchors": [StrOptions({"kmeans", "random"}), "array-like"],
-        "solver": [StrOptions({"closed_form", *GRADIENT_SOLVERS})],
+        "anchors": [StrOptions({"auto", "kmeans", "kplane", "random"}), "array-like"],
+        "solver": [StrOptions({"closed_form", *LEARNED_SOLVERS})],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "top_k": [None, Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions(set(DEVICES))],
@@ -246,7 +292,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         similarity="euclidean",
         softness="auto",
         alpha=1.0,
-        anchors="kmeans",
+        anchors="auto",
         solver="closed_form",
         batch_size=None,
         top_k=None,
@@ -302,9 +348,12 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         -------
         self : ARNRegressor
         """
-        gradient = self.solver in GRADIENT_SOLVERS
+        gradient = self.solver in LEARNED_SOLVERS
         if gradient and sparse_top_k(self.n_anchors, self.top_k) is not None:
-            raise ValueError("top_k is only supported with solver='closed_form'.")
+            raise ValueError(
+                "top_k is only supported with solver='closed_form': with top-k "
+                "assignments the objective jumps where a sample's kept anchors change."
+            )
         if _dask.is_dask_collection(X):
             if gradient:
                 raise ValueError(
@@ -315,12 +364,17 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         warm = gradient and self.warm_start and hasattr(self, "coef_")
         X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
         backend = Backend(self.device, X)
-        if not warm:
+        if warm:
+            assigner = self._fitted_assigner()
+        else:
             self._check_memory(X.shape[1], Y.shape[1])
-            assigner = self._new_assigner(X, w)
+            assigner = self._new_assigner(X, w, Y)
+        if self.solver == "lbfgs":
+            self._fit_varpro(X, Y, w, y_ndim, assigner, backend)
+        elif not warm:
             stats = self._accumulate(backend, assigner, X, Y, w, stats=None)
             self._set_solution(stats, assigner, y_ndim, backend)
-        if gradient:
+        if gradient and self.solver != "lbfgs":
             self._fit_gradient(X, Y, w, y_ndim)
         return self
 
@@ -349,7 +403,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         backend = Backend(self.device, X)
         if first_call:
             self._check_memory(X.shape[1], Y.shape[1])
-            assigner, stats = self._new_assigner(X, w), None
+            assigner, stats = self._new_assigner(X, w, Y), None
         else:
             if Y.shape[1] != self._stats.zty.shape[1]:
                 raise ValueError(
@@ -605,8 +659,8 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         batch = chunk_rows(m, self.top_k, n_features, n_targets, self.batch_size)
         check_fits_memory(m, self.top_k, n_features, n_targets, batch)
 
-    def _new_assigner(self, X, sample_weight):
-        """Anchors and softness of a new fit (KMeans and the rule run on the host)."""
+    def _new_assigner(self, X, sample_weight, Y):
+        """Anchors and softness of a new fit (KMeans, k-plane and the rule run on the host)."""
         anchors = self.anchors if isinstance(self.anchors, str) else to_numpy(self.anchors)
         anchors, softness = initial_anchors(
             to_numpy(X),
@@ -617,6 +671,9 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             self.softness,
             self.top_k,
             check_random_state(self.random_state),
+            y=to_numpy(Y),
+            alpha=self.alpha,
+            learned=self.solver in LEARNED_SOLVERS,
             verbose=self.verbose,
         )
         return make_assigner(anchors, self.similarity, softness, self.top_k)
@@ -685,6 +742,38 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = 1
         for name in _GRADIENT_HISTORY:
             self.__dict__.pop(name, None)
+
+    def _fit_varpro(self, X, Y, w, y_ndim, assigner, backend):
+        """``solver="lbfgs"``: learn anchors and softness, then the closed form on all rows."""
+        if (
+            hasattr(self, "coef_")
+            and self.warm_start
+            and Y.shape[1] != as_2d(self.intercept_).shape[1]
+        ):
+            raise ValueError(
+                f"y has {Y.shape[1]} targets but the model being warm-started has "
+                f"{as_2d(self.intercept_).shape[1]}."
+            )
+        xp = backend.xp
+        Xc, Yc, wc = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
+        tic = time.perf_counter()
+        anchors, softness, history = self._learn_varpro(
+            xp.asarray(np.asarray(to_numpy(assigner.anchors), dtype=np.float64)),
+            assigner.softness,
+            Xc,
+            Yc,
+            wc,
+            xp,
+            check_random_state(self.random_state),
+        )
+        if self.verbose:
+            print(f"[ARN] lbfgs: {history.n_iter} iterations in {time.perf_counter() - tic:.2f} s")
+        # The regressors are the exact ridge solution for the kept anchors on
+        # all rows, so the statistics kept in the model are theirs.
+        assigner = make_assigner(to_numpy(anchors), self.similarity, softness)
+        stats = self._accumulate(backend, assigner, X, Y, w, stats=None)
+        self._set_solution(stats, assigner, y_ndim, backend)
+        self._record_history(history)
 
     def _fit_gradient(self, X, Y, w, y_ndim):
         """Learn anchors and regressors from the current (closed-form) model."""

@@ -132,7 +132,11 @@ def run_epochs(
         evaluated once per epoch (it picks the best epoch and drives ``tol``).
     n_samples : int
     optimizer : SGDMomentum or Adam
-    batch_size, max_iter, tol, n_iter_no_change : see the estimators.
+    batch_size, max_iter, n_iter_no_change : see the estimators.
+    tol : float
+        Relative tolerance: an epoch improves when it lowers the best
+        objective by more than ``tol`` times its value (or raises the best
+        validation score by more than ``tol`` times its magnitude).
     validation_score : callable, optional
         ``validation_score(params) -> float`` (higher is better); when given it
         selects the best epoch and decides early stopping, as in
@@ -164,13 +168,16 @@ def run_epochs(
             history.diverged = True
             break
         if validation_score is None:
-            improved = loss < history.best_loss - tol
+            # Relative: the objective's scale is the targets' squared scale.
+            improved = loss < history.best_loss - tol * abs(history.best_loss)
             if loss < history.best_loss:
                 history.best_loss, best_params = loss, params
         else:
             score = validation_score(params)
             history.validation_scores.append(score)
-            improved = score > history.best_validation_score + tol
+            improved = score > history.best_validation_score + tol * abs(
+                history.best_validation_score
+            )
             if score > history.best_validation_score:
                 history.best_validation_score, best_params = score, params
                 history.best_loss = loss

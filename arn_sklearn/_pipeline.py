@@ -34,6 +34,8 @@ from ._lifting import (
 )
 from ._solve import check_system_fits_memory, system_bytes
 from ._sparse import chunk_row_bytes, densify, predict_top_k, top_k_assignments
+from ._training import GRADIENT_START_SOFTNESS
+from ._varpro import best_start
 
 # batch_size=None streams chunks whose widest temporary is about this many bytes:
 # large enough for BLAS to run at full speed, small enough to keep memory flat.
@@ -163,6 +165,9 @@ def initial_anchors(
     top_k,
     random_state,
     *,
+    y=None,
+    alpha=1.0,
+    learned=False,
     verbose=0,
 ):
     """Anchors and softness of a new model, from host arrays.
@@ -172,12 +177,24 @@ def initial_anchors(
     X : ndarray of shape (n_samples, n_features)
     sample_weight : ndarray of shape (n_samples,)
     n_anchors : int
-    anchors : {"kmeans", "random"} or array-like of shape (n_anchors, n_features)
+    anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
+            (n_anchors, n_features)
         An array is copied, so that the fitted model never aliases user data.
+        ``"auto"`` is ``"kmeans"`` for the closed form; for learned anchors
+        (``learned=True``) the KMeans and k-plane starts compete.
     similarity : str
     softness : "auto" or float
     top_k : int or None
     random_state : numpy.random.RandomState
+    y : ndarray of shape (n_samples,) or (n_samples, n_targets), default=None
+        Targets, for the supervised k-plane start and to rank competing starts.
+    alpha : float, default=1.0
+        Ridge penalty of the k-plane regressors and of the start ranking.
+    learned : bool, default=False
+        Whether the anchors will be learned (a learned solver): with
+        ``softness="auto"``, unsupervised anchors then also try
+        ``GRADIENT_START_SOFTNESS`` times the rule, and the start with the
+        lowest training objective on a bounded subsample is kept.
 
     Returns
     -------
@@ -186,31 +203,102 @@ def initial_anchors(
     """
     tic = time.perf_counter()
     if isinstance(anchors, str):
-        centres = init_anchors(X, sample_weight, n_anchors, anchors, random_state)
+        method = anchors
+        if method == "auto":
+            method = "kmeans|kplane" if learned and y is not None else "kmeans"
     else:
-        centres = np.array(anchors, dtype=np.float64, copy=True)
-    if softness == "auto":
-        # The rule looks at a rows x anchors block: bound it for huge anchor counts.
-        max_rows = max(100, min(AUTO_SOFTNESS_MAX_ROWS, _AUTO_SOFTNESS_BYTES // (8 * n_anchors)))
-        rows = _subsample(X.shape[0], max_rows, random_state)
-        X_rows = np.asarray(X[rows], dtype=np.float64)
-        value = auto_softness(
-            X_rows,
-            centres,
+        method = "given"
+    starts, labels = [], []
+    for name in method.split("|"):
+        for start in _starts(
+            name,
+            X,
+            sample_weight,
+            n_anchors,
+            anchors,
             similarity,
-            array_namespace(X_rows),
+            softness,
+            top_k,
             random_state,
-            top_k=sparse_top_k(centres.shape[0], top_k),
+            y,
+            alpha,
+            learned,
+        ):
+            starts.append(start)
+            labels.append(f"{name} K={start[1]:.4g}")
+    centres, value = starts[0]
+    if len(starts) > 1:
+        # Every start on the same bounded subsample, ranked by the training objective.
+        rows = _subsample(X.shape[0], anchor_sample_size(n_anchors), random_state)
+        Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)[rows]
+        X_rows = np.asarray(X[rows], dtype=np.float64)
+        index, values = best_start(
+            X_rows, Y, sample_weight[rows], starts, similarity, alpha, array_namespace(X_rows)
         )
-    else:
-        value = float(softness)
+        centres, value = starts[index]
+        if verbose:
+            tried = ", ".join(f"{a}: {v:.4g}" for a, v in zip(labels, values, strict=True))
+            print(f"[ARN] start {labels[index]} (training objective {tried})")
     if verbose:
-        source = anchors if isinstance(anchors, str) else "given"
         print(
-            f"[ARN] anchors ({source}) and softness={value:.4g} in "
+            f"[ARN] anchors ({method}) and softness={value:.4g} in "
             f"{time.perf_counter() - tic:.2f} s"
         )
     return centres, value
+
+
+def _starts(
+    method,
+    X,
+    sample_weight,
+    n_anchors,
+    anchors,
+    similarity,
+    softness,
+    top_k,
+    random_state,
+    y,
+    alpha,
+    learned,
+):
+    """Candidate ``(anchors, softness)`` starts of one anchor method."""
+    supervised_softness = None
+    if method == "given":
+        centres = np.array(anchors, dtype=np.float64, copy=True)
+    elif method == "kplane":
+        centres, supervised_softness = init_anchors(
+            X,
+            sample_weight,
+            n_anchors,
+            method,
+            random_state,
+            y,
+            similarity=similarity,
+            alpha=alpha,
+            return_softness=True,
+        )
+    else:
+        centres = init_anchors(X, sample_weight, n_anchors, method, random_state)
+    if softness != "auto":
+        return [(centres, float(softness))]
+    if supervised_softness is not None:
+        return [(centres, supervised_softness)]
+    # The rule looks at a rows x anchors block: bound it for huge anchor counts.
+    max_rows = max(16, min(AUTO_SOFTNESS_MAX_ROWS, _AUTO_SOFTNESS_BYTES // (8 * n_anchors)))
+    rows = _subsample(X.shape[0], max_rows, random_state)
+    X_rows = np.asarray(X[rows], dtype=np.float64)
+    value = auto_softness(
+        X_rows,
+        centres,
+        similarity,
+        array_namespace(X_rows),
+        random_state,
+        top_k=sparse_top_k(centres.shape[0], top_k),
+    )
+    if learned and y is not None:
+        # From too soft a start the closed-form regressors are large and cancel.
+        return [(centres, value), (centres, GRADIENT_START_SOFTNESS * value)]
+    return [(centres, value)]
 
 
 def _subsample(n_samples, n_rows, random_state):

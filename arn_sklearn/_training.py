@@ -1,8 +1,10 @@
-"""Gradient training shared by ARNRegressor (solver="sgd"/"adam") and DeepARNRegressor.
+"""Gradient training shared by ARNRegressor (solver="sgd"/"adam"/"lbfgs") and DeepARNRegressor.
 
 The mixin turns the estimators' parameters into an optimiser, a validation
-split and the closures that ``_optim.run_epochs`` calls; the numerics live in
-``_gradients`` (forward/backward) and ``_optim`` (updates, epoch loop).
+split and the closures that ``_optim.run_epochs`` (minibatch solvers) or
+``_varpro.fit_varpro`` (``solver="lbfgs"``) call; the numerics live in
+``_gradients`` (forward/backward), ``_optim`` (updates, epoch loop) and
+``_varpro`` (reduced objective, L-BFGS driver).
 """
 
 import math
@@ -16,8 +18,19 @@ from sklearn.utils._param_validation import Interval
 
 from ._gradients import network_predict, objective, weight_penalty
 from ._optim import make_optimizer, run_epochs
+from ._varpro import fit_varpro
+from ._varpro import predict as varpro_predict
 
+# Minibatch solvers (ARN and Deep ARN); "lbfgs" (variable projection, one layer)
+# completes the solvers that learn anchors.
 GRADIENT_SOLVERS = ("sgd", "adam")
+LEARNED_SOLVERS = (*GRADIENT_SOLVERS, "lbfgs")
+
+# softness="auto" for a minibatch solver starting from unsupervised anchors
+# starts this many times harder than the closed form's auto rule: from the
+# auto softness the closed-form regressors are large and cancel each other,
+# a stiff start (benchmarks/learned_anchors.py compares 1x and 4x).
+GRADIENT_START_SOFTNESS = 4.0
 
 # The paper's minibatch size; batch_size=None uses min(1000, n_samples).
 DEFAULT_GRADIENT_BATCH = 1000
@@ -102,6 +115,47 @@ class GradientTrainingMixin:
         )
         self._record_history(history)
         return layers
+
+    def _learn_varpro(self, anchors, softness, X, Y, w, xp, random_state):
+        """``solver="lbfgs"``: anchors and softness by variable projection.
+
+        ``X``, ``Y`` (2-D, not centred) and ``w`` are float64 arrays in ``xp``.
+        Returns the kept anchors (numpy) and softness; the regressors are then
+        the closed form for them, solved by the caller on all rows.
+        """
+        kind = self.similarity
+        if self.early_stopping:
+            train_rows, validation_rows = _validation_split(
+                X.shape[0], self.validation_fraction, random_state
+            )
+            X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
+            X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
+
+            def validation_score(anchors, softness, W, y_mean):
+                Y_pred = varpro_predict(X_val, anchors, softness, kind, W, y_mean, xp)
+                return weighted_r2(Y_val, Y_pred, w_val, xp)
+        else:
+            X_train, Y_train, w_train = X, Y, w
+            validation_score = None
+        if not float(xp.sum(w_train)) > 0:
+            raise ValueError("The sum of sample weights of the training rows is zero.")
+        anchors, softness, history = fit_varpro(
+            X_train,
+            Y_train,
+            w_train,
+            anchors,
+            softness,
+            kind,
+            self.alpha,
+            xp,
+            learn_softness=self.learn_softness,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            validation_score=validation_score,
+            verbose=self.verbose,
+        )
+        return anchors, softness, history
 
     def _record_history(self, history):
         self.n_iter_ = history.n_iter

@@ -64,7 +64,8 @@ def compare(title, X, y, X_test, y_test, m, epochs, rate):
             ARNRegressor(m, softness=factor * auto, alpha=1e-3, random_state=0),
         )
     )
-    common = dict(alpha=1e-3, max_iter=epochs, batch_size=100, random_state=0)
+    # From the KMeans closed form, as labelled (the default start is now "auto").
+    common = dict(alpha=1e-3, anchors="kmeans", max_iter=epochs, batch_size=100, random_state=0)
     for start, softness in (("K=auto", "auto"), (f"K={factor}x auto", factor * auto)):
         rows.append(
             (

@@ -66,7 +66,7 @@ def training_objective(model, X, y):
 def test_learned_anchors_beat_the_closed_form_on_known_partitions(solver, rate, ratio):
     X, y = piecewise_linear(3000)
     X_test, y_test = piecewise_linear(2000, seed=1)
-    params = dict(n_anchors=4, softness=10.0, alpha=1e-3, random_state=0)
+    params = dict(n_anchors=4, softness=10.0, alpha=1e-3, anchors="kmeans", random_state=0)
     closed = ARNRegressor(**params).fit(X, y)
     learned = ARNRegressor(
         solver=solver, learning_rate_init=rate, batch_size=100, max_iter=60, **params
@@ -87,7 +87,7 @@ def test_learned_anchors_beat_the_closed_form_on_known_partitions(solver, rate, 
 def test_training_never_ends_above_the_closed_form():
     # A rate far too large: every epoch is worse, the closed form is kept.
     X, y = piecewise_linear(400)
-    params = dict(n_anchors=4, softness=5.0, alpha=1e-2, random_state=0)
+    params = dict(n_anchors=4, softness=5.0, alpha=1e-2, anchors="kmeans", random_state=0)
     closed = ARNRegressor(**params).fit(X, y)
     model = ARNRegressor(solver="sgd", learning_rate_init=50.0, max_iter=3, **params)
     with pytest.warns(ConvergenceWarning):
@@ -185,8 +185,9 @@ def test_multi_output_gradient_fit():
 # ---------------------------------------------------------------- Deep ARN
 def test_deep_arn_starts_as_the_single_layer_closed_form():
     X, y = piecewise_linear(300)
-    closed = ARNRegressor(4, alpha=0.1, random_state=0).fit(X, y)
-    deep = DeepARNRegressor(3, 4, alpha=0.1, learning_rate_init=1e-12, max_iter=1, random_state=0)
+    params = dict(alpha=0.1, anchors="kmeans", softness=2.0, random_state=0)
+    closed = ARNRegressor(4, **params).fit(X, y)
+    deep = DeepARNRegressor(3, 4, learning_rate_init=1e-12, max_iter=1, **params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         deep.fit(X, y)
