@@ -484,6 +484,7 @@ class SparseFactor:
             d1 = matrix.shape[0] // perm.size
             self.order = (perm[:, None] * d1 + np.arange(d1)[None, :]).ravel()
             matrix = matrix[self.order][:, self.order].tocsc()
+            matrix.sort_indices()
             spec = "NATURAL"
         self.matrix = matrix
         options = {"SymmetricMode": True}
