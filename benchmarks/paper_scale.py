@@ -31,12 +31,13 @@ def make_data(n, d=30, t=81, kind="gaussian", seed=0, chunk=500_000):
     Y = np.empty((n, t))
     V = rng.normal(size=(d, 4)) / np.sqrt(d)
     R = rng.normal(size=(4, t))
-    centers = 3.0 * rng.normal(size=(300, d))
+    n_clusters, spread = (64, 10.0) if kind == "separated" else (300, 3.0)
+    centers = spread * rng.normal(size=(n_clusters, d))
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         Xc = rng.standard_normal(size=(e - s, d))
-        if kind == "clustered":
-            Xc += centers[rng.integers(0, 300, e - s)]
+        if kind != "gaussian":
+            Xc += centers[rng.integers(0, n_clusters, e - s)]
         X[s:e] = Xc
         P = Xc @ V
         F = np.stack([np.sin(2 * P[:, 0]), np.abs(P[:, 1]), P[:, 2] * np.tanh(P[:, 3]), P[:, 0]], 1)
@@ -131,7 +132,9 @@ def main():
     parser.add_argument("--n-test", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=262_144)
     parser.add_argument("--kmeans-rows", type=int, default=65_536)
-    parser.add_argument("--data", choices=["gaussian", "clustered"], default="gaussian")
+    parser.add_argument(
+        "--data", choices=["gaussian", "clustered", "separated"], default="gaussian"
+    )
     parser.add_argument("--estimator", action="store_true")
     parser.add_argument("--no-solve", action="store_true", help="stop after the accumulation")
     args = parser.parse_args()
