@@ -17,9 +17,11 @@ AUTO_SOFTNESS_LOG_RATIO = 0.5
 AUTO_SOFTNESS_MAX_ROWS = 10_000
 
 # With top_k, softness="auto" is at least the K at which the median sample's
-# softmax puts at most this mass outside its k kept anchors, so that dropping
-# them changes the model little (benchmarks/bench_softness.py, top-k section).
-AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS = 0.05
+# softmax puts at most this mass outside its k kept anchors. Small targets (0.05,
+# 0.15, 0.3) made the held-out R^2 worse on 3 of 4 datasets (a harder softmax is
+# less smooth; benchmarks/bench_softness.py --top-k), so the rule is only a guard:
+# the median sample keeps at least half of its softmax mass.
+AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS = 0.5
 
 
 def subsample_indices(n_samples, n_rows, random_state):

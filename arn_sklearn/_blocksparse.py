@@ -349,9 +349,11 @@ class BlockSparseStatistics:
             [blocks, blocks[off].transpose(0, 2, 1), np.zeros((missing.size, d1, d1))]
         )
         if alpha:
-            data[np.concatenate([np.flatnonzero(~off), np.arange(missing.size) + off.size])] += (
-                alpha * np.eye(d1)
+            first_missing = off.size + int(off.sum())  # after the pairs and their mirrors
+            diagonal = np.concatenate(
+                [np.flatnonzero(~off), first_missing + np.arange(missing.size)]
             )
+            data[diagonal] += alpha * np.eye(d1)
         order = np.argsort(rows * m + cols, kind="stable")
         indptr = np.zeros(m + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
@@ -482,6 +484,7 @@ class SparseFactor:
             d1 = matrix.shape[0] // perm.size
             self.order = (perm[:, None] * d1 + np.arange(d1)[None, :]).ravel()
             matrix = matrix[self.order][:, self.order].tocsc()
+            matrix.sort_indices()
             spec = "NATURAL"
         self.matrix = matrix
         options = {"SymmetricMode": True}

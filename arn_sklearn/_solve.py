@@ -89,7 +89,7 @@ def solve_ridge(stats, alpha, xp, overwrite=False):
         raise ValueError("The sum of sample weights is zero; nothing to fit.")
     rhs, y_mean = centered_rhs(stats, xp)
     if isinstance(stats.gram, np.ndarray):
-        if stats.gram.shape[0] >= _BLOCKED_MIN_SIZE or overwrite:
+        if stats.gram.shape[0] > _THREADED_POTRF_MAX or overwrite:
             return _solve_large_numpy(stats.gram, rhs, alpha, overwrite), y_mean
         return _solve_numpy(stats.gram, rhs, alpha), y_mean
     return _solve_namespace(stats.gram, rhs, alpha, xp), y_mean

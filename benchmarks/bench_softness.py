@@ -4,8 +4,15 @@ For several datasets, anchor counts and similarities, fit ARN with K = c / gap o
 grid of c and print the held-out R^2 of each c, then the mean rank of each c. The
 package uses the c that ranks best overall (``AUTO_SOFTNESS_LOG_RATIO``).
 
-Run: ``python benchmarks/bench_softness.py``.
+Run: ``python benchmarks/bench_softness.py`` (``--top-k`` for the top-k rule only).
+
+The top-k section compares, for top-k models on the same anchors, the held-out R^2 at
+the dense rule's softness and at ``auto_softness(top_k=k)`` (which is at least the
+softness that leaves at most ``AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS`` of the median sample's
+softmax mass outside its k kept anchors), next to the dense model's.
 """
+
+import sys
 
 import numpy as np
 from sklearn.datasets import load_diabetes, make_friedman1
@@ -75,5 +82,40 @@ def main():
     print(f"package default c = {AUTO_SOFTNESS_LOG_RATIO}")
 
 
+def top_k_section(ks=(2, 4), m=32):
+    from array_api_compat import array_namespace
+
+    from arn_sklearn._anchors import AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS, auto_softness
+
+    print(
+        f"\ntop-k: R^2 dense | top-k at the dense K | top-k at auto K(top_k) "
+        f"(outside mass {AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS})"
+    )
+    for name, X, y in datasets():
+        X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+        scaler = StandardScaler().fit(X_train)
+        X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+        if 4 * m > len(X_train):
+            continue
+        base = ARNRegressor(m, alpha=1.0, random_state=0).fit(X_train, y_train)
+        xp = array_namespace(X_train)
+        for k in ks:
+            K = auto_softness(
+                X_train, base.anchors_, "euclidean", xp, np.random.RandomState(0), top_k=k
+            )
+            scores = [base.score(X_test, y_test)]
+            for softness in (base.softness_, K):
+                model = ARNRegressor(
+                    m, alpha=1.0, anchors=base.anchors_, softness=softness, top_k=k
+                ).fit(X_train, y_train)
+                scores.append(model.score(X_test, y_test))
+            print(
+                f"{name:15s} m={m} k={k}: {scores[0]:.4f} | {scores[1]:.4f} "
+                f"(K={base.softness_:.3g}) | {scores[2]:.4f} (K={K:.3g})"
+            )
+
+
 if __name__ == "__main__":
-    main()
+    if "--top-k" not in sys.argv:
+        main()
+    top_k_section()

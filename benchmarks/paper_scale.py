@@ -31,12 +31,13 @@ def make_data(n, d=30, t=81, kind="gaussian", seed=0, chunk=500_000):
     Y = np.empty((n, t))
     V = rng.normal(size=(d, 4)) / np.sqrt(d)
     R = rng.normal(size=(4, t))
-    centers = 3.0 * rng.normal(size=(300, d))
+    n_clusters, spread = (64, 10.0) if kind == "separated" else (300, 3.0)
+    centers = spread * rng.normal(size=(n_clusters, d))
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         Xc = rng.standard_normal(size=(e - s, d))
-        if kind == "clustered":
-            Xc += centers[rng.integers(0, 300, e - s)]
+        if kind != "gaussian":
+            Xc += centers[rng.integers(0, n_clusters, e - s)]
         X[s:e] = Xc
         P = Xc @ V
         F = np.stack([np.sin(2 * P[:, 0]), np.abs(P[:, 1]), P[:, 2] * np.tanh(P[:, 3]), P[:, 0]], 1)
@@ -48,7 +49,7 @@ def peak_rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def run_kernels(X, Y, X_test, Y_test, m, k, alpha, chunk, kmeans_rows, seed=0):
+def run_kernels(X, Y, X_test, Y_test, m, k, alpha, chunk, kmeans_rows, no_solve=False, seed=0):
     from array_api_compat import array_namespace
     from sklearn.cluster import MiniBatchKMeans
 
@@ -85,6 +86,15 @@ def run_kernels(X, Y, X_test, Y_test, m, k, alpha, chunk, kmeans_rows, seed=0):
     times["accumulation"] = total - assign_time[0]
     tic = time.perf_counter()
     dense = stats._use_dense_solve()
+    info = {
+        "pairs": stats.pair_keys.size,
+        "pair share": round(stats.pair_keys.size / (m * (m + 1) / 2), 4),
+        "solver": "dense" if dense else "sparse",
+        "softness": round(softness, 4),
+    }
+    print(f"stages so far: {times}; {info}; peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+    if no_solve:
+        return times, None, info
     W, y_mean = stats.solve(alpha, xp)
     times["solve"] = time.perf_counter() - tic
     tic = time.perf_counter()
@@ -95,12 +105,6 @@ def run_kernels(X, Y, X_test, Y_test, m, k, alpha, chunk, kmeans_rows, seed=0):
         parts.append(predict_top_k(Xc, idx, vals, W, xp) + y_mean)
     pred = np.concatenate(parts)
     times["predict"] = time.perf_counter() - tic
-    info = {
-        "pairs": stats.pair_keys.size,
-        "pair share": stats.pair_keys.size / (m * (m + 1) / 2),
-        "solver": "dense" if dense else "sparse",
-        "softness": softness,
-    }
     return times, pred, info
 
 
@@ -128,8 +132,11 @@ def main():
     parser.add_argument("--n-test", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=262_144)
     parser.add_argument("--kmeans-rows", type=int, default=65_536)
-    parser.add_argument("--data", choices=["gaussian", "clustered"], default="gaussian")
+    parser.add_argument(
+        "--data", choices=["gaussian", "clustered", "separated"], default="gaussian"
+    )
     parser.add_argument("--estimator", action="store_true")
+    parser.add_argument("--no-solve", action="store_true", help="stop after the accumulation")
     args = parser.parse_args()
     tic = time.perf_counter()
     X, Y = make_data(args.n + args.n_test, args.d, args.t, args.data)
@@ -144,15 +151,25 @@ def main():
         times, pred, info = run_estimator(X, Y, X_test, args.m, args.k, args.alpha)
     else:
         times, pred, info = run_kernels(
-            X, Y, X_test, Y_test, args.m, args.k, args.alpha, args.chunk, args.kmeans_rows
+            X,
+            Y,
+            X_test,
+            Y_test,
+            args.m,
+            args.k,
+            args.alpha,
+            args.chunk,
+            args.kmeans_rows,
+            args.no_solve,
         )
+    if pred is None:
+        print(f"peak RSS {peak_rss_gib():.2f} GiB; data {data_gib:.2f} GiB")
+        return
     resid = ((Y_test - pred) ** 2).sum()
     r2 = 1 - resid / ((Y_test - Y_test.mean(axis=0)) ** 2).sum()
     fit = sum(v for name, v in times.items() if name != "predict")
     print(f"m={args.m} top_k={args.k}: " + ", ".join(f"{a} {b:.1f} s" for a, b in times.items()))
-    print(
-        f"fit {fit:.1f} s; test R^2 {r2:.4f}; " + ", ".join(f"{a} {b:.4g}" for a, b in info.items())
-    )
+    print(f"fit {fit:.1f} s; test R^2 {r2:.4f}; " + ", ".join(f"{a} {b}" for a, b in info.items()))
     print(
         f"peak RSS {peak_rss_gib():.2f} GiB = data {data_gib:.2f} GiB "
         f"+ {peak_rss_gib() - rss_data:.2f} GiB over the RSS after building the data"

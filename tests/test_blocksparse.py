@@ -113,7 +113,9 @@ def test_sparse_solve_matches_dense_cholesky(alpha, monkeypatch):
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MIN_FILL", 1.0)
     monkeypatch.setattr(bs, "_SUPERLU_SLOWDOWN", 0.0)
     X, Y, anchors, rng = data(n=3000, d=4, m=40)
+    anchors[-3:] += 100.0  # anchors no sample is assigned to: zero diagonal blocks
     stats = sparse_stats(X, Y, rng.uniform(0.5, 1, size=len(X)), anchors, 3, 512, softness=2.0)
+    assert not np.isin(np.array([37, 38, 39]) * 41, stats.pair_keys).any()
     assert not stats._use_dense_solve()
     W, y_mean = stats.solve(alpha, xp)
     W_ref, y_ref = reference_solution(stats, alpha)
