@@ -28,6 +28,7 @@ import numpy as np
 from scipy import linalg
 
 from ._lifting import ACCUMULATION_DTYPE, SufficientStatistics
+from ._memory import available_memory_bytes
 
 # A system of at most this many unknowns is solved densely (a Cholesky of a
 # 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there), and so
@@ -390,7 +391,13 @@ class BlockSparseStatistics:
     def _use_dense_solve(self):
         m, p = self.n_anchors, self.n_lifted
         fill = self.pair_keys.shape[0] / (m * (m + 1) / 2)
-        if p <= _DENSE_SOLVE_MAX_SIZE or fill > _DENSE_SOLVE_MIN_FILL:
+        if p <= _DENSE_SOLVE_MAX_SIZE:
+            return True
+        available = available_memory_bytes()
+        if available is not None and 8 * p * p > available:
+            # The dense p x p factor cannot be held: the sparse factor is the only way.
+            return False
+        if fill > _DENSE_SOLVE_MIN_FILL:
             return True
         _, sparse_flops = self._anchor_ordering()
         return sparse_flops * _SUPERLU_SLOWDOWN > p**3 / 3

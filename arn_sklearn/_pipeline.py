@@ -25,6 +25,7 @@ from ._anchors import (
 from ._assignment import soft_assignments
 from ._base import check_finite_solution
 from ._blocksparse import BlockSparseStatistics
+from ._blocksparse import chunk_row_bytes as block_chunk_row_bytes
 from ._lifting import (
     SufficientStatistics,
     iter_chunks,
@@ -33,7 +34,7 @@ from ._lifting import (
     unpack_weights,
 )
 from ._solve import check_system_fits_memory, system_bytes
-from ._sparse import chunk_row_bytes, densify, predict_top_k, top_k_assignments
+from ._sparse import densify, predict_top_k, top_k_assignments
 from ._training import GRADIENT_START_SOFTNESS
 from ._varpro import best_start
 
@@ -42,6 +43,9 @@ from ._varpro import best_start
 AUTO_CHUNK_BYTES = 64 * 2**20
 MIN_AUTO_BATCH = 256
 MAX_AUTO_CHUNK_BYTES = 2**30
+# Top-k chunks: their temporaries are small per row (no m-wide lifted block).
+TOP_K_CHUNK_BYTES = 256 * 2**20
+MAX_TOP_K_BATCH = 262_144
 
 # softness="auto" looks at a rows x anchors similarity block: at most this many bytes.
 _AUTO_SOFTNESS_BYTES = 256 * 2**20
@@ -122,8 +126,12 @@ def chunk_rows(n_anchors, top_k, n_features, n_targets=1, batch_size=None):
         return int(batch_size)
     top_k = sparse_top_k(n_anchors, top_k)
     if top_k is not None:
-        row_bytes = chunk_row_bytes(top_k, n_features, n_targets)
-        return max(MIN_AUTO_BATCH, AUTO_CHUNK_BYTES // row_bytes)
+        # The block-sparse accumulation does one small GEMM per anchor pair and
+        # chunk: it wants many rows per pair, so chunks of 1e5 rows and more.
+        row_bytes = 8 * (n_features + n_targets) + block_chunk_row_bytes(
+            top_k, n_features, n_targets
+        )
+        return int(min(MAX_TOP_K_BATCH, max(MIN_AUTO_BATCH, TOP_K_CHUNK_BYTES // row_bytes)))
     n_lifted = lifted_size(n_anchors, n_features)
     large = min(n_lifted // 4, MAX_AUTO_CHUNK_BYTES // (8 * n_lifted))
     return max(MIN_AUTO_BATCH, AUTO_CHUNK_BYTES // (8 * n_lifted), large)
