@@ -429,7 +429,14 @@ class BlockSparseStatistics:
         if self._use_dense_solve():
             return self.to_dense().factorize(alpha, xp)
         perm, _ = self._anchor_ordering()
-        return SparseFactor(self._sparse_matrix(alpha), alpha, like=self.zty, xp=xp, perm=perm)
+        try:
+            return SparseFactor(self._sparse_matrix(alpha), alpha, like=self.zty, xp=xp, perm=perm)
+        except MemoryError as exc:
+            raise MemoryError(
+                f"The sparse factor of the {self.n_lifted}-square ARN system "
+                f"({self.pair_keys.shape[0]} anchor pairs) does not fit in memory (SuperLU: "
+                f"{exc}). Use fewer anchors, a smaller top_k, or fewer features."
+            ) from exc
 
     @staticmethod
     def estimate_bytes(n_anchors, n_features, n_targets, top_k, n_pairs=None):

@@ -370,14 +370,21 @@ class CholeskyFactor:
     A numerically singular system is held as its pseudo-inverse instead.
     """
 
-    def __init__(self, lower, xp, pinv=None):
+    def __init__(self, lower, xp, pinv=None, lapack64=False):
         self.lower = lower
         self.xp = xp
         self.pinv = pinv
+        # Factor from numpy's 64-bit LAPACK (lower triangle only, upper is stale).
+        self.lapack64 = lapack64
 
     def solve(self, B):
         if self.pinv is not None:
             return self.pinv @ B
+        if self.lapack64:
+            B2 = np.array(B, dtype=np.float64, order="F", copy=True)
+            one_d = B2.ndim == 1
+            out = _potrs_lower(self.lower, B2[:, None] if one_d else B2)
+            return out[:, 0] if one_d else out
         if isinstance(self.lower, np.ndarray):
             return linalg.cho_solve((self.lower, True), B, check_finite=False)
         xp = self.xp
@@ -409,6 +416,15 @@ def factorize_dense(gram, alpha, xp):
     >>> np.allclose((G + np.eye(2)) @ factor.solve(np.eye(2)), np.eye(2))
     True
     """
+    if isinstance(gram, np.ndarray) and gram.shape[0] > _THREADED_POTRF_MAX and _lapack64():
+        # scipy's cho_factor (32-bit OpenBLAS) crashed at this size; factor in place.
+        system = _regularized(gram, alpha)
+        info = _potrf_lower_inplace(system)
+        pivots = np.diag(system) ** 2
+        if info != 0 or not pivots.min() > _RCOND_THRESHOLD * pivots.max():
+            del system
+            return CholeskyFactor(None, xp, pinv=np.linalg.pinv(_regularized(gram, alpha)))
+        return CholeskyFactor(system, xp, lapack64=True)
     if isinstance(gram, np.ndarray):
         system = _regularized(gram, alpha)
         try:

@@ -92,3 +92,18 @@ def test_lapack64_singular_system_warns_and_is_finite():
         W = _solve_large_numpy(gram, rhs, 0.0, True)
     assert np.all(np.isfinite(W))
     np.testing.assert_allclose(Z.T @ Z @ W, rhs, atol=1e-5 * np.abs(rhs).max())
+
+
+def test_factorize_dense_lapack64_path_matches_numpy(monkeypatch):
+    import arn_sklearn._solve as solve
+
+    monkeypatch.setattr(solve, "_THREADED_POTRF_MAX", 10)
+    rng = np.random.RandomState(0)
+    Z = rng.normal(size=(80, 30))
+    G = Z.T @ Z
+    factor = solve.factorize_dense(G, 0.5, np)
+    assert factor.lapack64
+    B = rng.normal(size=(30, 4))
+    expected = np.linalg.solve(G + 0.5 * np.eye(30), B)
+    np.testing.assert_allclose(factor.solve(B), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(factor.solve(B[:, 0]), expected[:, 0], rtol=1e-10, atol=1e-12)
