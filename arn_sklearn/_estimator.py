@@ -635,7 +635,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             y_numeric=True,
             dtype=[xp.float64, xp.float32],
         )
-        Y = xp.astype(validate_targets(y), xp.float64)
+        Y = xp.astype(validate_targets(y), xp.float64, copy=False)  # no copy of a large y
         Y = Y[:, None] if Y.ndim == 1 else Y
         w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
         if reset:
