@@ -1,18 +1,10 @@
-"""Top-k sparse assignments: accumulation and prediction at ``n (k (d + 1))^2`` cost.
+"""Top-k assignments and the top-k prediction.
 
 Keeping the ``k`` largest assignments of each sample makes its lifted row
-block-sparse: ``k`` blocks of ``d + 1`` non-zeros out of ``m``. The Gram matrix
-then factors as
-
-    ``G[(a, j), (b, l)] = sum_i P_i[a, b] x1_ij x1_il``,  ``P_i = w_i A_i A_i^T``,
-
-so with ``Q_i = vec(x1_i x1_i^T)`` it is ``P^T Q``, a sparse (``k^2`` non-zeros
-per sample) times dense product over the ``(a, b)`` anchor pairs that occur:
-``n k^2 (d + 1)^2`` multiply-adds instead of ``n m^2 (d + 1)^2``. The sparse
-product runs in compiled code (``scipy.sparse`` on numpy, ``cupyx.scipy.sparse``
-on CuPy); other namespaces, which have no sparse matrices or scatter-add, use
-the dense kernels on the assignments with their other entries set to zero,
-which is the same model.
+block-sparse: ``k`` blocks of ``d + 1`` non-zeros out of ``m``. The selection
+never forms the full softmax, and the prediction groups rows by anchor (one
+small GEMM per anchor). The block-sparse statistics of such rows are in
+:mod:`arn_sklearn._blocksparse`.
 """
 
 import threading
@@ -20,7 +12,6 @@ import threading
 import numpy as np
 
 from ._assignment import _block_rows, _Prepared, _run_blocks, _scaled_block, _scaled_similarity_xp
-from ._lifting import ACCUMULATION_DTYPE
 
 
 def top_k_assignments(X, anchors, kind, softness, k, xp):
@@ -138,112 +129,8 @@ def densify(idx, vals, n_anchors, xp):
     return xp.sum(onehot * vals[:, :, None], axis=1)
 
 
-def chunk_row_bytes(k, n_features, n_targets=1):
-    """Bytes per row of the temporaries of :func:`accumulate_top_k`.
-
-    The widest is ``Q``, ``(d + 1)^2`` per row, then the ``k^2`` pair arrays:
-    the chunk size follows these, not the dense lifted width ``m (d + 1)``.
-    """
-    d1 = n_features + 1
-    return 8 * (d1 * d1 + 4 * k * k + d1 * n_targets)
-
-
 def _is_numpy(a):
     return isinstance(a, np.ndarray)
-
-
-def _sparse_module(a):
-    """``scipy.sparse`` or ``cupyx.scipy.sparse`` for ``a``, None for others."""
-    if _is_numpy(a):
-        import scipy.sparse
-
-        return scipy.sparse
-    if type(a).__module__.startswith("cupy"):
-        import cupyx.scipy.sparse
-
-        return cupyx.scipy.sparse
-    return None
-
-
-def _backend_unique_inverse(keys):
-    if _is_numpy(keys):
-        return np.unique(keys, return_inverse=True)
-    import cupy
-
-    return cupy.unique(keys, return_inverse=True)
-
-
-def accumulate_top_k(chunks, assign_top_k, n_anchors, xp, stats, verbose=0):
-    """Stream ``(X, Y, w)`` chunks into statistics with top-k assignments.
-
-    Same contract as :func:`arn_sklearn._lifting.accumulate`, with
-    ``assign_top_k(X) -> (idx, vals)`` from :func:`top_k_assignments`. The
-    returned statistics are the dense model's for the sparsified assignments.
-    """
-    from ._lifting import accumulate
-
-    out = stats.copy()
-    dtype = getattr(xp, ACCUMULATION_DTYPE)
-    gram = out.gram
-    p = gram.shape[0]
-    m = n_anchors
-    d1 = p // m
-    for i, (X, Y, w) in enumerate(chunks):
-        X = xp.astype(X, dtype)
-        Y = xp.astype(Y, dtype)
-        w = xp.astype(w, dtype)
-        idx, vals = assign_top_k(X)
-        sparse = _sparse_module(X)
-        if sparse is None:
-            dense = densify(idx, vals, m, xp)
-            part = accumulate(
-                [(X, Y, w)],
-                lambda _, dense=dense: dense,
-                xp,
-                type(out).zeros(p, Y.shape[1], xp, device=_device(X)),
-            )
-            gram = gram + part.gram
-            out.zty, out.z_sum = out.zty + part.zty, out.z_sum + part.z_sum
-            out.y_sum, out.weight_sum = out.y_sum + part.y_sum, out.weight_sum + part.weight_sum
-            out.y_sq_sum = out.y_sq_sum + part.y_sq_sum
-            out.n_samples += part.n_samples
-            continue
-        b, k = idx.shape
-        X1 = xp.concat([X, xp.ones((b, 1), dtype=dtype)], axis=1)
-        rows = xp.reshape(xp.broadcast_to(xp.arange(b)[:, None], (b, k)), (-1,))
-        wvals = vals * w[:, None]
-        # B (m, b) holds w_i A_ia: it gives zty, z_sum and the pair weights.
-        B = sparse.csr_matrix(
-            (xp.reshape(wvals, (-1,)), (xp.reshape(idx, (-1,)), rows)), shape=(m, b)
-        )
-        YX = xp.reshape(X1[:, :, None] * Y[:, None, :], (b, -1))
-        out.zty = out.zty + xp.reshape(xp.asarray(B @ YX), (p, Y.shape[1]))
-        out.z_sum = out.z_sum + xp.reshape(xp.asarray(B @ X1), (p,))
-        Yw = Y * w[:, None]
-        out.y_sum = out.y_sum + xp.sum(Yw, axis=0)
-        out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
-        out.weight_sum += float(xp.sum(w))
-        out.n_samples += b
-        # Pair weights w_i A_ia A_ib for the k^2 (a, b) pairs of each sample.
-        pair_keys = xp.reshape(idx[:, :, None] * m + idx[:, None, :], (-1,))
-        pair_vals = xp.reshape(wvals[:, :, None] * vals[:, None, :], (-1,))
-        pair_rows = xp.reshape(xp.broadcast_to(xp.arange(b)[:, None], (b, k * k)), (-1,))
-        keys, inverse = _backend_unique_inverse(pair_keys)
-        P = sparse.csr_matrix((pair_vals, (inverse, pair_rows)), shape=(keys.shape[0], b))
-        Q = xp.reshape(X1[:, :, None] * X1[:, None, :], (b, d1 * d1))
-        blocks = xp.reshape(xp.asarray(P @ Q), (-1, d1, d1))
-        # Each (a, b) pair occurs once in keys, so the fancy-indexed += has no
-        # repeated destinations.
-        gram4 = xp.reshape(gram, (m, d1, m, d1))
-        gram4[keys // m, :, keys % m, :] += blocks
-        if verbose > 1:
-            print(f"[ARN] chunk {i}: {out.n_samples} rows accumulated (top-{k})")
-    out.gram = gram
-    return out
-
-
-def _device(a):
-    return getattr(a, "device", None) if not _is_numpy(a) else None
 
 
 def predict_top_k(X, idx, vals, W, xp):

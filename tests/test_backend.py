@@ -11,14 +11,15 @@ from sklearn.exceptions import ConvergenceWarning
 
 from arn_sklearn import ARNRegressor, DeepARNRegressor
 from arn_sklearn._assignment import soft_assignments, top_two_gap
+from arn_sklearn._blocksparse import BlockSparseStatistics
 from arn_sklearn._lifting import (
     SufficientStatistics,
     accumulate,
     iter_chunks,
     predict_lifted,
 )
-from arn_sklearn._solve import _solve_namespace, solve_ridge
-from arn_sklearn._sparse import accumulate_top_k, predict_top_k, top_k_assignments
+from arn_sklearn._solve import _solve_namespace
+from arn_sklearn._sparse import predict_top_k, top_k_assignments
 
 xps = pytest.importorskip("array_api_strict")
 npx = array_namespace(np.empty(0))
@@ -41,14 +42,12 @@ def run_kernels(X, Y, w, anchors, xp, top_k=None):
             chunks, lambda c: soft_assignments(c, anchors, "euclidean", 0.6, xp), xp, zeros
         )
     else:
-        stats = accumulate_top_k(
-            chunks,
-            lambda c: top_k_assignments(c, anchors, "euclidean", 0.6, top_k, xp),
-            m,
-            xp,
-            zeros,
+        stats = BlockSparseStatistics.zeros(m, d, Y.shape[1], xp).accumulate(
+            chunks, lambda c: top_k_assignments(c, anchors, "euclidean", 0.6, top_k, xp), xp
         )
-    W, y_mean = solve_ridge(stats, 0.1, xp)
+    W, y_mean = stats.solve(0.1, xp)
+    if top_k is not None:
+        stats = stats.to_dense()
     if top_k is None:
         pred = predict_lifted(X, soft_assignments(X, anchors, "euclidean", 0.6, xp), W, xp)
     else:

@@ -3,9 +3,9 @@ import pytest
 from array_api_compat import array_namespace
 
 from arn_sklearn import ARNRegressor
+from arn_sklearn._blocksparse import BlockSparseStatistics
 from arn_sklearn._lifting import SufficientStatistics, accumulate, iter_chunks
 from arn_sklearn._sparse import (
-    accumulate_top_k,
     densify,
     predict_top_k,
     top_k_assignments,
@@ -52,13 +52,12 @@ def test_top_k_assignments_match_naive(k):
 def test_sparse_accumulation_equals_naive_weighted_sums(k):
     X, Y, anchors, rng = data()
     w = rng.uniform(0, 2, size=X.shape[0])
-    stats = accumulate_top_k(
+    stats = BlockSparseStatistics.zeros(7, 3, 2, xp).accumulate(
         iter_chunks(X, Y, w, 41),
         lambda c: top_k_assignments(c, anchors, "euclidean", 0.8, k, xp),
-        7,
         xp,
-        SufficientStatistics.zeros(28, 2, xp),
     )
+    stats = stats.to_dense()
     Z = naive_lifted(X, naive_top_k(X, anchors, 0.8, k))
     np.testing.assert_allclose(stats.gram, Z.T @ (w[:, None] * Z), atol=1e-10)
     np.testing.assert_allclose(stats.zty, Z.T @ (w[:, None] * Y), atol=1e-10)
@@ -71,12 +70,14 @@ def test_sparse_accumulation_with_k_equal_m_matches_dense_kernel():
     X, Y, anchors, _ = data()
     w = np.ones(X.shape[0])
     zeros = SufficientStatistics.zeros(28, 2, xp)
-    sparse = accumulate_top_k(
-        iter_chunks(X, Y, w, 64),
-        lambda c: top_k_assignments(c, anchors, "euclidean", 0.8, 7, xp),
-        7,
-        xp,
-        zeros,
+    sparse = (
+        BlockSparseStatistics.zeros(7, 3, 2, xp)
+        .accumulate(
+            iter_chunks(X, Y, w, 64),
+            lambda c: top_k_assignments(c, anchors, "euclidean", 0.8, 7, xp),
+            xp,
+        )
+        .to_dense()
     )
     dense = accumulate(
         iter_chunks(X, Y, w, 64),
