@@ -18,37 +18,43 @@ from array_api_compat import array_namespace
 ACCUMULATION_DTYPE = "float64"
 
 
-_BLAS_LIMIT_LOCK = threading.Lock()
-
-
 @contextmanager
-def single_threaded_blas():
+def single_threaded_blas(required=False):
     """Run the block with one BLAS thread (numpy's OpenBLAS and friends).
 
     A small multithreaded GEMM (the similarity, ``b x d`` by ``d x m``, or
     ``Z^T y``) between two large ``syrk`` calls was measured to make the next
-    ``syrk`` about twice slower with OpenBLAS (``benchmarks/efficiency.py``);
-    that work is cheap next to the Gram update, so it runs on one thread.
+    ``syrk`` about twice slower with OpenBLAS (``benchmarks/efficiency.py``),
+    and the kernels that spread row blocks over Python threads would
+    oversubscribe the cores; a large ``dpotrf`` is only correct on one thread
+    (``required`` says so; every block is limited).
 
-    BLAS thread limits are process-wide: overlapping set/restore sequences from
-    several threads (concurrent fits, Dask's threaded scheduler) were seen to
-    leave the whole process on one thread. So the limit is only taken while a
-    single Python thread runs, and never by two blocks at once; otherwise the
-    block runs unchanged.
+    BLAS thread limits are process-wide, and a limit must be restored by the
+    thread that set it (overlapping set/restore sequences from concurrent fits
+    were seen to leave the process on one thread). So one thread at a time
+    holds the limited section (a re-entrant lock: nested blocks of the same
+    thread share it); concurrent fits wait for each other's sections.
     """
-    if threading.active_count() > 1 or not _BLAS_LIMIT_LOCK.acquire(blocking=False):
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
+    with _BLAS_LIMIT_LOCK:
+        if _BLAS_LIMIT_DEPTH.value == 0:
+            from threadpoolctl import threadpool_limits
 
-        limiter = threadpool_limits(limits=1, user_api="blas")
+            limiter = threadpool_limits(limits=1, user_api="blas")
+        _BLAS_LIMIT_DEPTH.value += 1
         try:
             yield
         finally:
-            limiter.restore_original_limits()
-    finally:
-        _BLAS_LIMIT_LOCK.release()
+            _BLAS_LIMIT_DEPTH.value -= 1
+            if _BLAS_LIMIT_DEPTH.value == 0:
+                limiter.restore_original_limits()
+
+
+class _Depth(threading.local):
+    value = 0
+
+
+_BLAS_LIMIT_LOCK = threading.RLock()
+_BLAS_LIMIT_DEPTH = _Depth()
 
 
 def lift(X, A, xp, out=None):

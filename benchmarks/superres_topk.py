@@ -51,7 +51,7 @@ def fit(n_anchors, top_k, features, X, Y, scale, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dense", type=int, default=256, help="anchors of the dense model")
+    parser.add_argument("--dense", type=int, default=256, help="anchors of the dense model (0: none)")
     parser.add_argument("--sparse", type=int, default=1024, help="anchors of the top-k models")
     parser.add_argument("--top-k", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--max-patches", type=int, default=20_000, help="per training image")
@@ -71,7 +71,8 @@ def main(argv=None):
     )
     bicubic = np.mean(list(evaluate(None, tests, args.scale).values()))
     rows = [("bicubic", "-", bicubic, 0.0, 0.0)]
-    runs = [(args.dense, None)] + [(args.sparse, k) for k in args.top_k]
+    runs = [(args.dense, None)] if args.dense else []
+    runs += [(args.sparse, k) for k in args.top_k]
     for n_anchors, top_k in runs:
         model, t_anchors, t_fit = fit(n_anchors, top_k, features, X, Y, args.scale, args.seed)
         score = np.mean(list(evaluate(model, tests, args.scale).values()))
