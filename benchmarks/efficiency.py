@@ -15,12 +15,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from scipy.linalg.blas import dsyrk
 
-from arn_sklearn._assignment import soft_assignments
-from arn_sklearn._lifting import SufficientStatistics, accumulate, iter_chunks
-from arn_sklearn._sparse import accumulate_top_k, chunk_row_bytes, top_k_assignments
-
-# The estimator's default chunk: a lifted block of about 64 MiB.
-CHUNK_BYTES = 64 * 2**20
+from arn_sklearn._pipeline import accumulate_rows, make_assigner
 
 
 def _best_of(fn, repeat):
@@ -47,23 +42,11 @@ def measure(n, m, d, top_k=None, repeat=2, seed=0, syrk=True):
     anchors = X[rng.choice(n, m, replace=False)]
     xp = array_namespace(X)
     p = m * (d + 1)
-    row_bytes = 8 * p if top_k is None else chunk_row_bytes(top_k, d)
-    batch = max(256, CHUNK_BYTES // row_bytes)
+    # The fit's own path: one assigner, the statistics type it picks, its chunk rule.
+    assigner = make_assigner(anchors, "euclidean", 0.5, top_k)
 
     def run():
-        zeros = SufficientStatistics.zeros(p, 1, xp)
-        chunks = iter_chunks(X, Y, w, batch)
-        if top_k is None:
-            return accumulate(
-                chunks, lambda c: soft_assignments(c, anchors, "euclidean", 0.5, xp), xp, zeros
-            )
-        return accumulate_top_k(
-            chunks,
-            lambda c: top_k_assignments(c, anchors, "euclidean", 0.5, top_k, xp),
-            m,
-            xp,
-            zeros,
-        )
+        return accumulate_rows(assigner, X, Y, w, xp)
 
     acc = _best_of(run, repeat)
     out = {"n": n, "m": m, "d": d, "top_k": top_k, "p": p, "accumulate_s": acc}

@@ -51,7 +51,9 @@ def fit(n_anchors, top_k, features, X, Y, scale, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dense", type=int, default=256, help="anchors of the dense model (0: none)")
+    parser.add_argument(
+        "--dense", type=int, default=256, help="anchors of the dense model (0: none)"
+    )
     parser.add_argument("--sparse", type=int, default=1024, help="anchors of the top-k models")
     parser.add_argument("--top-k", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--max-patches", type=int, default=20_000, help="per training image")
