@@ -128,20 +128,24 @@ def chunk_rows(n_anchors, top_k, n_features, n_targets=1, batch_size=None):
     if top_k is not None:
         # The block-sparse accumulation does one small GEMM per anchor pair and
         # chunk: it wants many rows per pair, so chunks of 1e5 rows and more.
-        row_bytes = 8 * (n_features + n_targets) + block_chunk_row_bytes(
-            top_k, n_features, n_targets
-        )
+        row_bytes = _top_k_row_bytes(top_k, n_features, n_targets)
         return int(min(MAX_TOP_K_BATCH, max(MIN_AUTO_BATCH, TOP_K_CHUNK_BYTES // row_bytes)))
     n_lifted = lifted_size(n_anchors, n_features)
     large = min(n_lifted // 4, MAX_AUTO_CHUNK_BYTES // (8 * n_lifted))
     return max(MIN_AUTO_BATCH, AUTO_CHUNK_BYTES // (8 * n_lifted), large)
 
 
+def _top_k_row_bytes(top_k, n_features, n_targets):
+    """Bytes per row of a top-k chunk: the rows themselves and the grouping temporaries."""
+    return 8 * (n_features + n_targets) + block_chunk_row_bytes(top_k, n_features, n_targets)
+
+
 def statistics_bytes(n_anchors, top_k, n_features, n_targets, batch_size):
-    """Peak bytes of accumulating and solving one system."""
+    """Peak bytes of accumulating and solving one system (its chunk included)."""
     top_k = sparse_top_k(n_anchors, top_k)
     if top_k is not None:
-        return BlockSparseStatistics.estimate_bytes(n_anchors, n_features, n_targets, top_k)
+        stats = BlockSparseStatistics.estimate_bytes(n_anchors, n_features, n_targets, top_k)
+        return stats + batch_size * _top_k_row_bytes(top_k, n_features, n_targets)
     return system_bytes(lifted_size(n_anchors, n_features), n_targets, batch_size)
 
 
