@@ -371,10 +371,11 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             assigner = self._new_assigner(X, w, Y)
         if self.solver == "lbfgs":
             self._fit_varpro(X, Y, w, y_ndim, assigner, backend)
-        elif not warm:
+            return self
+        if not warm:  # the closed form, and the start of adam/sgd
             stats = self._accumulate(backend, assigner, X, Y, w, stats=None)
             self._set_solution(stats, assigner, y_ndim, backend)
-        if gradient and self.solver != "lbfgs":
+        if gradient:
             self._fit_gradient(X, Y, w, y_ndim)
         return self
 
