@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _synthetic import cells
 from array_api_compat import array_namespace
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -93,16 +94,6 @@ def test_reduced_objective_is_equation_10_at_the_closed_form(kind):
     expected = float(objective([layer], X, Y - y_mean, w, 0.3 / w.sum(), kind, xp)[0])
     got = reduced_objective(anchors, math.log(0.7), X, Y, w, kind, 0.3, xp, gradient=False)[0]
     assert got == pytest.approx(expected, rel=1e-10)
-
-
-def cells(n, seed=0):
-    """Four cells cut along the low-variance directions x2 = 0 and x3 = 0."""
-    rng = np.random.RandomState(seed)
-    X = rng.normal(size=(n, 4)) * np.array([3.0, 3.0, 0.3, 0.3])
-    cell = (X[:, 2] > 0).astype(int) * 2 + (X[:, 3] > 0)
-    W = np.random.RandomState(100).normal(size=(4, 4))
-    b = np.random.RandomState(101).normal(size=4)
-    return X, np.sum(X * W[cell], axis=1) + b[cell] + 0.01 * rng.normal(size=n), cell
 
 
 def training_objective(model, X, y, kind="euclidean"):
