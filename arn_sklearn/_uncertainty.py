@@ -33,6 +33,9 @@ accumulated by ``partial_fit`` or on Dask blocks.
 
 from ._solve import centered_rhs
 
+# Residual degrees of freedom below this fraction of the sample count are rounding.
+_DOF_RTOL = 1e-8
+
 # Columns of the identity solved at once for the trace: a (p, block) panel.
 _TRACE_BLOCK = 512
 
@@ -88,7 +91,9 @@ def noise_variance(stats, factor, xp):
     # Rounding can leave a tiny negative sum for an interpolating fit.
     rss = xp.maximum(rss, xp.zeros_like(rss))
     dof = stats.weight_sum - effective_parameters(stats, factor, xp)
-    if not dof > 0:
+    # The trace is a sum of p terms each rounded to ~1e-16 relative: an
+    # interpolating fit (p >= n, alpha = 0) leaves a dof of ~1e-12, not 0.
+    if not dof > _DOF_RTOL * stats.weight_sum:
         raise ValueError(
             f"The fit has {stats.weight_sum:g} samples (sum of weights) and "
             f"{stats.weight_sum - dof:.4g} effective parameters: no residual degrees of "
