@@ -30,16 +30,28 @@ from scipy import linalg
 from ._lifting import ACCUMULATION_DTYPE, SufficientStatistics
 from ._memory import available_memory_bytes
 
+# The ways to solve ``(G + alpha I) W = R``; "auto" asks the cost model.
+LINEAR_SOLVERS = ("auto", "dense", "sparse", "iterative")
+
 # A system of at most this many unknowns is solved densely (a Cholesky of a
 # 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there), and so
 # is any system whose pairs cover more than this share of the upper triangle.
 _DENSE_SOLVE_MAX_SIZE = 2048
 _DENSE_SOLVE_MIN_FILL = 0.25
 
+# Cost model of :func:`choose_linear_solver` (benchmarks/bench_solvers.py grid).
+# LAPACK dpotrf on one thread (large factors run there, see _solve.py), flops/s.
+_DENSE_FLOP_RATE = 3e10
 # SuperLU's factorisation was measured this many times slower per flop than
-# LAPACK's dpotrf on the same machine (benchmarks/bench_kernels.py): the sparse
-# solve is used when its estimated flops times this are below the dense p^3 / 3.
+# LAPACK's dpotrf on the same machine (benchmarks/bench_kernels.py).
 _SUPERLU_SLOWDOWN = 20.0
+# The per-anchor GEMMs of a Gram product run at this share of the dense rate,
+# and block-Jacobi CG takes about this many of them (13-60 on the grid).
+_CG_FLOP_SHARE = 0.3
+_CG_ITERATIONS = 60
+# A sparse factor with more block non-zeros than this many times G's is not
+# trusted: SuperLU's time on such fill-in was seen to exceed its estimate by 10x.
+_SPARSE_MAX_FILL = 8.0
 
 # Same threshold as the dense Cholesky: a pivot of the symmetric LU (= LDL^T)
 # below this times the largest one marks the system numerically singular.
@@ -128,6 +140,9 @@ class BlockSparseStatistics:
         ``sum_i w_i y_i^2`` per target.
     weight_sum : float
     n_samples : int
+    linear_solver : {"auto", "dense", "sparse", "iterative"}
+        How :meth:`solve` and :meth:`factorize` treat ``G + alpha I``, see
+        :func:`choose_linear_solver`; "auto" lets its cost model decide.
 
     Examples
     --------
@@ -159,11 +174,12 @@ class BlockSparseStatistics:
     y_sq_sum: object
     weight_sum: float
     n_samples: int
+    linear_solver: str = "auto"
 
     # -- construction and arithmetic -------------------------------------------------
 
     @classmethod
-    def zeros(cls, n_anchors, n_features, n_targets, xp, device=None):
+    def zeros(cls, n_anchors, n_features, n_targets, xp, device=None, linear_solver="auto"):
         """Empty statistics (no pairs yet) in namespace ``xp``."""
         dtype = getattr(xp, ACCUMULATION_DTYPE)
         kw = {"dtype": dtype} if device is None else {"dtype": dtype, "device": device}
@@ -181,6 +197,7 @@ class BlockSparseStatistics:
             y_sq_sum=xp.zeros((n_targets,), **kw),
             weight_sum=0.0,
             n_samples=0,
+            linear_solver=linear_solver,
         )
 
     def map_arrays(self, convert):
@@ -196,6 +213,7 @@ class BlockSparseStatistics:
             y_sq_sum=convert(self.y_sq_sum),
             weight_sum=self.weight_sum,
             n_samples=self.n_samples,
+            linear_solver=self.linear_solver,
         )
 
     def copy(self):
@@ -220,6 +238,7 @@ class BlockSparseStatistics:
             y_sq_sum=self.y_sq_sum + other.y_sq_sum,
             weight_sum=self.weight_sum + other.weight_sum,
             n_samples=self.n_samples + other.n_samples,
+            linear_solver=self.linear_solver,
         )
 
     @property
@@ -363,8 +382,10 @@ class BlockSparseStatistics:
 
     # -- solving ---------------------------------------------------------------------
 
-    def _anchor_ordering(self):
+    def _anchor_ordering(self, with_fill=False):
         """Fill-reducing anchor order and the sparse factor's estimated flops.
+
+        With ``with_fill``, also the number of ``(d + 1)``-blocks of the factor.
 
         The ordering (minimum degree on ``A + A^T``, SuperLU's) is computed on
         the ``m x m`` anchor graph, milliseconds, and expanded to the blocks:
@@ -386,48 +407,94 @@ class BlockSparseStatistics:
         )
         counts = np.diff(lu.L.tocsc().indptr).astype(np.float64)
         flops = float(np.sum(counts * counts)) * d1**3
+        if with_fill:
+            return lu.perm_c, flops, float(np.sum(counts))
         return lu.perm_c, flops
 
-    def _use_dense_solve(self):
-        m, p = self.n_anchors, self.n_lifted
-        fill = self.pair_keys.shape[0] / (m * (m + 1) / 2)
-        if p <= _DENSE_SOLVE_MAX_SIZE:
-            return True
-        available = available_memory_bytes()
-        if available is not None and 8 * p * p > available:
-            # The dense p x p factor cannot be held: the sparse factor is the only way.
-            return False
-        if fill > _DENSE_SOLVE_MIN_FILL:
-            return True
-        _, sparse_flops = self._anchor_ordering()
-        return sparse_flops * _SUPERLU_SLOWDOWN > p**3 / 3
+    def _fill_and_flops(self):
+        """``(factor block non-zeros / stored pairs, sparse factor flops)``."""
+        _, flops, factor_blocks = self._anchor_ordering(with_fill=True)
+        return factor_blocks / max(self.pair_keys.shape[0], 1), flops
 
-    def solve(self, alpha, xp):
+    def choose_solver(self, alpha):
+        """The linear solver :meth:`solve` uses for ``G + alpha I``: see :func:`choose_linear_solver`."""
+        return choose_linear_solver(
+            self.n_anchors,
+            self.n_features,
+            self.zty.shape[1],
+            self.pair_keys.shape[0],
+            alpha,
+            fill_and_flops=self._fill_and_flops,
+            requested=self.linear_solver,
+        )
+
+    def solve(self, alpha, xp, x0=None):
         """Ridge solution ``(W, y_mean)``, the objective of :func:`~arn_sklearn._solve.solve_ridge`.
 
-        A small or dense-ish system goes to the dense Cholesky; otherwise a
-        sparse LU with a symmetric fill-reducing ordering (``MMD_AT_PLUS_A``)
-        and no pivoting, i.e. an ``LDL^T`` factorisation, plus one step of
-        iterative refinement. A numerically singular system warns with a
-        ``LinAlgWarning`` and still returns a finite solution.
+        The solver is :meth:`choose_solver`'s: a dense Cholesky; a sparse LU
+        with a symmetric fill-reducing ordering and no pivoting (an ``LDL^T``
+        factorisation) plus one step of iterative refinement; or block-Jacobi
+        preconditioned conjugate gradients (:mod:`arn_sklearn._kernels.block_cg`),
+        whose predictions agree with the exact solve's to about 1e-6 relative.
+        A numerically singular system warns with a ``LinAlgWarning`` and still
+        returns a finite solution.
+
+        Parameters
+        ----------
+        alpha : float
+        xp : array namespace
+        x0 : array of shape (p, n_targets), optional
+            Start of the iterative solver (e.g. the solution at a nearby alpha);
+            ignored by the direct ones.
         """
         from ._solve import centered_rhs
 
         if not self.weight_sum > 0:
             raise ValueError("The sum of sample weights is zero; nothing to fit.")
-        if self._use_dense_solve():
+        solver = self.choose_solver(alpha)
+        if solver == "dense":
             from ._solve import solve_ridge
 
             # The dense gram is a temporary here: factor it in place.
             return solve_ridge(self.to_dense(), alpha, xp, overwrite=True)
         rhs, y_mean = centered_rhs(self, xp)
-        factor = self.factorize(alpha, xp)
+        factor = self._factorize(alpha, xp, solver)
+        if solver == "iterative":
+            return factor.solve(rhs, x0=x0), y_mean
         return factor.solve(rhs), y_mean
 
+    def solve_path(self, alphas, xp):
+        """Ridge solutions for each of ``alphas``: ``(W of shape (n_alphas, p, t), y_mean)``.
+
+        With the iterative solver, the alphas are visited from the largest
+        (the best-conditioned system) down, each solve starting from the
+        previous solution.
+        """
+        alphas = [float(a) for a in alphas]
+        if not alphas:
+            raise ValueError("At least one alpha is needed.")
+        solutions = [None] * len(alphas)
+        previous = None
+        for i in sorted(range(len(alphas)), key=lambda i: -alphas[i]):
+            iterative = self.choose_solver(alphas[i]) == "iterative"
+            W, y_mean = self.solve(alphas[i], xp, x0=previous if iterative else None)
+            solutions[i] = W
+            previous = W
+        return xp.stack(solutions), y_mean
+
     def factorize(self, alpha, xp):
-        """Factor of ``G + alpha I``; its ``solve(B)`` returns ``(G + alpha I)^{-1} B``."""
-        if self._use_dense_solve():
+        """Factor of ``G + alpha I``; its ``solve(B)`` returns ``(G + alpha I)^{-1} B``.
+
+        With the iterative solver the "factor" runs conjugate gradients for
+        each ``solve`` (its attribute ``iterative`` is True).
+        """
+        return self._factorize(alpha, xp, self.choose_solver(alpha))
+
+    def _factorize(self, alpha, xp, solver):
+        if solver == "dense":
             return self.to_dense().factorize(alpha, xp)
+        if solver == "iterative":
+            return IterativeFactor(self, alpha, like=self.zty, xp=xp)
         perm, _ = self._anchor_ordering()
         try:
             return SparseFactor(self._sparse_matrix(alpha), alpha, like=self.zty, xp=xp, perm=perm)
@@ -435,8 +502,20 @@ class BlockSparseStatistics:
             raise MemoryError(
                 f"The sparse factor of the {self.n_lifted}-square ARN system "
                 f"({self.pair_keys.shape[0]} anchor pairs) does not fit in memory (SuperLU: "
-                f"{exc}). Use fewer anchors, a smaller top_k, or fewer features."
+                f"{exc}). Use linear_solver='iterative', fewer anchors, a smaller top_k, "
+                "or fewer features."
             ) from exc
+
+    def block_rows(self):
+        """The Gram matrix as :class:`~arn_sklearn._kernels.block_cg.BlockRows` (cached)."""
+        from ._kernels.block_cg import BlockRows
+
+        key = (id(self.blocks), self.pair_keys.shape[0], self.n_samples, self.weight_sum)
+        cached = getattr(self, "_block_rows_cache", None)
+        if cached is None or cached[0] != key:
+            rows = BlockRows(_to_numpy(self.pair_keys), _to_numpy(self.blocks), self.n_anchors)
+            self._block_rows_cache = cached = (key, rows)
+        return cached[1]
 
     @staticmethod
     def estimate_bytes(n_anchors, n_features, n_targets, top_k, n_pairs=None):
@@ -475,6 +554,147 @@ class BlockSparseStatistics:
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
         solve = block_bytes + 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets + vectors
         return int(max(accumulate, solve))
+
+
+def choose_linear_solver(
+    n_anchors,
+    n_features,
+    n_targets,
+    n_pairs,
+    alpha,
+    fill_and_flops,
+    requested="auto",
+    available=None,
+):
+    """One place that decides how a block-sparse ARN system is solved.
+
+    Parameters
+    ----------
+    n_anchors, n_features, n_targets, n_pairs : int
+        ``n_pairs`` stored anchor pairs (``a <= b``, diagonal included).
+    alpha : float
+    fill_and_flops : callable
+        ``() -> (fill, flops)``: the sparse factor's ``(d + 1)``-blocks per
+        stored pair and its factorisation flops (symbolic, on the anchor graph;
+        called only when the answer depends on it).
+    requested : {"auto", "dense", "sparse", "iterative"}
+        Anything but "auto" is obeyed, except that "iterative" needs
+        ``alpha > 0`` and "dense" the memory of a ``p x p`` matrix.
+    available : int, optional
+        Bytes available; read from the system when None.
+
+    Returns
+    -------
+    {"dense", "sparse", "iterative"}
+
+    Notes
+    -----
+    Estimated seconds, with ``p = m (d + 1)`` unknowns and ``t`` targets:
+    dense ``p^3 / 3`` flops at LAPACK's rate; sparse its symbolic factor flops
+    at a twentieth of it, and only where its fill-in stays below
+    ``_SPARSE_MAX_FILL`` times the stored pairs (on graphs of 30-d points the
+    fill explodes and SuperLU was seen to run for tens of minutes); iterative
+    ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at a third of
+    the dense rate. Small systems (``p <= 2048``) and dense graphs (over a
+    quarter of the pairs stored) are solved densely; a dense ``p x p`` that
+    does not fit in the memory available is never allocated. CG needs
+    ``alpha > 0`` (``G`` alone may be singular).
+
+    Examples
+    --------
+    >>> choose_linear_solver(1024, 30, 81, 5000, 1e-3, lambda: (40.0, 1e13))
+    'iterative'
+    >>> choose_linear_solver(1024, 30, 81, 1100, 1e-3, lambda: (1.2, 1e9))
+    'sparse'
+    >>> choose_linear_solver(16, 30, 81, 100, 1e-3, lambda: (1.0, 1e6))
+    'dense'
+    """
+    if requested not in LINEAR_SOLVERS:
+        raise ValueError(f"linear_solver={requested!r} must be one of {LINEAR_SOLVERS}.")
+    m, d1 = n_anchors, n_features + 1
+    p = m * d1
+    if available is None:
+        available = available_memory_bytes()
+    dense_fits = available is None or 8 * p * p <= available
+    if requested == "iterative" and not alpha > 0:
+        raise ValueError(
+            "linear_solver='iterative' needs alpha > 0 (G alone may be singular); "
+            "use alpha > 0, or linear_solver='sparse' or 'dense'."
+        )
+    if requested == "dense" and not dense_fits:
+        raise MemoryError(
+            f"linear_solver='dense' needs a {p}-square matrix ({8 * p * p / 2**30:.1f} GiB) "
+            f"but only {available / 2**30:.1f} GiB is available; use linear_solver='auto'."
+        )
+    if requested != "auto":
+        return requested
+    if p <= _DENSE_SOLVE_MAX_SIZE or n_pairs / (m * (m + 1) / 2) > _DENSE_SOLVE_MIN_FILL:
+        if dense_fits:
+            return "dense"
+    costs = {}
+    if dense_fits:
+        costs["dense"] = p**3 / 3 / _DENSE_FLOP_RATE
+    if alpha > 0:
+        gram_product = 2.0 * (2 * n_pairs - m) * d1 * d1 * n_targets
+        costs["iterative"] = _CG_ITERATIONS * gram_product / (_CG_FLOP_SHARE * _DENSE_FLOP_RATE)
+    fill, flops = fill_and_flops()
+    if fill <= _SPARSE_MAX_FILL or not costs:
+        costs["sparse"] = flops * _SUPERLU_SLOWDOWN / _DENSE_FLOP_RATE
+    return min(costs, key=costs.get)
+
+
+class IterativeFactor:
+    """``solve(B)``: ``(G + alpha I)^{-1} B`` by block-Jacobi preconditioned CG.
+
+    The Gram products run on the host over the statistics' stored pair blocks
+    (:class:`~arn_sklearn._kernels.block_cg.BlockRows`); ``B`` may be in any
+    namespace and the result is returned in it. Solutions are accurate to the
+    relative energy-norm tolerance ``rtol``: predictions agree with an exact
+    solve's to about 1e-6 relative.
+    """
+
+    iterative = True
+
+    def __init__(self, stats, alpha, like=None, xp=None, rtol=None):
+        from ._kernels.block_cg import DEFAULT_RTOL, block_jacobi
+
+        self.rows = stats.block_rows()
+        self.alpha = float(alpha)
+        self.inverse = block_jacobi(self.rows.diagonal, self.alpha)
+        self.like, self.xp = like, xp
+        self.rtol = DEFAULT_RTOL if rtol is None else rtol
+        self.n_threads = _blas_threads()
+        self.n_iter_ = None
+
+    def matmul(self, V):
+        """``(G + alpha I) V`` on the host."""
+        return self.rows.matmul(V, n_threads=self.n_threads) + self.alpha * V
+
+    def solve(self, B, x0=None):
+        from ._kernels.block_cg import apply_block_diagonal, block_pcg
+        from ._lifting import single_threaded_blas
+
+        host = np.asarray(_to_numpy(B), dtype=np.float64)
+        start = None if x0 is None else np.asarray(_to_numpy(x0), dtype=np.float64)
+        with single_threaded_blas():
+            X, self.n_iter_ = block_pcg(
+                self.matmul,
+                lambda R: apply_block_diagonal(self.inverse, R),
+                host,
+                x0=start,
+                rtol=self.rtol,
+                shift=self.alpha,
+            )
+        like = B if self.like is None else self.like
+        return _like(like, X, self.xp)
+
+
+def _blas_threads():
+    """Threads of the process's BLAS (the smallest pool if several are loaded)."""
+    from threadpoolctl import threadpool_info
+
+    n = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return max(1, min(n) if n else 1)
 
 
 class SparseFactor:

@@ -44,7 +44,8 @@ def ridge_path(stats, alphas, xp=None):
     """Ridge solutions of one system for many penalties.
 
     Dense statistics: one eigendecomposition ``G = Q diag(lam) Q^T`` serves every
-    alpha. Block-sparse (top-k) statistics: one sparse solve per alpha.
+    alpha. Block-sparse (top-k) statistics: one solve per alpha, the iterative
+    ones warm-started along the path (:meth:`BlockSparseStatistics.solve_path`).
 
     Parameters
     ----------
@@ -62,8 +63,7 @@ def ridge_path(stats, alphas, xp=None):
     """
     xp = array_namespace(stats.zty) if xp is None else xp
     if not hasattr(stats, "gram"):
-        solutions = [stats.solve(float(alpha), xp) for alpha in alphas]
-        return xp.stack([W for W, _ in solutions]), solutions[0][1]
+        return stats.solve_path(alphas, xp)
     rhs, y_mean = centered_rhs(stats, xp)
     lam, Q = xp.linalg.eigh(stats.gram)
     lam = xp.clip(lam, 0.0, None)  # the Gram matrix is PSD; clip rounding noise

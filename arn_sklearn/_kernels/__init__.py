@@ -1,0 +1,1 @@
+"""Numerical kernels: arrays and an array namespace in, arrays out."""
