@@ -417,7 +417,7 @@ class BlockSparseStatistics:
         return factor_blocks / max(self.pair_keys.shape[0], 1), flops
 
     def choose_solver(self, alpha):
-        """The linear solver :meth:`solve` uses for ``G + alpha I``: see :func:`choose_linear_solver`."""
+        """The solver :meth:`solve` uses for ``G + alpha I``, see :func:`choose_linear_solver`."""
         return choose_linear_solver(
             self.n_anchors,
             self.n_features,

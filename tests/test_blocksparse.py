@@ -106,17 +106,13 @@ def reference_solution(stats, alpha):
 
 
 @pytest.mark.parametrize("alpha", [1e-3, 1.0])
-def test_sparse_solve_matches_dense_cholesky(alpha, monkeypatch):
-    import arn_sklearn._blocksparse as bs
-
-    monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
-    monkeypatch.setattr(bs, "_DENSE_SOLVE_MIN_FILL", 1.0)
-    monkeypatch.setattr(bs, "_SUPERLU_SLOWDOWN", 0.0)
+def test_sparse_solve_matches_dense_cholesky(alpha):
     X, Y, anchors, rng = data(n=3000, d=4, m=40)
     anchors[-3:] += 100.0  # anchors no sample is assigned to: zero diagonal blocks
     stats = sparse_stats(X, Y, rng.uniform(0.5, 1, size=len(X)), anchors, 3, 512, softness=2.0)
     assert not np.isin(np.array([37, 38, 39]) * 41, stats.pair_keys).any()
-    assert not stats._use_dense_solve()
+    stats.linear_solver = "sparse"
+    assert stats.choose_solver(alpha) == "sparse"
     W, y_mean = stats.solve(alpha, xp)
     W_ref, y_ref = reference_solution(stats, alpha)
     assert np.linalg.norm(W - W_ref) <= 1e-8 * np.linalg.norm(W_ref)
@@ -130,22 +126,18 @@ def test_sparse_solve_matches_dense_cholesky(alpha, monkeypatch):
 def test_dense_rule_solves_small_systems_like_the_dense_path():
     X, Y, anchors, rng = data()
     stats = sparse_stats(X, Y, np.ones(len(X)), anchors, 2, 100)
-    assert stats._use_dense_solve()
+    assert stats.choose_solver(0.5) == "dense"
     W, _ = stats.solve(0.5, xp)
     W_ref, _ = reference_solution(stats, 0.5)
     np.testing.assert_allclose(W, W_ref, rtol=1e-10, atol=1e-12)
 
 
-def test_singular_sparse_system_warns_and_is_finite(monkeypatch):
-    import arn_sklearn._blocksparse as bs
-
-    monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
-    monkeypatch.setattr(bs, "_DENSE_SOLVE_MIN_FILL", 1.0)
-    monkeypatch.setattr(bs, "_SUPERLU_SLOWDOWN", 0.0)
+def test_singular_sparse_system_warns_and_is_finite():
     X, Y, anchors, rng = data(n=500, d=3, m=30)
     X = np.hstack([X, X[:, :1]])  # a duplicated feature: singular at alpha=0
     anchors = np.hstack([anchors, anchors[:, :1]])
     stats = sparse_stats(X, Y, np.ones(len(X)), anchors, 2, 100)
+    stats.linear_solver = "sparse"
     with pytest.warns(linalg.LinAlgWarning):
         W, _ = stats.solve(0.0, xp)
     assert np.all(np.isfinite(W))
@@ -218,17 +210,11 @@ def test_array_api_strict_matches_numpy():
         stats.factorize(1.0, xps)
 
 
-def test_solve_rule_prefers_dense_when_sparse_factor_is_costly(monkeypatch):
-    import arn_sklearn._blocksparse as bs
-
+def test_anchor_ordering_is_a_permutation_with_bounded_flops():
     X, Y, anchors, rng = data(n=3000, d=4, m=40)
     stats = sparse_stats(X, Y, np.ones(len(X)), anchors, 3, 512, softness=2.0)
-    monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
-    monkeypatch.setattr(bs, "_DENSE_SOLVE_MIN_FILL", 1.0)
-    perm, flops = stats._anchor_ordering()
+    perm, flops, factor_blocks = stats._anchor_ordering(with_fill=True)
     assert sorted(perm.tolist()) == list(range(40))
     assert 0 < flops < (40 * 5) ** 3
-    monkeypatch.setattr(bs, "_SUPERLU_SLOWDOWN", 0.5 * (40 * 5) ** 3 / 3 / flops)
-    assert not stats._use_dense_solve()
-    monkeypatch.setattr(bs, "_SUPERLU_SLOWDOWN", 2.0 * (40 * 5) ** 3 / 3 / flops)
-    assert stats._use_dense_solve()
+    # The factor holds at least the stored lower triangle and at most all of it.
+    assert stats.pair_keys.size <= factor_blocks <= 40 * 41 / 2

@@ -1,0 +1,232 @@
+"""Block-Jacobi preconditioned CG on block-sparse ARN systems, and the solver choice."""
+
+import warnings
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace
+from sklearn.exceptions import ConvergenceWarning
+
+import arn_sklearn._blocksparse as bs
+from arn_sklearn._blocksparse import BlockSparseStatistics, choose_linear_solver
+from arn_sklearn._kernels.block_cg import (
+    BlockRows,
+    apply_block_diagonal,
+    block_jacobi,
+    block_pcg,
+)
+from arn_sklearn._lifting import iter_chunks
+from arn_sklearn._solve import centered_rhs
+from arn_sklearn._sparse import predict_top_k, top_k_assignments
+
+xp = array_namespace(np.empty(0))
+
+
+def statistics(kind, n=3000, d=4, m=40, t=3, k=3, seed=0):
+    """Top-k statistics on data whose anchor graph is of the given kind.
+
+    ``separated``: 8 far-apart clusters, 5 anchors each (a block-diagonal
+    anchor graph); ``overlapping``: one 30-d Gaussian blob (a graph whose
+    sparse factor fills in); ``dense``: 2-d data, few anchors (most pairs).
+    """
+    rng = np.random.RandomState(seed)
+    if kind == "separated":
+        centres = 50.0 * rng.normal(size=(8, d))
+        label = rng.randint(0, 8, n)
+        X = centres[label] + rng.normal(size=(n, d))
+        anchors = np.repeat(centres, 5, axis=0) + rng.normal(size=(40, d))
+    elif kind == "overlapping":
+        X = rng.normal(size=(n, d))
+        anchors = X[rng.choice(n, m, replace=False)]
+    else:
+        X = rng.normal(size=(n, 2))
+        anchors = rng.normal(size=(m, 2))
+    Y = np.sin(X[:, :1] * np.arange(1, t + 1)) + 0.1 * rng.normal(size=(n, t))
+    softness = 1.0 / np.median(np.sum((X[:200, None] - anchors[None]) ** 2, axis=2))
+
+    def assign(c):
+        return top_k_assignments(c, anchors, "euclidean", softness, k, xp)
+
+    stats = BlockSparseStatistics.zeros(anchors.shape[0], X.shape[1], t, xp).accumulate(
+        iter_chunks(X, Y, rng.uniform(0.5, 1.5, n), 1000), assign, xp
+    )
+    return stats, X, assign
+
+
+def test_block_rows_matmul_matches_dense_gram():
+    stats, _, _ = statistics("overlapping", d=6, m=30)
+    rows = BlockRows(stats.pair_keys, stats.blocks, stats.n_anchors)
+    G = stats.to_dense().gram
+    V = np.random.RandomState(1).normal(size=(G.shape[0], 5))
+    np.testing.assert_allclose(rows.matmul(V), G @ V, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(rows.matmul(V, n_threads=2), G @ V, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(rows.matmul(V[:, 0]), G @ V[:, 0], rtol=1e-12, atol=1e-9)
+    d1 = 7
+    diagonal = [G[a * d1 : (a + 1) * d1, a * d1 : (a + 1) * d1] for a in range(30)]
+    np.testing.assert_allclose(rows.diagonal, np.stack(diagonal))
+
+
+def test_block_jacobi_inverts_each_block_and_tolerates_empty_ones():
+    rng = np.random.RandomState(0)
+    L = rng.normal(size=(4, 3, 3))
+    D = L @ L.transpose(0, 2, 1)
+    D[2] = 0.0  # an unused anchor
+    inv = block_jacobi(D, 0.5)
+    for a in range(4):
+        np.testing.assert_allclose(inv[a] @ (D[a] + 0.5 * np.eye(3)), np.eye(3), atol=1e-10)
+    R = rng.normal(size=(12, 2))
+    expected = np.concatenate([inv[a] @ R[3 * a : 3 * a + 3] for a in range(4)])
+    np.testing.assert_allclose(apply_block_diagonal(inv, R), expected)
+    assert np.all(np.isfinite(block_jacobi(D, 0.0)))
+
+
+@pytest.mark.parametrize("kind", ["separated", "overlapping", "dense"])
+@pytest.mark.parametrize("alpha", [1e-3, 1.0, 100.0])
+def test_iterative_direct_and_dense_predictions_agree(kind, alpha):
+    """The documented tolerance: predictions within 1e-6 relative of the exact solve."""
+    d = 30 if kind == "overlapping" else 4
+    stats, X, assign = statistics(kind, d=d)
+    X_new = X[::3] + 0.1
+    idx, vals = assign(X_new)
+    predictions = {}
+    for solver in ("dense", "sparse", "iterative"):
+        stats.linear_solver = solver
+        W, y_mean = stats.solve(alpha, xp)
+        predictions[solver] = predict_top_k(X_new, idx, vals, W, xp) + y_mean
+    reference = predictions["dense"]
+    scale = np.linalg.norm(reference - reference.mean(axis=0), axis=0)
+    for solver in ("sparse", "iterative"):
+        error = np.linalg.norm(predictions[solver] - reference, axis=0)
+        assert np.all(error <= 1e-6 * scale), (solver, error / scale)
+
+
+def test_block_pcg_solves_spd_system_and_warm_start_saves_iterations():
+    stats, _, _ = statistics("overlapping", d=30)
+    rows = stats.block_rows()
+    alpha = 0.1
+    A = stats.to_dense().gram + alpha * np.eye(stats.n_lifted)
+    rhs, _ = centered_rhs(stats, xp)
+    exact = np.linalg.solve(A, rhs)
+    inverse = block_jacobi(rows.diagonal, alpha)
+
+    def matmul(V):
+        return rows.matmul(V) + alpha * V
+
+    def precondition(R):
+        return apply_block_diagonal(inverse, R)
+
+    X, n_cold = block_pcg(matmul, precondition, rhs, rtol=1e-10, shift=alpha)
+    np.testing.assert_allclose(X, exact, rtol=1e-6, atol=1e-8 * np.abs(exact).max())
+    _, n_warm = block_pcg(matmul, precondition, rhs, x0=exact * (1 + 1e-6), rtol=1e-10)
+    assert n_warm < n_cold / 2
+    # A zero right-hand side gives a zero solution without iterating on it.
+    B = np.hstack([rhs, np.zeros((rhs.shape[0], 1))])
+    X2, _ = block_pcg(matmul, precondition, B, rtol=1e-10, shift=alpha)
+    assert np.all(X2[:, -1] == 0)
+
+
+def test_block_pcg_warns_when_it_runs_out_of_iterations():
+    stats, _, _ = statistics("overlapping", d=30)
+    rows = stats.block_rows()
+    inverse = block_jacobi(rows.diagonal, 1e-3)
+    rhs, _ = centered_rhs(stats, xp)
+    with pytest.warns(ConvergenceWarning, match="linear_solver='dense' or 'sparse'"):
+        block_pcg(
+            lambda V: rows.matmul(V) + 1e-3 * V,
+            lambda R: apply_block_diagonal(inverse, R),
+            rhs,
+            max_iter=2,
+        )
+
+
+def test_iterative_factor_solves_any_right_hand_side():
+    stats, _, _ = statistics("overlapping", d=30)
+    stats.linear_solver = "iterative"
+    factor = stats.factorize(0.5, xp)
+    assert factor.iterative
+    B = np.random.RandomState(0).normal(size=(stats.n_lifted, 4))
+    A = stats.to_dense().gram + 0.5 * np.eye(stats.n_lifted)
+    X = factor.solve(B)
+    # Energy-norm relative error, the quantity the tolerance is stated in.
+    E = X - np.linalg.solve(A, B)
+    assert np.all(np.sum(E * (A @ E), axis=0) <= 1e-12 * np.sum(B * np.linalg.solve(A, B), axis=0))
+
+
+def test_solve_path_warm_starts_match_independent_solves():
+    stats, _, _ = statistics("overlapping", d=30)
+    stats.linear_solver = "iterative"
+    alphas = [1e-2, 10.0, 1.0]
+    W_path, y_mean = stats.solve_path(alphas, xp)
+    stats.linear_solver = "dense"
+    for i, alpha in enumerate(alphas):
+        W, _ = stats.solve(alpha, xp)
+        G = stats.to_dense().gram
+        E = W_path[i] - W
+        assert np.all(np.sum(E * (G @ E), axis=0) <= 1e-12 * np.sum(W * (G @ W), axis=0))
+
+
+# -- the solver choice -------------------------------------------------------------------
+
+
+def choice(stats, alpha=1e-3, **kw):
+    return choose_linear_solver(
+        stats.n_anchors,
+        stats.n_features,
+        stats.zty.shape[1],
+        stats.pair_keys.shape[0],
+        alpha,
+        stats._fill_and_flops,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    "kind, expected", [("separated", "sparse"), ("overlapping", "iterative"), ("dense", "dense")]
+)
+def test_choice_on_small_graphs_of_each_kind(kind, expected, monkeypatch):
+    size = {"d": 30, "m": 200, "n": 4000} if kind == "overlapping" else {"d": 4}
+    stats, _, _ = statistics(kind, t=1, **size)
+    # Small systems are always dense: pin the choice the graph alone makes.
+    monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
+    fill, _ = stats._fill_and_flops()
+    if kind == "separated":
+        assert fill <= bs._SPARSE_MAX_FILL  # no fill across clusters
+    if kind == "overlapping":
+        assert fill > 1.5  # the sparse factor fills in where CG does not
+    assert choice(stats) == expected
+    monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", stats.n_lifted)
+    assert choice(stats) == "dense"  # the same systems, small enough by their size
+
+
+def test_choice_never_allocates_a_dense_matrix_past_the_memory():
+    stats, _, _ = statistics("dense", t=1)
+    p = stats.n_lifted
+    assert choice(stats, available=8 * p * p) == "dense"
+    assert choice(stats, available=8 * p * p - 1) != "dense"
+    # alpha = 0 rules CG out: the sparse factor is what is left.
+    assert choice(stats, alpha=0.0, available=8 * p * p - 1) == "sparse"
+    with pytest.raises(MemoryError, match="linear_solver='dense' needs"):
+        choice(stats, requested="dense", available=8 * p * p - 1)
+
+
+def test_choice_obeys_the_request_and_rejects_cg_without_ridge():
+    stats, _, _ = statistics("separated", t=1)
+    for solver in ("dense", "sparse", "iterative"):
+        assert choice(stats, requested=solver) == solver
+    with pytest.raises(ValueError, match="needs alpha > 0"):
+        choice(stats, alpha=0.0, requested="iterative")
+    with pytest.raises(ValueError, match="must be one of"):
+        choice(stats, requested="cholesky")
+
+
+def test_choice_prefers_cg_for_few_targets_and_dense_for_many(monkeypatch):
+    """CG costs a Gram product per target and iteration; the dense factor is paid once."""
+    monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
+    big_fill = lambda: (100.0, 1e15)  # noqa: E731 - a sparse factor never worth it
+    m, d = 1024, 30
+    pairs = 10 * m
+    assert choose_linear_solver(m, d, 1, pairs, 1e-3, big_fill) == "iterative"
+    assert choose_linear_solver(m, d, 10**5, pairs, 1e-3, big_fill) == "dense"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose_linear_solver(m, d, 1, pairs, 0.0, big_fill) == "dense"
