@@ -21,14 +21,15 @@ host with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 """
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
 
-from ._lifting import ACCUMULATION_DTYPE, SufficientStatistics
-from ._memory import available_memory_bytes
+from .._kernels._solve import centered_rhs, solve_ridge
+from .._utils._memory import available_memory_bytes
+from .._utils._threads import _WorkerPool
+from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
 
 # A system of at most this many unknowns is solved densely (a Cholesky of a
 # 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there), and so
@@ -121,7 +122,7 @@ class BlockSparseStatistics:
         lifted Gram matrix at rows ``a (d + 1) + j``, columns ``b (d + 1) + l``.
     zty : array of shape (p, n_targets)
         ``sum_i w_i z_i y_i^T``, ``p = n_anchors (d + 1)``, lifted column
-        ``a (d + 1) + j`` as in :func:`arn_sklearn._lifting.lift`.
+        ``a (d + 1) + j`` as in :func:`arn_sklearn._kernels._lifting.lift`.
     z_sum : array of shape (p,)
     y_sum : array of shape (n_targets,)
     y_sq_sum : array of shape (n_targets,)
@@ -133,8 +134,8 @@ class BlockSparseStatistics:
     --------
     >>> import numpy as np
     >>> from array_api_compat import array_namespace
-    >>> from arn_sklearn._lifting import iter_chunks
-    >>> from arn_sklearn._sparse import top_k_assignments
+    >>> from arn_sklearn._kernels._lifting import iter_chunks
+    >>> from arn_sklearn._kernels._topk import top_k_assignments
     >>> rng = np.random.RandomState(0)
     >>> X, Y = rng.normal(size=(200, 2)), rng.normal(size=(200, 1))
     >>> anchors, xp = X[:6], array_namespace(X)
@@ -237,7 +238,7 @@ class BlockSparseStatistics:
             ``X`` of shape (b, d), ``Y`` of shape (b, n_targets), ``w`` of shape (b,).
         assign_top_k : callable
             ``assign_top_k(X) -> (idx, vals)``, each of shape (b, k), as
-            :func:`arn_sklearn._sparse.top_k_assignments` returns.
+            :func:`arn_sklearn._kernels._topk.top_k_assignments` returns.
         xp : array namespace
         verbose : int
             Print a line per chunk when > 1.
@@ -282,7 +283,7 @@ class BlockSparseStatistics:
     # -- views of the Gram matrix ----------------------------------------------------
 
     def to_dense(self):
-        """The dense :class:`~arn_sklearn._lifting.SufficientStatistics` (full gram)."""
+        """The dense :class:`~arn_sklearn._model._statistics.SufficientStatistics` (full gram)."""
         xp = _namespace(self.zty)
         m, d1 = self.n_anchors, self.n_features + 1
         p = m * d1
@@ -403,7 +404,8 @@ class BlockSparseStatistics:
         return sparse_flops * _SUPERLU_SLOWDOWN > p**3 / 3
 
     def solve(self, alpha, xp):
-        """Ridge solution ``(W, y_mean)``, the objective of :func:`~arn_sklearn._solve.solve_ridge`.
+        """Ridge solution ``(W, y_mean)``, the objective of
+        :func:`~arn_sklearn._kernels._solve.solve_ridge`.
 
         A small or dense-ish system goes to the dense Cholesky; otherwise a
         sparse LU with a symmetric fill-reducing ordering (``MMD_AT_PLUS_A``)
@@ -411,12 +413,10 @@ class BlockSparseStatistics:
         iterative refinement. A numerically singular system warns with a
         ``LinAlgWarning`` and still returns a finite solution.
         """
-        from ._solve import centered_rhs
 
         if not self.weight_sum > 0:
             raise ValueError("The sum of sample weights is zero; nothing to fit.")
         if self._use_dense_solve():
-            from ._solve import solve_ridge
 
             # The dense gram is a temporary here: factor it in place.
             return solve_ridge(self.to_dense(), alpha, xp, overwrite=True)
@@ -458,7 +458,7 @@ class BlockSparseStatistics:
             the full symmetric sparse matrix in BSR and CSC form (12 bytes per
             non-zero each) and a factor estimated at twice its non-zeros. The
             chunk's own rows are the caller's (see
-            :func:`arn_sklearn._sparse.chunk_row_bytes`).
+            :func:`arn_sklearn._kernels._topk.chunk_row_bytes`).
 
         Examples
         --------
@@ -548,39 +548,6 @@ class SparseFactor:
 
 
 # -- chunk kernels ---------------------------------------------------------------------
-
-
-class _WorkerPool:
-    """Threads for the per-pair GEMMs, with BLAS on one thread meanwhile.
-
-    The GEMMs are small ((d + 1) x n_pair x (d + 1)) and each runs on one core;
-    numpy releases the GIL in gathers, products and BLAS, so one Python thread
-    per BLAS thread keeps every core busy.
-    """
-
-    def __init__(self):
-        from threadpoolctl import threadpool_info
-
-        n = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
-        self.n_threads = max(1, min(n) if n else 1)
-        self.buffer = None
-        self.executor = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
-
-    def run(self, tasks):
-        """Run the callables of ``tasks`` (a list of lists), one list per thread."""
-        from ._lifting import single_threaded_blas
-
-        with single_threaded_blas():
-            if self.executor is None:
-                for group in tasks:
-                    group()
-                return
-            for future in [self.executor.submit(group) for group in tasks]:
-                future.result()
-
-    def close(self):
-        if self.executor is not None:
-            self.executor.shutdown()
 
 
 def _csr_groups(rows, cols, data, n_rows, n_cols):

@@ -11,27 +11,27 @@ from sklearn.utils._array_api import get_namespace
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from . import _explain
-from ._anchors import auto_softness, init_anchors
-from ._assignment import SIMILARITIES
-from ._backend import DEVICES, Backend, to_numpy
-from ._base import (
+from .._anchors._init import auto_softness, init_anchors
+from .._fit._pipeline import as_2d, as_3d, initial_anchors
+from .._kernels import _explain
+from .._kernels._assignment import SIMILARITIES
+from .._kernels._gradients import make_layer, network_predict
+from .._kernels._lifting import unpack_weights
+from .._learning._training import (
+    GRADIENT_PARAMETER_CONSTRAINTS,
+    GRADIENT_SOLVERS,
+    GRADIENT_START_SOFTNESS,
+    GradientTrainingMixin,
+)
+from .._utils._backend import DEVICES, Backend, to_numpy
+from .._utils._validation import (
     cast_predictions,
     check_anchor_counts,
     resolve_n_anchors,
     rollback_on_error,
     validate_targets,
 )
-from ._estimator import ARNRegressor
-from ._gradients import make_layer, network_predict
-from ._lifting import unpack_weights
-from ._pipeline import as_2d, as_3d, initial_anchors
-from ._training import (
-    GRADIENT_PARAMETER_CONSTRAINTS,
-    GRADIENT_SOLVERS,
-    GRADIENT_START_SOFTNESS,
-    GradientTrainingMixin,
-)
+from ._arn import ARNRegressor
 
 
 def _is_str(value, name):

@@ -28,10 +28,11 @@ import numpy as np
 from array_api_compat import array_namespace
 from scipy.optimize import minimize
 
-from ._assignment import similarity as similarity_matrix
-from ._assignment import softmax
-from ._gradients import similarity_backward
-from ._lifting import single_threaded_blas
+from .._kernels._assignment import similarity as similarity_matrix
+from .._kernels._assignment import softmax
+from .._kernels._gradients import similarity_backward
+from .._kernels._parametrisation import _Parametrisation
+from .._utils._threads import single_threaded_blas
 
 KPLANE_N_INIT = 4
 KPLANE_MAX_ITER = 30
@@ -127,7 +128,6 @@ def fit_assignment_classifier(X, w, labels, anchors, softness, similarity, learn
     anchors : ndarray of shape (n_anchors, n_features)
     softness : float
     """
-    from ._varpro import _Parametrisation
 
     xp = array_namespace(X)
     params = _Parametrisation(anchors.shape, softness, similarity, learn_softness)

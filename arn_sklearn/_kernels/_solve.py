@@ -6,7 +6,8 @@ import warnings
 import numpy as np
 from scipy import linalg
 
-from ._memory import available_memory_bytes
+from .._utils._memory import available_memory_bytes
+from .._utils._threads import single_threaded_blas
 
 # A Cholesky factor whose squared diagonal ratio falls below this is treated as
 # numerically singular: its solution would be dominated by rounding errors.
@@ -201,7 +202,6 @@ def _potrf_lower_inplace(A):
     import ctypes
     from contextlib import nullcontext
 
-    from ._lifting import single_threaded_blas
 
     potrf, _ = _lapack64()
     n = ctypes.c_int64(A.shape[0])

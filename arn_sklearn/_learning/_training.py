@@ -16,7 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval
 
-from ._gradients import network_predict, objective, weight_penalty
+from .._kernels._gradients import network_predict, objective, weight_penalty
 from ._optim import make_optimizer, run_epochs
 from ._varpro import fit_varpro
 from ._varpro import predict as varpro_predict

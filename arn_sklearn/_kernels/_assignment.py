@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .._utils._threads import single_threaded_blas
+
 SIMILARITIES = ("euclidean", "dot", "absdot", "cosine")
 
 # Guards the cosine similarity against zero-norm rows or anchors.
@@ -283,7 +285,6 @@ def _run_blocks(n_rows, n_anchors, block):
     step = _block_rows(n_anchors)
     slices = [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
     n_threads = _n_threads() if len(slices) > 1 else 1
-    from ._lifting import single_threaded_blas
 
     if n_threads == 1:
         if len(slices) == 1:

@@ -3,7 +3,8 @@
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
-from ._assignment import similarity, top_two_gap
+from .._kernels._assignment import similarity, top_two_gap
+from ._kplane import kplane_anchors
 
 # KMeans runs on a bounded random subsample so that initialisation never
 # dominates a large fit: enough rows per anchor for stable centroids.
@@ -55,7 +56,7 @@ def init_anchors(
     n_anchors : int
     method : {"kmeans", "random", "kplane"}
         KMeans centroids of a bounded subsample, distinct random rows, or the
-        supervised k-plane start (:func:`arn_sklearn._kplane.kplane_anchors`,
+        supervised k-plane start (:func:`arn_sklearn._anchors._kplane.kplane_anchors`,
         on the same bounded subsample; needs ``y``).
     random_state : numpy.random.RandomState
     y : ndarray of shape (n_samples,) or (n_samples, n_targets), default=None
@@ -87,7 +88,6 @@ def init_anchors(
     if method == "kplane":
         if y is None:
             raise ValueError("anchors='kplane' needs the targets y.")
-        from ._kplane import kplane_anchors
 
         Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
         anchors, softness = kplane_anchors(

@@ -9,7 +9,7 @@ prediction is exactly ``A(x) x + a(x)`` with ``A(x) = sum_k alpha_k(x) W_k`` and
 and, with ``alpha = softmax(K s)``, ``d alpha_k / dx = K alpha_k (ds_k/dx -
 sum_j alpha_j ds_j/dx)``. The sum over ``k`` is then a vector-Jacobian product
 through the similarity with ``dL/ds_k = K alpha_k (f_k - f)``, one per output,
-which :func:`~arn_sklearn._gradients.similarity_backward` already computes.
+which :func:`~arn_sklearn._kernels._gradients.similarity_backward` already computes.
 With top-k assignments the same formulas hold with ``alpha`` zero outside the
 kept anchors (the softmax is renormalised over them, so its derivative only
 involves them), away from the points where the kept set changes.
@@ -20,7 +20,7 @@ the estimator API.
 
 from ._assignment import similarity, softmax
 from ._gradients import similarity_backward
-from ._sparse import densify, top_k_assignments
+from ._topk import densify, top_k_assignments
 
 # Rows per chunk: the per-anchor outputs are (rows, m, t) and the local
 # coefficients (rows, t, d); chunks keep them near this many bytes.

@@ -25,7 +25,7 @@ def rollback_on_error(method):
 
     Examples
     --------
-    >>> from arn_sklearn._base import rollback_on_error
+    >>> from arn_sklearn._utils._validation import rollback_on_error
     >>> class Model:
     ...     @rollback_on_error
     ...     def fit(self, fail):
@@ -75,7 +75,7 @@ def validate_targets(y):
     Examples
     --------
     >>> import numpy as np
-    >>> from arn_sklearn._base import validate_targets
+    >>> from arn_sklearn._utils._validation import validate_targets
     >>> validate_targets(np.array([1.0, np.nan]))
     Traceback (most recent call last):
     ...
@@ -97,7 +97,7 @@ def resolve_n_anchors(n_anchors, n_samples, anchors):
     Examples
     --------
     >>> import warnings
-    >>> from arn_sklearn._base import resolve_n_anchors
+    >>> from arn_sklearn._utils._validation import resolve_n_anchors
     >>> resolve_n_anchors(16, 100, "kmeans")
     16
     >>> with warnings.catch_warnings():
@@ -121,7 +121,7 @@ def check_anchor_counts(n_anchors, n_layers):
 
     Examples
     --------
-    >>> from arn_sklearn._base import check_anchor_counts
+    >>> from arn_sklearn._utils._validation import check_anchor_counts
     >>> check_anchor_counts(4, 2), check_anchor_counts([3, 5], 2)
     ([4, 4], [3, 5])
     >>> check_anchor_counts([2.5, 3], 2)
@@ -161,7 +161,7 @@ def validate_anchor_array(anchors, n_anchors, n_features):
 
     Examples
     --------
-    >>> from arn_sklearn._base import validate_anchor_array
+    >>> from arn_sklearn._utils._validation import validate_anchor_array
     >>> validate_anchor_array([[0, 1]], 1, 2)
     array([[0., 1.]])
     >>> validate_anchor_array([["a", "b"]], 1, 2)  # doctest: +ELLIPSIS
@@ -204,7 +204,7 @@ def check_array_meta(shape, dtype, input_name, estimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from arn_sklearn._base import check_array_meta
+    >>> from arn_sklearn._utils._validation import check_array_meta
     >>> check_array_meta((10, 0), np.float64, "y", "ARNRegressor")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -237,7 +237,7 @@ def cast_predictions(y_pred, dtype, xp):
     Examples
     --------
     >>> import numpy as np
-    >>> from arn_sklearn._base import cast_predictions
+    >>> from arn_sklearn._utils._validation import cast_predictions
     >>> cast_predictions(np.array([1.0, 2.0]), np.float32, np)
     array([1., 2.], dtype=float32)
     >>> cast_predictions(np.array([1e50]), np.float32, np)  # doctest: +ELLIPSIS
@@ -264,7 +264,7 @@ def check_finite_solution(weights, y_mean, xp):
     Examples
     --------
     >>> import numpy as np
-    >>> from arn_sklearn._base import check_finite_solution
+    >>> from arn_sklearn._utils._validation import check_finite_solution
     >>> check_finite_solution(np.array([[np.nan]]), np.zeros(1), np)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...

@@ -6,91 +6,18 @@ holds; they can be accumulated chunk by chunk (``fit``), continued later
 (``partial_fit``) and added across data blocks (``a + b``).
 """
 
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from array_api_compat import array_namespace
 
+from .._kernels._lifting import lift
+from .._kernels._solve import factorize_dense, solve_ridge
+from .._utils._threads import single_threaded_blas
+
 # The normal equations square the condition number of the lifted design, so the
 # statistics are always accumulated and solved in float64, whatever the input dtype.
 ACCUMULATION_DTYPE = "float64"
-
-
-@contextmanager
-def single_threaded_blas(required=False):
-    """Run the block with one BLAS thread (numpy's OpenBLAS and friends).
-
-    A small multithreaded GEMM (the similarity, ``b x d`` by ``d x m``, or
-    ``Z^T y``) between two large ``syrk`` calls was measured to make the next
-    ``syrk`` about twice slower with OpenBLAS (``benchmarks/efficiency.py``),
-    and the kernels that spread row blocks over Python threads would
-    oversubscribe the cores; a large ``dpotrf`` is only correct on one thread
-    (``required`` says so; every block is limited).
-
-    BLAS thread limits are process-wide, and a limit must be restored by the
-    thread that set it (overlapping set/restore sequences from concurrent fits
-    were seen to leave the process on one thread). So one thread at a time
-    holds the limited section (a re-entrant lock: nested blocks of the same
-    thread share it); concurrent fits wait for each other's sections.
-    """
-    with _BLAS_LIMIT_LOCK:
-        if _BLAS_LIMIT_DEPTH.value == 0:
-            from threadpoolctl import threadpool_limits
-
-            limiter = threadpool_limits(limits=1, user_api="blas")
-        _BLAS_LIMIT_DEPTH.value += 1
-        try:
-            yield
-        finally:
-            _BLAS_LIMIT_DEPTH.value -= 1
-            if _BLAS_LIMIT_DEPTH.value == 0:
-                limiter.restore_original_limits()
-
-
-class _Depth(threading.local):
-    value = 0
-
-
-_BLAS_LIMIT_LOCK = threading.RLock()
-_BLAS_LIMIT_DEPTH = _Depth()
-
-
-def lift(X, A, xp, out=None):
-    """Lifted features: row ``i`` is ``kron(A[i], [X[i], 1])``.
-
-    Parameters
-    ----------
-    X : array of shape (n_samples, n_features)
-    A : array of shape (n_samples, n_anchors)
-        Soft assignments.
-    xp : array namespace
-    out : numpy array of shape (n_samples, n_anchors * (n_features + 1)), optional
-        C-contiguous buffer to write into (numpy only). Reusing one buffer
-        across chunks avoids mapping fresh pages for every chunk, which costs
-        as much as the Gram update itself for large lifted blocks.
-
-    Returns
-    -------
-    Z : array of shape (n_samples, n_anchors * (n_features + 1))
-        Column ``k * (n_features + 1) + j`` is ``A[:, k] * [X, 1][:, j]``; the
-        constant column folds each anchor's bias into its weights.
-    """
-    n_samples, n_features = X.shape
-    ones = xp.ones((n_samples, 1), dtype=X.dtype)
-    X1 = xp.concat([X, ones], axis=1)
-    if out is not None:
-        out3 = out.reshape(n_samples, A.shape[1], n_features + 1)
-        np.einsum("ik,ij->ikj", A, X1, out=out3)
-        return out
-    Z = A[:, :, None] * X1[:, None, :]
-    return xp.reshape(Z, (n_samples, A.shape[1] * (n_features + 1)))
-
-
-def lifted_size(n_anchors, n_features):
-    """Number of columns of the lifted design, ``m (d + 1)``."""
-    return n_anchors * (n_features + 1)
 
 
 @dataclass
@@ -170,13 +97,11 @@ class SufficientStatistics:
 
     def solve(self, alpha, xp):
         """Ridge solution ``(W, y_mean)`` of these statistics, see :func:`solve_ridge`."""
-        from ._solve import solve_ridge
 
         return solve_ridge(self, alpha, xp)
 
     def factorize(self, alpha, xp):
         """A factorisation of ``gram + alpha I`` with a ``solve(B)`` method."""
-        from ._solve import factorize_dense
 
         return factorize_dense(self.gram, alpha, xp)
 
@@ -317,49 +242,3 @@ def accumulate(chunks, assign, xp, stats, verbose=0):
             print(f"[ARN] chunk {i}: {out.n_samples} rows accumulated")
     out.gram = symmetrize_upper(gram, xp)
     return out
-
-
-def iter_chunks(X, Y, w, batch_size):
-    """Yield ``(X, Y, w)`` slices of at most ``batch_size`` rows."""
-    n_samples = X.shape[0]
-    for start in range(0, n_samples, batch_size):
-        stop = min(start + batch_size, n_samples)
-        yield X[start:stop, ...], Y[start:stop, ...], w[start:stop]
-
-
-def unpack_weights(W, y_mean, n_anchors, n_features, xp):
-    """Per-anchor regressors from the lifted solution.
-
-    Parameters
-    ----------
-    W : array of shape (n_anchors * (n_features + 1), n_targets)
-    y_mean : array of shape (n_targets,)
-        Target offset; since the assignments sum to one it is added to every
-        anchor's intercept.
-
-    Returns
-    -------
-    coef : array of shape (n_anchors, n_targets, n_features)
-    intercept : array of shape (n_anchors, n_targets)
-    """
-    W3 = xp.reshape(W, (n_anchors, n_features + 1, W.shape[1]))
-    coef = xp.permute_dims(W3[:, :n_features, :], (0, 2, 1))
-    intercept = W3[:, n_features, :] + y_mean[None, :]
-    return coef, intercept
-
-
-def pack_weights(coef, intercept, xp):
-    """Inverse of :func:`unpack_weights` with the offset kept in the intercept.
-
-    Returns
-    -------
-    W : array of shape (n_anchors * (n_features + 1), n_targets)
-    """
-    n_anchors, n_targets, n_features = coef.shape
-    W3 = xp.concat([xp.permute_dims(coef, (0, 2, 1)), intercept[:, None, :]], axis=1)
-    return xp.reshape(W3, (n_anchors * (n_features + 1), n_targets))
-
-
-def predict_lifted(X, A, W, xp):
-    """ARN output ``sum_k A[:, k] (W_k x + b_k)`` as one GEMM on the lifted rows."""
-    return lift(X, A, xp) @ W

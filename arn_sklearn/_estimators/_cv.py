@@ -20,12 +20,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from . import _dask
-from ._assignment import SIMILARITIES
-from ._backend import DEVICES, Backend, to_numpy
-from ._base import resolve_n_anchors, rollback_on_error, validate_anchor_array, validate_targets
-from ._estimator import ARNRegressor
-from ._pipeline import (
+from .._fit import _dask
+from .._fit._pipeline import (
     accumulate_rows,
     check_fits_memory,
     chunk_rows,
@@ -33,7 +29,16 @@ from ._pipeline import (
     initial_anchors,
     make_assigner,
 )
-from ._solve import centered_rhs
+from .._kernels._assignment import SIMILARITIES
+from .._kernels._solve import centered_rhs
+from .._utils._backend import DEVICES, Backend, to_numpy
+from .._utils._validation import (
+    resolve_n_anchors,
+    rollback_on_error,
+    validate_anchor_array,
+    validate_targets,
+)
+from ._arn import ARNRegressor
 
 # Eigenvalues of the regularised system below this fraction of the largest are
 # treated as zero (minimum-norm solution), as the Cholesky path falls back to lstsq.

@@ -15,28 +15,23 @@ from dataclasses import dataclass, replace
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._anchors import (
+from .._anchors._init import (
     AUTO_SOFTNESS_MAX_ROWS,
     KMEANS_MIN_ROWS,
     KMEANS_ROWS_PER_ANCHOR,
     auto_softness,
     init_anchors,
 )
-from ._assignment import soft_assignments
-from ._base import check_finite_solution
-from ._blocksparse import BlockSparseStatistics
-from ._blocksparse import chunk_row_bytes as block_chunk_row_bytes
-from ._lifting import (
-    SufficientStatistics,
-    iter_chunks,
-    lifted_size,
-    predict_lifted,
-    unpack_weights,
-)
-from ._solve import check_system_fits_memory, system_bytes
-from ._sparse import densify, predict_top_k, top_k_assignments
-from ._training import GRADIENT_START_SOFTNESS
-from ._varpro import best_start
+from .._kernels._assignment import soft_assignments
+from .._kernels._lifting import iter_chunks, lifted_size, predict_lifted, unpack_weights
+from .._kernels._solve import check_system_fits_memory, system_bytes
+from .._kernels._topk import densify, predict_top_k, top_k_assignments
+from .._learning._training import GRADIENT_START_SOFTNESS
+from .._learning._varpro import best_start
+from .._model._blocksparse import BlockSparseStatistics
+from .._model._blocksparse import chunk_row_bytes as block_chunk_row_bytes
+from .._model._statistics import SufficientStatistics
+from .._utils._validation import check_finite_solution
 
 # batch_size=None streams chunks whose widest temporary is about this many bytes:
 # large enough for BLAS to run at full speed, small enough to keep memory flat.

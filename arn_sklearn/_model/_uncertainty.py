@@ -31,7 +31,7 @@ so they serve the dense and the block-sparse statistics alike, and statistics
 accumulated by ``partial_fit`` or on Dask blocks.
 """
 
-from ._solve import centered_rhs
+from .._kernels._solve import centered_rhs
 
 # Columns of the identity solved at once for the trace: a (p, block) panel.
 _TRACE_BLOCK = 512
@@ -64,7 +64,7 @@ def noise_variance(stats, factor, xp):
     Parameters
     ----------
     stats : statistics with the interface of
-        :class:`~arn_sklearn._lifting.SufficientStatistics`
+        :class:`~arn_sklearn._model._statistics.SufficientStatistics`
     factor : object with ``solve(B)``
         ``stats.factorize(alpha, xp)``, the factorisation of ``G + alpha I``.
     xp : array namespace

@@ -13,8 +13,8 @@ import numpy as np
 from array_api_compat import array_namespace
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import check_array_meta
-from ._optional import import_optional
+from .._utils._optional import import_optional
+from .._utils._validation import check_array_meta
 from ._pipeline import accumulate_rows
 
 # Statistics of this many blocks are added per node of the reduction tree.

@@ -4,13 +4,14 @@ Keeping the ``k`` largest assignments of each sample makes its lifted row
 block-sparse: ``k`` blocks of ``d + 1`` non-zeros out of ``m``. The selection
 never forms the full softmax, and the prediction groups rows by anchor (one
 small GEMM per anchor). The block-sparse statistics of such rows are in
-:mod:`arn_sklearn._blocksparse`.
+:mod:`arn_sklearn._model._blocksparse`.
 """
 
 import threading
 
 import numpy as np
 
+from .._utils._threads import single_threaded_blas
 from ._assignment import _block_rows, _Prepared, _run_blocks, _scaled_block, _scaled_similarity_xp
 
 
@@ -20,7 +21,7 @@ def top_k_assignments(X, anchors, kind, softness, k, xp):
     The softmax is taken over the ``k`` largest similarities only, which is the
     same as renormalising the ``k`` largest entries of the full softmax; the
     full softmax is never formed. On numpy the similarities are computed and
-    selected in cache-sized row blocks (see :mod:`arn_sklearn._assignment`),
+    selected in cache-sized row blocks (see :mod:`arn_sklearn._kernels._assignment`),
     scaled so that finite input of any magnitude gives finite assignments.
 
     Parameters
@@ -28,7 +29,7 @@ def top_k_assignments(X, anchors, kind, softness, k, xp):
     X : array of shape (n_samples, n_features)
     anchors : array of shape (n_anchors, n_features)
     kind : str
-        Similarity, see :func:`arn_sklearn._assignment.similarity`.
+        Similarity, see :func:`arn_sklearn._kernels._assignment.similarity`.
     softness : float
     k : int
         Number of anchors kept per sample, ``1 <= k <= n_anchors``.
@@ -176,7 +177,6 @@ def _predict_top_k_numpy(X, idx, vals, W3):
     groups = sp.csr_matrix((np.ravel(vals), (np.ravel(idx), rows)), shape=(m, n))
     ptr, g_rows, g_vals = groups.indptr, groups.indices, groups.data
     out = np.zeros((n, t), dtype=X1.dtype)
-    from ._lifting import single_threaded_blas
 
     # Each row occurs once per anchor, so the fancy += has no repeated rows.
     with single_threaded_blas():

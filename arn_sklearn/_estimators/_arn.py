@@ -16,19 +16,8 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from . import _dask, _explain, _uncertainty
-from ._assignment import SIMILARITIES
-from ._backend import DEVICES, Backend, to_numpy
-from ._base import (
-    cast_predictions,
-    resolve_n_anchors,
-    rollback_on_error,
-    validate_anchor_array,
-    validate_targets,
-)
-from ._gradients import make_layer
-from ._lifting import lift, pack_weights, unpack_weights
-from ._pipeline import (
+from .._fit import _dask
+from .._fit._pipeline import (
     Assigner,
     accumulate_rows,
     anchor_sample_size,
@@ -44,10 +33,23 @@ from ._pipeline import (
     row_chunks,
     sparse_top_k,
 )
-from ._training import (
+from .._kernels import _explain
+from .._kernels._assignment import SIMILARITIES
+from .._kernels._gradients import make_layer
+from .._kernels._lifting import lift, pack_weights, unpack_weights
+from .._learning._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
     LEARNED_SOLVERS,
     GradientTrainingMixin,
+)
+from .._model import _uncertainty
+from .._utils._backend import DEVICES, Backend, to_numpy
+from .._utils._validation import (
+    cast_predictions,
+    resolve_n_anchors,
+    rollback_on_error,
+    validate_anchor_array,
+    validate_targets,
 )
 
 _GRADIENT_HISTORY = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")

@@ -2,7 +2,7 @@
 
 A layer maps ``X`` to ``lift(X, A) @ W`` with ``A = softmax(K s(X, C))``: the
 lifted weights ``W`` (shape ``(m (d + 1), t)``, biases folded in, see
-:func:`~arn_sklearn._lifting.pack_weights`) are the per-anchor regressors of
+:func:`~arn_sklearn._kernels._lifting.pack_weights`) are the per-anchor regressors of
 eq. (20)-(22), ``C`` the anchors and ``K = exp(log_softness)`` the softness
 (learned in log space so that it stays positive). Forward and backward are a
 few matrix products on the lifted block, in any array namespace ``xp``; these

@@ -29,7 +29,7 @@ def available_memory_bytes():
 
     Examples
     --------
-    >>> from arn_sklearn._memory import available_memory_bytes
+    >>> from arn_sklearn._utils._memory import available_memory_bytes
     >>> available = available_memory_bytes()
     >>> available is None or available >= 0
     True
