@@ -7,17 +7,17 @@ import pytest
 from array_api_compat import array_namespace
 from sklearn.exceptions import ConvergenceWarning
 
-import arn_sklearn._blocksparse as bs
-from arn_sklearn._blocksparse import BlockSparseStatistics, choose_linear_solver
-from arn_sklearn._kernels.block_cg import (
+import arn_sklearn._model._blocksparse as bs
+from arn_sklearn._kernels._block_cg import (
     BlockRows,
     apply_block_diagonal,
     block_jacobi,
     block_pcg,
 )
-from arn_sklearn._lifting import iter_chunks
-from arn_sklearn._solve import centered_rhs
-from arn_sklearn._sparse import predict_top_k, top_k_assignments
+from arn_sklearn._kernels._lifting import iter_chunks
+from arn_sklearn._kernels._solve import centered_rhs
+from arn_sklearn._kernels._topk import predict_top_k, top_k_assignments
+from arn_sklearn._model._blocksparse import BlockSparseStatistics, choose_linear_solver
 
 xp = array_namespace(np.empty(0))
 

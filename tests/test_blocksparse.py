@@ -5,10 +5,11 @@ import pytest
 from array_api_compat import array_namespace
 from scipy import linalg
 
-from arn_sklearn._blocksparse import BlockSparseStatistics
-from arn_sklearn._lifting import SufficientStatistics, accumulate, iter_chunks
-from arn_sklearn._solve import centered_rhs
-from arn_sklearn._sparse import densify, top_k_assignments
+from arn_sklearn._kernels._lifting import iter_chunks
+from arn_sklearn._kernels._solve import centered_rhs
+from arn_sklearn._kernels._topk import densify, top_k_assignments
+from arn_sklearn._model._blocksparse import BlockSparseStatistics
+from arn_sklearn._model._statistics import SufficientStatistics, accumulate
 
 xp = array_namespace(np.empty(0))
 
@@ -167,7 +168,7 @@ def test_estimate_bytes_bounds_the_measured_arrays():
 
 
 def bs_pairs(m, k):
-    from arn_sklearn._blocksparse import _pair_count_estimate
+    from arn_sklearn._model._blocksparse import _pair_count_estimate
 
     return _pair_count_estimate(m, k)
 
