@@ -117,10 +117,8 @@ def layering_violations(root):
                 problems.append(f"{where} inside a function")
             target_rank = _rank(target)
             same_group = _group(target) == _group(module)
-            if (
-                target_rank is None
-                or target_rank > rank
-                or (target_rank == rank and not same_group)
+            if target_rank is None or target_rank > rank or (
+                target_rank == rank and not same_group
             ):
                 problems.append(f"{where}, which is not in a layer below")
     problems += [f"import cycle: {' -> '.join(c)}" for c in _cycles(edges)]
