@@ -18,8 +18,7 @@ These kernels take arrays and an array namespace ``xp``; they know nothing of
 the estimator API.
 """
 
-from ._assignment import similarity, softmax
-from ._gradients import similarity_backward
+from ._assignment import similarity, similarity_backward, softmax
 from ._topk import densify, top_k_assignments
 
 # Rows per chunk: the per-anchor outputs are (rows, m, t) and the local

@@ -11,7 +11,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils import assert_all_finite
 
-from ._backend import to_numpy
+from ._arrays import to_numpy
 
 
 def rollback_on_error(method):
