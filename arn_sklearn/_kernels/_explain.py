@@ -19,7 +19,7 @@ the estimator API.
 """
 
 from ._assignment import similarity, similarity_backward, softmax
-from ._topk import densify, top_k_assignments
+from ._topk import densify, sparse_top_k, top_k_assignments
 
 # Rows per chunk: the per-anchor outputs are (rows, m, t) and the local
 # coefficients (rows, t, d); chunks keep them near this many bytes.
@@ -38,7 +38,7 @@ def layer_assignments(X, anchors, kind, softness, top_k, xp):
     """
     S = similarity(X, anchors, kind, xp)
     m = anchors.shape[0]
-    if top_k is None or top_k >= m:
+    if sparse_top_k(m, top_k) is None:
         return softmax(softness * S, xp), S
     # The same selection as the fitted model's predict (ties broken alike).
     idx, vals = top_k_assignments(X, anchors, kind, softness, top_k, xp)

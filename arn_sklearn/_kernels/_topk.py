@@ -16,6 +16,14 @@ from .._utils._threads import single_threaded_blas
 from ._assignment import _block_rows, _Prepared, _run_blocks, _scaled_block, _scaled_similarity_xp
 
 
+def sparse_top_k(n_anchors, top_k):
+    """``top_k`` when it sparsifies a model of ``n_anchors``, else None (the dense model).
+
+    The one place where the dense/top-k rule is written.
+    """
+    return None if top_k is None or top_k >= n_anchors else int(top_k)
+
+
 def top_k_assignments(X, anchors, kind, softness, k, xp):
     """The ``k`` largest soft assignments of each sample, renormalised.
 
