@@ -3,14 +3,11 @@
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
-from sklearn.utils._array_api import get_namespace
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_is_fitted,
-    validate_data,
 )
 
 from .._fit import _dask
@@ -21,8 +18,10 @@ from .._kernels._topk import sparse_top_k
 from .._learning._starts import StartSpec
 from .._learning._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
+    HISTORY_ATTRIBUTES,
     LEARNED_SOLVERS,
     TrainingOptions,
+    history_attributes,
 )
 from .._model._layer import FittedLayer, as_2d, as_3d, make_assignment
 from .._utils._arrays import to_numpy
@@ -32,10 +31,9 @@ from .._utils._validation import (
     resolve_n_anchors,
     rollback_on_error,
     validate_anchor_array,
-    validate_targets,
+    validate_fit_data,
+    validate_predict_data,
 )
-
-_GRADIENT_HISTORY = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
 
 
 def _closed_form_solver(estimator):
@@ -43,7 +41,7 @@ def _closed_form_solver(estimator):
     return estimator.solver == "closed_form"
 
 
-class ARNRegressor(RegressorMixin, BaseEstimator):
+class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Anchored Regression Network: closed-form streaming ridge solve, or learned anchors.
 
     Each input ``x`` is softly assigned to ``n_anchors`` anchors ``c_k`` by
@@ -617,34 +615,18 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
             # The statistics stay where they were solved; and the penalty of this
             # solution (the parameter may change before predict).
             self._stats, self._alpha = layer.stats, layer.alpha
-        for name in _GRADIENT_HISTORY:
+        for name in HISTORY_ATTRIBUTES:  # an earlier fit's, e.g. a learned solver's
             self.__dict__.pop(name, None)
         self.n_iter_ = 1  # one pass and one solve
         if history is not None:
-            self.n_iter_ = history.n_iter
-            self.loss_curve_ = history.loss_curve
-            self.best_loss_ = history.best_loss
-            if self.early_stopping:
-                self.validation_scores_ = history.validation_scores
-                self.best_validation_score_ = history.best_validation_score
+            for name, value in history_attributes(history, self.early_stopping).items():
+                setattr(self, name, value)
 
     def _validate_fit_data(self, X, y, sample_weight, reset):
-        xp, _ = get_namespace(X)
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=reset,
-            multi_output=True,
-            y_numeric=True,
-            dtype=[xp.float64, xp.float32],
-        )
-        Y = xp.astype(validate_targets(y), xp.float64, copy=False)  # no copy of a large y
-        Y = Y[:, None] if Y.ndim == 1 else Y
-        w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
+        X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight, reset=reset)
         if reset:
             self._check_anchor_count(X)
-        return X, Y, w, y.ndim
+        return X, Y, w, y_ndim
 
     def _check_anchor_count(self, X):
         n_samples, n_features = X.shape
@@ -655,9 +637,7 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
 
     def _predict_setup(self, X):
         """Validated ``X``, its backend, and the fitted layer in the compute namespace."""
-        check_is_fitted(self)
-        xp, _ = get_namespace(X)
-        X = validate_data(self, X, reset=False, dtype=[xp.float64, xp.float32])
+        X = validate_predict_data(self, X)
         backend = Backend(self.device, X)
         return X, backend, self._fitted_layer().moved(backend.to_compute)
 
@@ -707,9 +687,3 @@ class ARNRegressor(RegressorMixin, BaseEstimator):
             device=self.device,
             batch_size=self.batch_size,
         )
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags

@@ -9,10 +9,10 @@ the refitted :class:`ARNRegressor`.
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._fit import _dask
 from .._fit._cv import cross_validate
@@ -24,12 +24,12 @@ from .._utils._validation import (
     resolve_n_anchors,
     rollback_on_error,
     validate_anchor_array,
-    validate_targets,
+    validate_fit_data,
 )
 from ._arn import ARNRegressor
 
 
-class ARNRegressorCV(RegressorMixin, BaseEstimator):
+class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """ARN with k-fold cross-validation of ``alpha`` (and ``softness``) in one pass.
 
     The anchors are chosen once on all rows (as :class:`ARNRegressor` does).
@@ -183,13 +183,8 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         self : ARNRegressorCV
         """
         alphas, grid = self._grid()
-        X, y = validate_data(
-            self, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32]
-        )
-        Y = np.asarray(validate_targets(y), dtype=np.float64)
-        Y = Y[:, None] if Y.ndim == 1 else Y
-        w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        folds = self._test_folds(X, y)
+        X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight)
+        folds = self._test_folds(X, Y[:, 0] if y_ndim == 1 else Y)
         # Fewer anchors than asked when the rows are fewer (see resolve_n_anchors).
         self.n_anchors_ = n_anchors = resolve_n_anchors(self.n_anchors, X.shape[0], self.anchors)
         anchors = self.anchors
@@ -227,7 +222,7 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
             random_state=self.random_state,
         )
         model.n_features_in_, model.n_anchors_ = X.shape[1], n_anchors
-        model._set_fitted(result.layer, y.ndim, backend.to_output)
+        model._set_fitted(result.layer, y_ndim, backend.to_output)
         self.estimator_ = model
         self.anchors_ = model.anchors_
         self.coef_ = model.coef_
@@ -291,9 +286,3 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         if not _dask.is_dask_collection(X):
             X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return self.estimator_.predict(X, return_std=return_std)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags

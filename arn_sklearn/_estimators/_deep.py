@@ -2,22 +2,21 @@
 
 from numbers import Integral, Real
 
-from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
-from sklearn.utils._array_api import get_namespace
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .._fit._deep import fit_deep
-from .._kernels import _explain
 from .._kernels._assignment import SIMILARITIES
-from .._kernels._gradients import make_layer, network_predict
 from .._learning._starts import StartSpec
 from .._learning._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
     GRADIENT_SOLVERS,
+    HISTORY_ATTRIBUTES,
     TrainingOptions,
+    history_attributes,
 )
 from .._model._layer import DenseAssignment, FittedLayer
+from .._model._network import FittedNetwork
 from .._utils._arrays import to_numpy
 from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
@@ -25,11 +24,12 @@ from .._utils._validation import (
     check_anchor_counts,
     resolve_n_anchors,
     rollback_on_error,
-    validate_targets,
+    validate_fit_data,
+    validate_predict_data,
 )
 
 
-class DeepARNRegressor(RegressorMixin, BaseEstimator):
+class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Deep Anchored Regression Network: residual ARN layers, then an ARN head.
 
     ``n_layers - 1`` ARN layers map ``R^d -> R^d`` with residual shortcuts,
@@ -198,27 +198,16 @@ class DeepARNRegressor(RegressorMixin, BaseEstimator):
         self : DeepARNRegressor
         """
         warm = self.warm_start and hasattr(self, "coefs_")
-        xp, _ = get_namespace(X)
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=not warm,
-            multi_output=True,
-            y_numeric=True,
-            dtype=[xp.float64, xp.float32],
-        )
-        validate_targets(y)
-        w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
+        X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight, reset=not warm)
         if warm:
-            start, counts = self._fitted_stack(), self.n_anchors_
+            start, counts = self._fitted_network(), self.n_anchors_
         else:
             start, counts = None, self._check_anchor_counts(X)
-            self._y_ndim = y.ndim
+            self._y_ndim = y_ndim
         backend = Backend(self.device, X)
-        layers, history = fit_deep(
+        network, history = fit_deep(
             X,
-            y[:, None] if y.ndim == 1 else y,
+            Y,
             w,
             counts,
             StartSpec(
@@ -233,7 +222,7 @@ class DeepARNRegressor(RegressorMixin, BaseEstimator):
             start=start,
         )
         self.n_anchors_ = counts
-        self._set_fitted(layers, history, backend.to_output)
+        self._set_fitted(network, history, backend.to_output)
         return self
 
     def predict(self, X):
@@ -247,21 +236,9 @@ class DeepARNRegressor(RegressorMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
-        check_is_fitted(self)
-        xp, _ = get_namespace(X)
-        X = validate_data(self, X, reset=False, dtype=[xp.float64, xp.float32])
-        backend = Backend(self.device, X)
-        xp = backend.xp
-        Xc = backend.to_compute(X)
-        layers = [
-            make_layer(
-                layer.assignment.anchors, layer.coef, layer.intercept, layer.assignment.softness, xp
-            )
-            for layer in self._fitted_stack(backend.to_compute)
-        ]
-        y_pred = network_predict(xp.astype(Xc, xp.float64), layers, self.similarity, xp)
-        y_pred = backend.to_output(cast_predictions(y_pred, Xc.dtype, xp))
-        return y_pred[:, 0] if self._y_ndim == 1 else y_pred
+        Xc, backend, network = self._predict_setup(X)
+        y_pred = cast_predictions(network.predict(Xc, backend.xp), Xc.dtype, backend.xp)
+        return self._output(y_pred, backend)
 
     def jacobian(self, X):
         """The exact derivative ``df/dx`` of the prediction at each sample.
@@ -279,7 +256,8 @@ class DeepARNRegressor(RegressorMixin, BaseEstimator):
         jacobian : ndarray of shape (n_samples, n_features) or \
                 (n_samples, n_targets, n_features)
         """
-        return self._explain(X, _explain.network_jacobian)
+        Xc, backend, network = self._predict_setup(X)
+        return self._output(network.jacobian(Xc, backend.xp), backend, Xc.dtype)
 
     def local_linear(self, X):
         """An exact affine decomposition ``f(x) = A(x) x + a(x)`` of each prediction.
@@ -301,38 +279,9 @@ class DeepARNRegressor(RegressorMixin, BaseEstimator):
         coef : ndarray of shape (n_samples, n_features) or (n_samples, n_targets, n_features)
         intercept : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
-        return self._explain(X, _explain.network_local_linear)
-
-    def _explain(self, X, kernel):
-        check_is_fitted(self)
-        xp, _ = get_namespace(X)
-        X = validate_data(self, X, reset=False, dtype=[xp.float64, xp.float32])
-        backend = Backend(self.device, X)
-        xp = backend.xp
-        Xc = backend.to_compute(X)
-        layers = [
-            {
-                "anchors": xp.astype(layer.assignment.anchors, xp.float64),
-                "coef": xp.astype(layer.coef, xp.float64),
-                "intercept": xp.astype(layer.intercept, xp.float64),
-                "softness": layer.assignment.softness,
-            }
-            for layer in self._fitted_stack(backend.to_compute)
-        ]
-        rows = min(_explain.chunk_rows(*layer["coef"].shape) for layer in layers)
-        X64 = xp.astype(Xc, xp.float64)
-        parts = []
-        for start in range(0, X64.shape[0], rows):
-            chunk = X64[start : min(start + rows, X64.shape[0]), ...]
-            out = kernel(chunk, layers, self.similarity, None, xp)
-            parts.append(out if isinstance(out, tuple) else (out,))
-        out = [
-            backend.to_output(xp.astype(xp.concat(list(p), axis=0), Xc.dtype))
-            for p in zip(*parts, strict=True)
-        ]
-        if self._y_ndim == 1:
-            out = [a[:, 0, ...] for a in out]
-        return tuple(out) if len(out) > 1 else out[0]
+        Xc, backend, network = self._predict_setup(X)
+        coef, intercept = network.local_linear(Xc, backend.xp)
+        return self._output(coef, backend, Xc.dtype), self._output(intercept, backend, Xc.dtype)
 
     # -------------------------------------------------------------- helpers
     def _check_anchor_counts(self, X):
@@ -348,37 +297,35 @@ class DeepARNRegressor(RegressorMixin, BaseEstimator):
             )
         return counts
 
-    def _fitted_stack(self, convert=None):
-        """The fitted layers, from the fitted attributes (passed through ``convert``)."""
-        convert = convert or (lambda a: a)
-        return [
-            FittedLayer(
-                DenseAssignment(convert(anchors), self.similarity, softness),
-                convert(coef),
-                convert(intercept),
+    def _fitted_network(self):
+        """The fitted network, from the fitted attributes (in their namespace)."""
+        return FittedNetwork(
+            tuple(
+                FittedLayer(DenseAssignment(anchors, self.similarity, softness), coef, intercept)
+                for anchors, coef, intercept, softness in zip(
+                    self.anchors_, self.coefs_, self.intercepts_, self.softness_, strict=True
+                )
             )
-            for anchors, coef, intercept, softness in zip(
-                self.anchors_, self.coefs_, self.intercepts_, self.softness_, strict=True
-            )
-        ]
+        )
 
-    def _set_fitted(self, layers, history, to_output):
+    def _predict_setup(self, X):
+        """``X`` in the compute namespace, its backend, and the fitted network there."""
+        X = validate_predict_data(self, X)
+        backend = Backend(self.device, X)
+        return backend.to_compute(X), backend, self._fitted_network().moved(backend.to_compute)
+
+    def _output(self, a, backend, dtype=None):
+        """A compute-namespace result in the input's namespace (and ``dtype``)."""
+        a = backend.to_output(a if dtype is None else backend.xp.astype(a, dtype))
+        return a[:, 0, ...] if self._y_ndim == 1 else a  # 1-D y: no target axis
+
+    def _set_fitted(self, network, history, to_output):
+        layers = network.layers
         self.anchors_ = [to_output(layer.assignment.anchors) for layer in layers]
         self.coefs_ = [to_output(layer.coef) for layer in layers]
         self.intercepts_ = [to_output(layer.intercept) for layer in layers]
         self.softness_ = [layer.assignment.softness for layer in layers]
-        self.n_iter_ = history.n_iter
-        self.loss_curve_ = history.loss_curve
-        self.best_loss_ = history.best_loss
-        if self.early_stopping:
-            self.validation_scores_ = history.validation_scores
-            self.best_validation_score_ = history.best_validation_score
-        else:  # from an earlier fit with early stopping
-            self.__dict__.pop("validation_scores_", None)
-            self.__dict__.pop("best_validation_score_", None)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags
+        for name in HISTORY_ATTRIBUTES:  # an earlier fit's, e.g. with early stopping
+            self.__dict__.pop(name, None)
+        for name, value in history_attributes(history, self.early_stopping).items():
+            setattr(self, name, value)

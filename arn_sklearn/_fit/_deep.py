@@ -24,6 +24,7 @@ from .._model._layer import (
     closed_form_layer,
     make_assignment,
 )
+from .._model._network import FittedNetwork
 from .._utils._arrays import to_numpy
 
 
@@ -43,33 +44,32 @@ def fit_deep(X, Y, w, counts, spec, options, *, random_state, backend, start=Non
     random_state : int, RandomState instance or None
         One generator serves the initialisation and the training.
     backend : Backend
-    start : list of FittedLayer, default=None
+    start : FittedNetwork, default=None
         The fitted stack to continue from (``warm_start``).
 
     Returns
     -------
-    layers : list of FittedLayer
-        In the compute namespace; the residual layers map to ``n_features``
-        outputs, the last one carries the target mean.
+    network : FittedNetwork
+        In the compute namespace.
     history : TrainingHistory
     """
     random_state = check_random_state(random_state)
     if start is None:
         start = _initial_stack(X, Y, w, counts, spec, random_state, backend)
-    elif Y.shape[1] != start[-1].coef.shape[1]:
+    elif Y.shape[1] != start.layers[-1].coef.shape[1]:
         raise ValueError(
             f"y has {Y.shape[1]} targets but the model being warm-started has "
-            f"{start[-1].coef.shape[1]}."
+            f"{start.layers[-1].coef.shape[1]}."
         )
     xp = backend.xp
     X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
     y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)
     network = []
-    for index, layer in enumerate(start):
+    for index, layer in enumerate(start.layers):
         layer = layer.moved(backend.to_compute)
         # The last layer is trained on centred targets, like the closed form.
         intercept = (
-            layer.intercept - y_mean[None, :] if index == len(start) - 1 else layer.intercept
+            layer.intercept - y_mean[None, :] if index == len(start.layers) - 1 else layer.intercept
         )
         network.append(
             make_layer(
@@ -88,7 +88,7 @@ def fit_deep(X, Y, w, counts, spec, options, *, random_state, backend, start=Non
         softness = float(xp.exp(layer["log_softness"]))
         assignment = DenseAssignment(layer["anchors"], spec.similarity, softness)
         fitted.append(FittedLayer(assignment, coef, intercept))
-    return fitted, history
+    return FittedNetwork(tuple(fitted)), history
 
 
 def _initial_stack(X, Y, w, counts, spec, random_state, backend):
@@ -129,4 +129,4 @@ def _initial_stack(X, Y, w, counts, spec, random_state, backend):
             )
         )
     layers.append(replace(head, stats=None))
-    return layers
+    return FittedNetwork(tuple(layers))

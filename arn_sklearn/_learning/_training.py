@@ -193,6 +193,29 @@ def warn_if_unfinished(history, options):
         )
 
 
+# The fitted attributes a learned solver records (the last two with early stopping).
+HISTORY_ATTRIBUTES = (
+    "n_iter_",
+    "loss_curve_",
+    "best_loss_",
+    "validation_scores_",
+    "best_validation_score_",
+)
+
+
+def history_attributes(history, early_stopping):
+    """The fitted attributes of a training ``history``, by name."""
+    attributes = {
+        "n_iter_": history.n_iter,
+        "loss_curve_": history.loss_curve,
+        "best_loss_": history.best_loss,
+    }
+    if early_stopping:
+        attributes["validation_scores_"] = history.validation_scores
+        attributes["best_validation_score_"] = history.best_validation_score
+    return attributes
+
+
 def weighted_r2(Y, Y_pred, w, xp):
     """Weighted R^2 averaged over outputs, as ``RegressorMixin.score`` computes it."""
     w_sum = xp.sum(w)
