@@ -12,7 +12,7 @@ from sklearn.utils.validation import (
 
 from .._fit import _dask
 from .._fit._closed_form import fit_closed_form, partial_fit_closed_form
-from .._fit._learned import fit_gradient, fit_varpro
+from .._fit._learned import fit_lbfgs, fit_minibatch
 from .._kernels._assignment import SIMILARITIES
 from .._kernels._topk import sparse_top_k
 from .._learning._starts import StartSpec
@@ -355,7 +355,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             )
             history = None
         else:
-            driver = fit_varpro if self.solver == "lbfgs" else fit_gradient
+            driver = fit_lbfgs if self.solver == "lbfgs" else fit_minibatch
             layer, history = driver(
                 X,
                 Y,

@@ -23,7 +23,7 @@ from .._model._layer import (
 from .._utils._arrays import to_numpy
 
 
-def fit_varpro(X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None):
+def fit_lbfgs(X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None):
     """``solver="lbfgs"``: learn anchors and softness, then the closed form on all rows.
 
     Parameters
@@ -75,12 +75,12 @@ def fit_varpro(X, Y, w, n_anchors, spec, options, *, random_state, backend, star
     return layer, history
 
 
-def fit_gradient(X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None):
+def fit_minibatch(X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None):
     """``solver="adam"`` or ``"sgd"``: anchors and regressors trained together.
 
     The start is the closed form (or, with ``start``, the fitted layer); the
     returned layer keeps no statistics (they belong to the start's anchors).
-    Parameters as :func:`fit_varpro`'s.
+    Parameters as :func:`fit_lbfgs`'s.
     """
     xp = backend.xp
     if start is None:

@@ -9,7 +9,7 @@ prediction is exactly ``A(x) x + a(x)`` with ``A(x) = sum_k alpha_k(x) W_k`` and
 and, with ``alpha = softmax(K s)``, ``d alpha_k / dx = K alpha_k (ds_k/dx -
 sum_j alpha_j ds_j/dx)``. The sum over ``k`` is then a vector-Jacobian product
 through the similarity with ``dL/ds_k = K alpha_k (f_k - f)``, one per output,
-which :func:`~arn_sklearn._kernels._gradients.similarity_backward` already computes.
+which :func:`~arn_sklearn._kernels._assignment.similarity_backward` already computes.
 With top-k assignments the same formulas hold with ``alpha`` zero outside the
 kept anchors (the softmax is renormalised over them, so its derivative only
 involves them), away from the points where the kept set changes.
