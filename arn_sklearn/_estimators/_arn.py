@@ -76,12 +76,10 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Voronoi cell (eqs. 6-9). ``"auto"`` sets ``K = 0.5 / median gap``, where
         the gap is the difference between a sample's two largest similarities
         (on at most 10,000 rows), so that the runner-up anchor of a typical
-        sample weighs ``exp(-0.5)`` of the nearest; ``benchmarks/bench_softness.py``
-        compares this rule with a grid. For a learned solver it is the start:
-        the k-plane classifier's softness with k-plane anchors, else the rule
-        or 4 times it (``GRADIENT_START_SOFTNESS``), whichever has the lower
-        training objective: from too soft a start the closed-form regressors
-        are large and cancel each other.
+        sample weighs ``exp(-0.5)`` of the nearest. For a learned solver it is
+        the start: the k-plane classifier's softness with k-plane anchors, else
+        the rule or 4 times it (``GRADIENT_START_SOFTNESS``), whichever has the
+        lower training objective.
     alpha : float >= 0, default=1.0
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
     anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
@@ -93,23 +91,18 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         starts by that hard objective), whose partition is then turned into
         anchors and a softness by fitting ``softmax(K s(x, c))`` to it
         (centroids, or leading directions for ``"absdot"``, as the start);
-        it finds pieces that KMeans misses when they are cut along directions
-        of small input variance; ``"random"``: distinct random rows of
-        ``X``; ``"auto"``: ``"kmeans"`` for the closed form; for the solvers
-        that learn anchors, the KMeans or the k-plane start, whichever has the
-        lower training objective (its closed form on the same subsample), since
-        k-plane anchors suit piecewise targets and KMeans anchors smooth ones.
-        An array is used as given.
+        ``"random"``: distinct random rows of ``X``; ``"auto"``: ``"kmeans"``
+        for the closed form; for the solvers that learn anchors, the KMeans or
+        the k-plane start, whichever has the lower training objective (its
+        closed form on the same subsample). An array is used as given.
     solver : {"closed_form", "lbfgs", "adam", "sgd"}, default="closed_form"
         ``"closed_form"``: anchors stay as initialised, regressors solved
         exactly. ``"lbfgs"`` (recommended to learn anchors) is variable
         projection: the regressors are always the exact ridge solution for
         the current anchors and softness, and only the anchors and
         ``log K`` are searched, with scipy's L-BFGS-B on that reduced
-        objective (its gradient, by the envelope theorem, costs about one
-        closed-form fit); deterministic, no learning rate, monotone in the
-        training objective; ``max_iter`` counts its iterations. The model
-        keeps the closed-form statistics of the final anchors. ``"sgd"``
+        objective; ``max_iter`` counts its iterations. The model keeps the
+        closed-form statistics of the final anchors. ``"sgd"``
         (minibatch SGD with ``momentum`` and a rate halved every 20 epochs,
         the paper's super-resolution recipe) and ``"adam"`` start from the
         closed-form solution and learn anchors and regressors together. For
@@ -138,10 +131,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         the GPU through CuPy (extra ``gpu``) and returns numpy; ``"cpu"`` moves
         GPU input to the host. Fitted attributes are in the input's namespace.
     learning_rate_init : float, default=0.001
-        Initial step size of ``"adam"`` and ``"sgd"``. From the starts that
-        ``anchors="auto"`` picks, 0.001 beat 0.003 and 0.01 on both tasks of
-        ``benchmarks/learned_anchors.py`` (a larger rate undoes the start's
-        sharp cells in the first epochs).
+        Initial step size of ``"adam"`` and ``"sgd"``.
     momentum : float, default=0.9
         Momentum of ``solver="sgd"``.
     max_iter : int, default=200
@@ -162,12 +152,10 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     validation_fraction : float, default=0.1
         Fraction of rows held out by ``early_stopping``.
     learn_softness : bool, default=True
-        With a gradient solver, also learn the softness ``K`` (in log space, so
-        it stays positive). From very soft starts (small ``K``) the closed-form
-        regressors are large and cancel each other, which makes the problem
-        stiff; if training stalls, start harder (a float ``softness`` a few
-        times ``softness_`` of the closed form); ``benchmarks/gradient_arn.py``
-        shows both cases.
+        With a learned solver, also learn the softness ``K`` (in log space, so
+        it stays positive); False keeps the start's softness. If training
+        stalls, start harder (a float ``softness`` a few times ``softness_`` of
+        the closed form; see the user guide on learned anchors).
     warm_start : bool, default=False
         With a gradient solver, continue from the fitted anchors, regressors
         and softness instead of a new closed-form start.
