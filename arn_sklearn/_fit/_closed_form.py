@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 from .._learning._starts import initial_anchors
 from .._model._layer import check_fits_memory, closed_form_layer, make_assignment
 from .._utils._arrays import to_numpy
+from .._utils._validation import check_target_count
 
 
 def fit_closed_form(X, Y, w, n_anchors, spec, *, batch_size, random_state, backend):
@@ -48,11 +49,7 @@ def fit_closed_form(X, Y, w, n_anchors, spec, *, batch_size, random_state, backe
 
 def partial_fit_closed_form(layer, X, Y, w, alpha, *, batch_size, backend, verbose=0):
     """``layer``'s statistics plus the rows ``(X, Y, w)``, solved again (same anchors)."""
-    n_targets = layer.stats.zty.shape[1]
-    if Y.shape[1] != n_targets:
-        raise ValueError(
-            f"y has {Y.shape[1]} targets but earlier calls to partial_fit had {n_targets}."
-        )
+    check_target_count(Y, layer.stats.zty.shape[1], "earlier calls to partial_fit had")
     xp = backend.xp
     X, Y, w = (backend.to_compute(a) for a in (X, Y, w))
     return closed_form_layer(

@@ -26,6 +26,7 @@ from .._model._layer import (
 )
 from .._model._network import FittedNetwork
 from .._utils._arrays import to_numpy
+from .._utils._validation import check_target_count
 
 
 def fit_deep(X, Y, w, counts, spec, options, *, random_state, backend, start=None):
@@ -56,11 +57,8 @@ def fit_deep(X, Y, w, counts, spec, options, *, random_state, backend, start=Non
     random_state = check_random_state(random_state)
     if start is None:
         start = _initial_stack(X, Y, w, counts, spec, random_state, backend)
-    elif Y.shape[1] != start.layers[-1].coef.shape[1]:
-        raise ValueError(
-            f"y has {Y.shape[1]} targets but the model being warm-started has "
-            f"{start.layers[-1].coef.shape[1]}."
-        )
+    else:
+        check_target_count(Y, start.layers[-1].coef.shape[1])
     xp = backend.xp
     X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
     y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)

@@ -21,6 +21,7 @@ from .._model._layer import (
     make_assignment,
 )
 from .._utils._arrays import to_numpy
+from .._utils._validation import check_target_count
 
 
 def fit_lbfgs(X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None):
@@ -48,7 +49,7 @@ def fit_lbfgs(X, Y, w, n_anchors, spec, options, *, random_state, backend, start
         check_fits_memory(n_anchors, None, X.shape[1], Y.shape[1], options.batch_size)
         anchors, softness = _initial_anchors(X, Y, w, n_anchors, spec, random_state)
     else:
-        _check_targets(start, Y)
+        check_target_count(Y, start.coef.shape[1])
         anchors, softness = start.assignment.anchors, start.assignment.softness
     xp = backend.xp
     Xc, Yc, wc = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
@@ -92,7 +93,7 @@ def fit_minibatch(X, Y, w, n_anchors, spec, options, *, random_state, backend, s
             assignment, *rows, spec.alpha, xp, batch_size=options.batch_size, verbose=spec.verbose
         )
     else:
-        _check_targets(start, Y)
+        check_target_count(Y, start.coef.shape[1])
         start = start.moved(backend.to_compute)
     X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
     y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)
@@ -123,11 +124,3 @@ def _initial_anchors(X, Y, w, n_anchors, spec, random_state):
     return initial_anchors(
         to_numpy(X), to_numpy(w), n_anchors, spec, check_random_state(random_state), to_numpy(Y)
     )
-
-
-def _check_targets(start, Y):
-    n_targets = start.coef.shape[1]
-    if Y.shape[1] != n_targets:
-        raise ValueError(
-            f"y has {Y.shape[1]} targets but the model being warm-started has {n_targets}."
-        )

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .._utils._arrays import is_numpy
+from .._utils._chunks import rows_for
 from .._utils._threads import blas_thread_count, single_threaded_blas
 
 SIMILARITIES = ("euclidean", "dot", "absdot", "cosine")
@@ -303,7 +304,7 @@ def _scaled_block(Xb, prep, out, row_constant=True):
 
 
 def _block_rows(n_anchors):
-    return int(min(8192, max(64, _BLOCK_BYTES // (8 * max(n_anchors, 1)))))
+    return min(8192, rows_for(n_anchors, _BLOCK_BYTES, minimum=64))
 
 
 _POOL = []

@@ -18,6 +18,7 @@ These kernels take arrays and an array namespace ``xp``; they know nothing of
 the estimator API.
 """
 
+from .._utils._chunks import rows_for
 from ._assignment import similarity, similarity_backward, softmax
 from ._topk import densify, sparse_top_k, top_k_assignments
 
@@ -122,7 +123,7 @@ def layer_jacobian(X, anchors, coef, intercept, kind, softness, top_k, xp):
 def chunk_rows(n_anchors, n_targets, n_features):
     """Rows per chunk so that the (rows, m, t) and (rows, t, d) temporaries stay bounded."""
     widest = max(n_anchors * max(n_targets, 1), n_targets * n_features, n_anchors * n_features)
-    return max(64, _CHUNK_BYTES // (8 * widest))
+    return rows_for(widest, _CHUNK_BYTES, minimum=64)
 
 
 def network_jacobian(X, layers, kind, top_k, xp):

@@ -13,6 +13,7 @@ A layer is a dict with keys ``"anchors"``, ``"weights"`` and ``"log_softness"``
 wrapped in a residual shortcut ``h + f(h)`` (Deep ARN).
 """
 
+from .._utils._chunks import rows_for
 from ._assignment import similarity, similarity_backward, softmax
 from ._lifting import lift, pack_weights
 
@@ -179,7 +180,7 @@ def weight_penalty(layers, xp):
 def network_predict(X, layers, kind, xp):
     """Output of :func:`network_forward` on all rows, evaluated in bounded chunks."""
     widest = max(layer["weights"].shape[0] for layer in layers)
-    rows = max(256, _PREDICT_CHUNK_BYTES // (8 * widest))
+    rows = rows_for(widest, _PREDICT_CHUNK_BYTES)
     n_samples = X.shape[0]
     parts = [
         network_forward(X[start : min(start + rows, n_samples), ...], layers, kind, xp)[0]

@@ -32,6 +32,7 @@ from .._kernels._lifting import iter_chunks, lift, lifted_size, predict_lifted
 from .._kernels._parametrisation import _Parametrisation
 from .._model._statistics import SufficientStatistics
 from .._utils._arrays import device_of
+from .._utils._chunks import rows_for
 
 # Rows per chunk: a lifted block of about this many bytes, as in the closed form.
 _CHUNK_BYTES = 64 * 2**20
@@ -39,7 +40,7 @@ _CHUNK_BYTES = 64 * 2**20
 
 
 def _chunk_rows(n_lifted):
-    return max(256, _CHUNK_BYTES // (8 * n_lifted))
+    return rows_for(n_lifted, _CHUNK_BYTES)
 
 
 def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None):

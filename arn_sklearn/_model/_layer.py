@@ -29,16 +29,15 @@ from .._kernels._lifting import (
 from .._kernels._solve import check_system_fits_memory, system_bytes
 from .._kernels._topk import densify, predict_top_k, sparse_top_k, top_k_assignments
 from .._utils._arrays import device_of
+from .._utils._chunks import rows_for
 from .._utils._validation import check_finite_solution
 from . import _uncertainty
 from ._blocksparse import BlockSparseStatistics
 from ._blocksparse import chunk_row_bytes as block_chunk_row_bytes
 from ._statistics import SufficientStatistics
 
-# batch_size=None streams chunks whose widest temporary is about this many bytes:
-# large enough for BLAS to run at full speed, small enough to keep memory flat.
-AUTO_CHUNK_BYTES = 64 * 2**20
-MIN_AUTO_BATCH = 256
+# batch_size=None streams dense chunks of about CHUNK_BYTES of lifted rows, and
+# past ~8k unknowns up to MAX_AUTO_CHUNK_BYTES (see chunk_rows).
 MAX_AUTO_CHUNK_BYTES = 2**30
 # Top-k chunks: their temporaries are small per row (no m-wide lifted block).
 TOP_K_CHUNK_BYTES = 256 * 2**20
@@ -144,10 +143,10 @@ def chunk_rows(n_anchors, top_k, n_features, n_targets=1, batch_size=None):
         # The block-sparse accumulation does one small GEMM per anchor pair and
         # chunk: it wants many rows per pair, so chunks of 1e5 rows and more.
         row_bytes = _top_k_row_bytes(top_k, n_features, n_targets)
-        return int(min(MAX_TOP_K_BATCH, max(MIN_AUTO_BATCH, TOP_K_CHUNK_BYTES // row_bytes)))
+        return min(MAX_TOP_K_BATCH, rows_for(row_bytes, TOP_K_CHUNK_BYTES, itemsize=1))
     n_lifted = lifted_size(n_anchors, n_features)
     large = min(n_lifted // 4, MAX_AUTO_CHUNK_BYTES // (8 * n_lifted))
-    return max(MIN_AUTO_BATCH, AUTO_CHUNK_BYTES // (8 * n_lifted), large)
+    return max(rows_for(n_lifted), large)
 
 
 def _top_k_row_bytes(top_k, n_features, n_targets):

@@ -43,6 +43,22 @@ def validate_fit_data(estimator, X, y, sample_weight=None, reset=True):
     return X, Y, w, y.ndim
 
 
+def check_target_count(Y, n_targets, earlier="the model being warm-started has"):
+    """Refuse a 2-D ``Y`` whose targets differ from those of the model it continues.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn._utils._validation import check_target_count
+    >>> check_target_count(np.zeros((3, 2)), 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: y has 2 targets but the model being warm-started has 1.
+    """
+    if Y.shape[1] != n_targets:
+        raise ValueError(f"y has {Y.shape[1]} targets but {earlier} {n_targets}.")
+
+
 def validate_predict_data(estimator, X):
     """``predict``'s input: a fitted estimator, and ``X`` float64 or float32 of its width."""
     check_is_fitted(estimator)
