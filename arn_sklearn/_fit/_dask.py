@@ -211,7 +211,26 @@ def check_predict_input(X, n_features, estimator_name):
     return X.rechunk({1: -1})
 
 
-def _predict_block(block, layer, method, state, device, batch_size, squeeze):
+class _StdState:
+    """A layer with its statistics and their predictive state, computed once per process.
+
+    The state (a factorisation) holds its array module, so it is dropped when
+    pickled and computed again where it lands, as a fitted estimator's cache is.
+    """
+
+    def __init__(self, layer, state=None):
+        self.layer, self.state = layer, state
+
+    def get(self):
+        if self.state is None:
+            self.state = self.layer.predictive_state()
+        return self.state
+
+    def __getstate__(self):
+        return {"layer": self.layer, "state": None}
+
+
+def _predict_block(block, layer, method, std, device, batch_size, squeeze):
     """One block's predictions, assignments or standard deviations (runs on a worker)."""
     dtype = block.dtype if np.issubdtype(block.dtype, np.floating) else np.float64
     block = check_array(block, dtype=[np.float64, np.float32], ensure_min_samples=0)
@@ -221,7 +240,7 @@ def _predict_block(block, layer, method, state, device, batch_size, squeeze):
     if method == "soft_assignments":
         out = layer.assign(Xc, xp, batch_size)
     elif method == "predict_std":
-        out = layer.predict_std(Xc, xp, state, batch_size)
+        out = layer.predict_std(Xc, xp, std.get(), batch_size)
     else:
         out = layer.predict(Xc, xp, batch_size)
     out = backend.to_output(xp.astype(out, Xc.dtype))
@@ -244,15 +263,17 @@ def predict(
 ):
     """Lazy predictions (``method``: "predict", "predict_std" or "soft_assignments").
 
-    Maps the fitted layer, without its statistics, over the blocks of ``X``
-    (``predict_std`` ships the factorisation it needs in ``state``). Returns a
-    Dask array with the row chunks of ``X``.
+    Maps the fitted layer over the blocks of ``X``: without its statistics,
+    except for ``predict_std``, which needs them (with their predictive
+    ``state``, if computed, for an in-process scheduler). Returns a Dask array
+    with the row chunks of ``X``.
     """
     X = check_predict_input(X, n_features, estimator_name)
     dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
+    std = _StdState(layer, state) if method == "predict_std" else None
     layer = replace(layer, stats=None)
     squeeze = method != "soft_assignments" and y_ndim == 1
-    args = (layer, method, state, device, batch_size, squeeze)
+    args = (layer, method, std, device, batch_size, squeeze)
     if squeeze:
         return X.map_blocks(
             _predict_block, *args, dtype=dtype, drop_axis=1, meta=np.empty(0, dtype)
