@@ -43,7 +43,7 @@ import numpy as np
 from ._estimators._arn import ARNRegressor
 from ._estimators._cv import ARNRegressorCV
 from ._estimators._deep import DeepARNRegressor
-from ._fit._pipeline import as_2d, as_3d
+from ._model._layer import as_2d, as_3d
 from ._utils._backend import to_numpy
 from ._utils._optional import import_optional
 
