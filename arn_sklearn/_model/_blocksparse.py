@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 from array_api_compat import is_cupy_array
 from scipy import linalg
-from threadpoolctl import threadpool_info
 
 from .._kernels._block_cg import (
     DEFAULT_RTOL,
@@ -38,7 +37,7 @@ from .._kernels._block_cg import (
 from .._kernels._solve import centered_rhs, solve_ridge
 from .._utils._arrays import device_of, is_numpy, to_numpy
 from .._utils._memory import available_memory_bytes
-from .._utils._threads import _WorkerPool, single_threaded_blas
+from .._utils._threads import _WorkerPool, blas_thread_count, single_threaded_blas
 from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
 
 # The ways to solve ``(G + alpha I) W = R``; "auto" asks the cost model.
@@ -504,7 +503,7 @@ class BlockSparseStatistics:
         key = (id(self.blocks), self.pair_keys.shape[0], self.n_samples, self.weight_sum)
         cached = getattr(self, "_block_rows_cache", None)
         if cached is None or cached[0] != key:
-            rows = BlockRows(_to_numpy(self.pair_keys), _to_numpy(self.blocks), self.n_anchors)
+            rows = BlockRows(to_numpy(self.pair_keys), to_numpy(self.blocks), self.n_anchors)
             self._block_rows_cache = cached = (key, rows)
         return cached[1]
 
@@ -652,7 +651,7 @@ class IterativeFactor:
         self.inverse = block_jacobi(self.rows.diagonal, self.alpha)
         self.like, self.xp = like, xp
         self.rtol = DEFAULT_RTOL if rtol is None else rtol
-        self.n_threads = _blas_threads()
+        self.n_threads = blas_thread_count()
         self.n_iter_ = None
 
     def matmul(self, V):
@@ -660,8 +659,8 @@ class IterativeFactor:
         return self.rows.matmul(V, n_threads=self.n_threads) + self.alpha * V
 
     def solve(self, B, x0=None):
-        host = np.asarray(_to_numpy(B), dtype=np.float64)
-        start = None if x0 is None else np.asarray(_to_numpy(x0), dtype=np.float64)
+        host = np.asarray(to_numpy(B), dtype=np.float64)
+        start = None if x0 is None else np.asarray(to_numpy(x0), dtype=np.float64)
         with single_threaded_blas():
             X, self.n_iter_ = block_pcg(
                 self.matmul,
@@ -673,12 +672,6 @@ class IterativeFactor:
             )
         like = B if self.like is None else self.like
         return _like(like, X, self.xp)
-
-
-def _blas_threads():
-    """Threads of the process's BLAS (the smallest pool if several are loaded)."""
-    n = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
-    return max(1, min(n) if n else 1)
 
 
 class SparseFactor:
