@@ -186,3 +186,25 @@ def test_cv_predict_return_std_is_the_refitted_models():
     ref_pred, ref_std = ref.predict(X[:20], return_std=True)
     np.testing.assert_allclose(y_pred, ref_pred, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(y_std, ref_std, rtol=1e-8)
+
+
+def test_std_of_a_top_k_model_solved_iteratively(monkeypatch):
+    """Conjugate gradients instead of a factor: the same std to the solver's tolerance."""
+    import arn_sklearn._model._uncertainty as unc
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 2))
+    y = np.abs(X[:, 0]) + X[:, 1] + 0.1 * rng.normal(size=300)
+    model = ARNRegressor(8, alpha=0.5, top_k=3, random_state=0).fit(X, y)
+    X_new = rng.normal(size=(7, 2))
+    expected, _ = naive_std(model, X, y, np.ones(300, dtype=int), X_new)
+    model._stats.linear_solver = "iterative"
+    model.__dict__.pop("_predictive_cache", None)
+    _, y_std = model.predict(X_new, return_std=True)
+    assert model._predictive_cache[2] is not None
+    np.testing.assert_allclose(y_std, expected.ravel(), rtol=1e-5)
+    # Past the size where p iterative solves are reasonable: an error that names the way out.
+    monkeypatch.setattr(unc, "_ITERATIVE_TRACE_MAX", 10)
+    model.__dict__.pop("_predictive_cache", None)
+    with pytest.raises(ValueError, match="linear_solver='sparse' or 'dense'"):
+        model.predict(X_new, return_std=True)

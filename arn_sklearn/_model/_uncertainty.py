@@ -39,22 +39,42 @@ _DOF_RTOL = 1e-8
 # Columns of the identity solved at once for the trace: a (p, block) panel.
 _TRACE_BLOCK = 512
 
+# Largest system whose trace is computed with an iterative solver (p solves).
+_ITERATIVE_TRACE_MAX = 8192
+
 
 def effective_parameters(stats, factor, xp):
     """``tr(P)``: the trace of the fitted-value map, mean included.
 
     Costs ``p / block`` solves and Gram products on ``(p, block)`` panels,
     ``O(p^3)`` in all, with memory bounded by the panel.
+
+    Raises
+    ------
+    ValueError
+        With an iterative factor (conjugate gradients) of more than
+        ``_ITERATIVE_TRACE_MAX`` unknowns: the trace would take ``p`` iterative
+        solves; the message names the direct solvers as the way out.
     """
     zty = stats.zty
     p = zty.shape[0]
+    if getattr(factor, "iterative", False) and p > _ITERATIVE_TRACE_MAX:
+        raise ValueError(
+            f"return_std=True needs the trace of the inverse of the {p}-unknown ARN system, "
+            "which its iterative solver (conjugate gradients, chosen for this top-k model) "
+            f"would compute with {p} solves. Fit with linear_solver='sparse' or 'dense' to "
+            "get a factor, or use fewer anchors."
+        )
     device = getattr(zty, "device", None)
     kw = {"dtype": zty.dtype} if device is None else {"dtype": zty.dtype, "device": device}
-    eye = xp.eye(p, **kw)
+    columns = xp.arange(p, **({} if device is None else {"device": device}))
     trace = 0.0
     for start in range(0, p, _TRACE_BLOCK):
         stop = min(start + _TRACE_BLOCK, p)
-        panel = factor.solve(stats.gram_matmul(eye[:, start:stop]))
+        # Columns start..stop of the identity, without a p x p identity.
+        rows = xp.arange(start, stop, **({} if device is None else {"device": device}))
+        unit = xp.astype(columns[:, None] == rows[None, :], kw["dtype"])
+        panel = factor.solve(stats.gram_matmul(unit))
         trace += float(xp.sum(xp.linalg.diagonal(panel[start:stop, :])))
     s = stats.z_sum[:, None]
     centring = float(xp.sum(s * factor.solve(s))) / stats.weight_sum
