@@ -206,7 +206,7 @@ def sparse_section(n=200_000, m=256, d=30, t=81, k=4, n_clusters=300, spread=3.0
         f"(= {t_dense / t_sparse:.1f}x); relative difference {rel:.1e}; SuperLU "
         f"{superlu_rate:.2f} GFLOP/s (estimated flops) vs dpotrf {potrf_rate:.1f} = slowdown "
         f"{potrf_rate / superlu_rate:.1f}; rule picks "
-        f"{'dense' if stats._use_dense_solve() else 'sparse'}"
+        f"{stats.choose_solver(1e-1)}"
     )
 
 

@@ -34,6 +34,7 @@ from .._kernels._block_cg import (
     block_jacobi,
     block_pcg,
 )
+from .._kernels._pair_gram import large_set_blocks
 from .._kernels._solve import centered_rhs, solve_ridge
 from .._utils._arrays import device_of, is_numpy, to_numpy
 from .._utils._memory import available_memory_bytes
@@ -771,25 +772,34 @@ def _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool):
     Y1 = np.empty((b, Y.shape[1] + 1))
     Y1[:, :-1] = Y
     Y1[:, -1] = 1.0
-    rows = np.repeat(np.arange(b, dtype=np.int64), k)
+    zty1 = np.zeros((m, d1, Y1.shape[1]))
+    # Rows whose top-k set is shared by many rows: all their blocks and zty by
+    # one GEMM per set (kernels/_pair_gram.py); the other rows anchor by anchor
+    # and pair by pair below.
+    with single_threaded_blas():
+        set_keys, set_blocks, handled = large_set_blocks(X1, Y1, idx, vals, w, m, zty1)
+    rest = np.flatnonzero(~handled)
+    rows = np.repeat(rest, k)
     # Per anchor: its diagonal block and its slice of zty and z_sum.
-    a_ptr, a_rows, a_v = _csr_groups(idx.ravel(), rows, vals.ravel(), m, b)
+    a_ptr, a_rows, a_v = _csr_groups(idx[rest].ravel(), rows, vals[rest].ravel(), m, b)
     anchors = np.flatnonzero(np.diff(a_ptr))
     # Per pair a < b of a sample's top k: the off-diagonal blocks.
     iu, ju = np.triu_indices(k, 1)
-    lo = np.minimum(idx[:, iu], idx[:, ju])
-    hi = np.maximum(idx[:, iu], idx[:, ju])
-    pw = vals[:, iu] * vals[:, ju] * w[:, None]
+    lo = np.minimum(idx[rest][:, iu], idx[rest][:, ju])
+    hi = np.maximum(idx[rest][:, iu], idx[rest][:, ju])
+    pw = vals[rest][:, iu] * vals[rest][:, ju] * w[rest, None]
     n_pair_slots = iu.size
-    p_rows = np.repeat(np.arange(b, dtype=np.int64), n_pair_slots)
+    p_rows = np.repeat(rest, n_pair_slots)
     p_ptr, p_rows, p_w = _csr_groups((lo * m + hi).ravel(), p_rows, pw.ravel(), m * m, b)
     pairs = np.flatnonzero(np.diff(p_ptr))
-    keys = np.concatenate([anchors * (m + 1), pairs])
+    rest_keys = np.concatenate([anchors * (m + 1), pairs])
+    keys = np.union1d(rest_keys, set_keys)
+    rest_pos = np.searchsorted(keys, rest_keys)
+    diag_pos, pair_pos = rest_pos[: anchors.size], rest_pos[anchors.size :]
     # One block buffer reused across chunks: fresh pages cost as much as the GEMMs.
     if pool.buffer is None or pool.buffer.shape[0] < keys.size:
         pool.buffer = np.empty((keys.size + keys.size // 4, d1, d1))
     blocks = pool.buffer[: keys.size]
-    zty1 = np.zeros((m, d1, Y1.shape[1]))
 
     def anchor_task(j_list):
         for j in j_list:
@@ -799,8 +809,8 @@ def _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool):
             Va = X1[r]
             Va *= a_v[s:e, None]
             Lw = Va * w[r, None]
-            np.matmul(Lw.T, Va, out=blocks[j])
-            np.matmul(Lw.T, Y1[r], out=zty1[a])
+            np.matmul(Lw.T, Va, out=blocks[diag_pos[j]])
+            zty1[a] += Lw.T @ Y1[r]
 
     # Off-diagonal pairs: bucketed by entry count (padded to the next power of
     # two with a zero row) and run as batched matmuls, a C loop over pairs.
@@ -823,7 +833,7 @@ def _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool):
             r = np.where(valid, p_rows[pos], b)  # row b of X1z is zero
             Xs = X1z[r]  # (n_sel, L, d1)
             Xw = Xs * np.where(valid, p_w[pos], 0.0)[:, :, None]
-            blocks[anchors.size + sel] = np.matmul(Xw.transpose(0, 2, 1), Xs)
+            blocks[pair_pos[sel]] = np.matmul(Xw.transpose(0, 2, 1), Xs)
 
     n = pool.n_threads
     # Interleaved split: neighbouring anchors/batches have similar sizes.
@@ -832,9 +842,14 @@ def _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool):
         for t in range(n)
     ]
     pool.run(tasks)
+    if set_keys.size:
+        set_pos = np.searchsorted(keys, set_keys)
+        shared = np.isin(set_keys, rest_keys, assume_unique=True)
+        blocks[set_pos[shared]] += set_blocks[shared]
+        blocks[set_pos[~shared]] = set_blocks[~shared]
     out.zty += np.reshape(zty1[:, :, :-1], out.zty.shape)
     out.z_sum += np.reshape(zty1[:, :, -1], out.z_sum.shape)
-    return keys, blocks  # not sorted: _merge places them by search
+    return keys, blocks
 
 
 def _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp):
