@@ -38,6 +38,7 @@ from .._kernels._pair_gram import large_set_blocks
 from .._kernels._solve import centered_rhs, solve_ridge
 from .._utils._arrays import device_of, is_numpy, to_numpy
 from .._utils._memory import available_memory_bytes
+from .._utils._progress import Progress
 from .._utils._threads import _WorkerPool, blas_thread_count, single_threaded_blas
 from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
 
@@ -254,7 +255,7 @@ class BlockSparseStatistics:
             :func:`arn_sklearn._kernels._topk.top_k_assignments` returns.
         xp : array namespace
         verbose : int
-            Print a line per chunk when > 1.
+            1: a progress line every few seconds (rows, rate, elapsed); 2: one per chunk.
 
         Returns
         -------
@@ -263,8 +264,9 @@ class BlockSparseStatistics:
         dtype = getattr(xp, ACCUMULATION_DTYPE)
         out = self.copy()
         pool = None
+        progress = Progress("accumulated", verbose)
         try:
-            for i, (X, Y, w) in enumerate(chunks):
+            for X, Y, w in chunks:
                 X = xp.astype(X, dtype)
                 Y = xp.astype(Y, dtype)
                 w = xp.astype(w, dtype)
@@ -283,11 +285,8 @@ class BlockSparseStatistics:
                 out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
                 out.weight_sum += float(xp.sum(w))
                 out.n_samples += X.shape[0]
-                if verbose > 1:
-                    print(
-                        f"[ARN] chunk {i}: {out.n_samples} rows accumulated "
-                        f"({out.pair_keys.shape[0]} anchor pairs)"
-                    )
+                progress.chunk(X.shape[0], f", {out.pair_keys.shape[0]} anchor pairs")
+            progress.done(f", {out.pair_keys.shape[0]} anchor pairs")
         finally:
             if pool is not None:
                 pool.close()

@@ -13,6 +13,7 @@ from array_api_compat import array_namespace
 
 from .._kernels._lifting import lift
 from .._kernels._solve import factorize_dense, solve_ridge
+from .._utils._progress import Progress
 from .._utils._threads import single_threaded_blas
 
 # The normal equations square the condition number of the lifted design, so the
@@ -198,7 +199,7 @@ def accumulate(chunks, assign, xp, stats, verbose=0):
     stats : SufficientStatistics
         Statistics to continue from; they are not modified.
     verbose : int
-        Print a line per chunk when > 1.
+        1: a progress line every few seconds (rows, rate, elapsed); 2: one per chunk.
 
     Returns
     -------
@@ -213,7 +214,8 @@ def accumulate(chunks, assign, xp, stats, verbose=0):
     if on_numpy:
         gram = np.asfortranarray(gram)
     buffer = None
-    for i, (X, Y, w) in enumerate(chunks):
+    progress = Progress("accumulated", verbose)
+    for X, Y, w in chunks:
         X = xp.astype(X, dtype)
         Y = xp.astype(Y, dtype)
         w = xp.astype(w, dtype)
@@ -238,7 +240,7 @@ def accumulate(chunks, assign, xp, stats, verbose=0):
         out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
         out.weight_sum += float(xp.sum(w))
         out.n_samples += X.shape[0]
-        if verbose > 1:
-            print(f"[ARN] chunk {i}: {out.n_samples} rows accumulated")
+        progress.chunk(X.shape[0])
+    progress.done()
     out.gram = symmetrize_upper(gram, xp)
     return out
