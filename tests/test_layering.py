@@ -150,11 +150,15 @@ def longest_chain(root):
     """The longest import chain of the package at ``root`` (its modules, bottom last)."""
     modules = _modules(root)
     edges = {m: {t for t, _, _ in _imports(m, p, modules)} for m, p in modules.items()}
-    memo = {}
+    memo, open_ = {}, set()
 
     def chain(v):
         if v not in memo:
-            memo[v] = [v] + max((chain(w) for w in edges[v]), key=len, default=[])
+            open_.add(v)  # an edge back into the open path (a cycle) is not followed
+            memo[v] = [v] + max(
+                (chain(w) for w in edges[v] if w not in open_), key=len, default=[]
+            )
+            open_.discard(v)
         return memo[v]
 
     return max((chain(m) for m in modules), key=len)
