@@ -600,8 +600,8 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if layer.stats is None:  # learned regressors: the statistics were the start's
             self.__dict__.pop("_stats", None)
         else:
-            # The statistics stay where they were solved; and the penalty of this
-            # solution (the parameter may change before predict).
+            # The statistics (where they were solved), for partial_fit and return_std,
+            # and the penalty of this solution (the parameter may change before predict).
             self._stats, self._alpha = layer.stats, layer.alpha
         for name in HISTORY_ATTRIBUTES:  # an earlier fit's, e.g. a learned solver's
             self.__dict__.pop(name, None)

@@ -46,7 +46,24 @@ MAX_TOP_K_BATCH = 262_144
 
 # ------------------------------------------------------- the strategies
 @dataclass(frozen=True)
-class DenseAssignment:
+class _Assignment:
+    """What both strategies hold: the anchors, the similarity and the softness."""
+
+    anchors: object
+    similarity: str
+    softness: float
+
+    @property
+    def n_anchors(self):
+        return self.anchors.shape[0]
+
+    def moved(self, convert):
+        """The same strategy with its anchors passed through ``convert``."""
+        return replace(self, anchors=convert(self.anchors))
+
+
+@dataclass(frozen=True)
+class DenseAssignment(_Assignment):
     """Every sample assigned to every anchor: ``softmax(K s(x, c_1..m))``.
 
     Parameters
@@ -56,18 +73,7 @@ class DenseAssignment:
     softness : float
     """
 
-    anchors: object
-    similarity: str
-    softness: float
     top_k = None
-
-    @property
-    def n_anchors(self):
-        return self.anchors.shape[0]
-
-    def moved(self, convert):
-        """The same strategy with its anchors passed through ``convert``."""
-        return replace(self, anchors=convert(self.anchors))
 
     def assign(self, X, xp):
         """Assignments of the rows ``X``, shape ``(n, m)``."""
@@ -88,7 +94,7 @@ class DenseAssignment:
 
 
 @dataclass(frozen=True)
-class TopKAssignment(DenseAssignment):
+class TopKAssignment(_Assignment):
     """Each sample assigned to its ``top_k`` nearest anchors, the softmax renormalised.
 
     Parameters
@@ -110,6 +116,7 @@ class TopKAssignment(DenseAssignment):
         return densify(*self.assign(X, xp), self.n_anchors, xp)
 
     def predict_chunk(self, X, W, xp):
+        """ARN output of the rows ``X`` for lifted weights ``W`` of shape (p, t)."""
         idx, vals = self.assign(X, xp)
         return predict_top_k(X, idx, vals, W, xp)
 
@@ -264,7 +271,7 @@ class FittedLayer:
         The ridge penalty of that solution.
     """
 
-    assignment: DenseAssignment
+    assignment: _Assignment
     coef: object
     intercept: object
     stats: object = None
