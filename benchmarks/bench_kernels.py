@@ -1,7 +1,10 @@
 """Ratios of the issue-12 kernels against BLAS/LAPACK, each measured in this one run.
 
-``python benchmarks/bench_kernels.py [section ...]`` with sections ``assign``,
-``accumulate``, ``dense``, ``sparse`` (default: all). Prints:
+``python benchmarks/bench_kernels.py [section ...]`` with sections ``blas``,
+``assign``, ``accumulate``, ``dense``, ``sparse``, ``cg`` (default: all). Prints:
+
+- a small dense solve right after a large GEMM, on numpy's LAPACK (ours) and on
+  SciPy's (a second OpenBLAS and thread pool);
 
 - assignment of a chunk (65,536 x 30 rows, 1024 anchors) over the time of its
   similarity GEMM ``X @ C.T`` alone: dense softmax, top-4, top-4 + predict;
@@ -210,7 +213,51 @@ def sparse_section(n=200_000, m=256, d=30, t=81, k=4, n_clusters=300, spread=3.0
     )
 
 
+def blas_section(p=1344, t=81, size=3000, repeat=5):
+    """A small solve right after a large GEMM: numpy's LAPACK against SciPy's.
+
+    numpy and SciPy wheels each bundle an OpenBLAS; the fit's GEMMs run on
+    numpy's, so a solve on SciPy's wakes a second thread pool on the same cores.
+    """
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(size, size))
+    Zs = rng.normal(size=(4 * p, p))
+    stats = SufficientStatistics(
+        gram=Zs.T @ Zs,
+        zty=rng.normal(size=(p, t)),
+        z_sum=np.zeros(p),
+        y_sum=np.zeros(t),
+        y_sq_sum=np.ones(t),
+        weight_sum=1.0,
+        n_samples=1,
+    )
+
+    def after_gemm(solve):
+        times = []
+        for _ in range(repeat):
+            A @ A
+            tic = time.perf_counter()
+            solve()
+            times.append(time.perf_counter() - tic)
+        return min(times), float(np.median(times))
+
+    def scipy_solve():
+        system = stats.gram + np.eye(p)
+        linalg.cho_solve(linalg.cho_factor(system, check_finite=False), stats.zty)
+
+    ours = after_gemm(lambda: solve_ridge(stats, 1.0, XP))
+    scipys = after_gemm(scipy_solve)
+    print(
+        f"\n[blas] {p}-unknown solve right after a {size}-square GEMM (min / median of "
+        f"{repeat}): solve_ridge (numpy's LAPACK) {ours[0] * 1e3:.0f} / {ours[1] * 1e3:.0f} ms; "
+        f"scipy cho_factor+cho_solve {scipys[0] * 1e3:.0f} / {scipys[1] * 1e3:.0f} ms"
+    )
+
+
 SECTIONS = {
+    "blas": blas_section,
     "assign": assign_section,
     "accumulate": accumulate_section,
     "dense": dense_section,

@@ -298,6 +298,18 @@ def _solve_large_numpy(gram, rhs, alpha, overwrite):
 def _solve_numpy(gram, rhs, alpha):
     system = _regularized(gram, alpha)
     try:
+        if _lapack64() is not None:
+            # numpy's own LAPACK: the fit's GEMMs and its solve share one BLAS
+            # and one thread pool (two OpenBLAS pools on two cores were seen to
+            # make a 1,344-unknown solve after a GEMM take 1.9 s, not 0.03 s).
+            info = _potrf_lower_inplace(system)
+            pivots = np.diag(system) ** 2
+            if info != 0 or not pivots.min() > _RCOND_THRESHOLD * pivots.max():
+                raise linalg.LinAlgError("ill-conditioned")
+            one_d = rhs.ndim == 1
+            B = np.array(rhs[:, None] if one_d else rhs, dtype=np.float64, order="F", copy=True)
+            out = _potrs_lower(system, B)
+            return out[:, 0] if one_d else out
         if system.shape[0] >= _BLOCKED_MIN_SIZE:
             return blocked_cholesky_solve(system, rhs)
         factor = linalg.cho_factor(system, lower=False, overwrite_a=True, check_finite=False)
@@ -417,8 +429,9 @@ def factorize_dense(gram, alpha, xp):
     >>> np.allclose((G + np.eye(2)) @ factor.solve(np.eye(2)), np.eye(2))
     True
     """
-    if isinstance(gram, np.ndarray) and gram.shape[0] > _THREADED_POTRF_MAX and _lapack64():
-        # scipy's cho_factor (32-bit OpenBLAS) crashed at this size; factor in place.
+    if isinstance(gram, np.ndarray) and _lapack64():
+        # numpy's own 64-bit LAPACK: one BLAS for the fit's GEMMs and its factor
+        # (scipy's cho_factor, on its own 32-bit OpenBLAS, crashed past p = 16k).
         system = _regularized(gram, alpha)
         info = _potrf_lower_inplace(system)
         pivots = np.diag(system) ** 2
