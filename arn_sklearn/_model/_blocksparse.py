@@ -24,8 +24,10 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from array_api_compat import is_cupy_array
 from scipy import linalg
+from scipy.sparse.csgraph import connected_components
 
 from .._kernels._block_cg import (
     DEFAULT_RTOL,
@@ -406,8 +408,21 @@ class BlockSparseStatistics:
         return lu.perm_c, flops
 
     def _fill_and_flops(self):
-        """``(factor block non-zeros / stored pairs, sparse factor flops)``."""
-        _, flops, factor_blocks = self._anchor_ordering(with_fill=True)
+        """``(factor blocks / stored pairs, flops bound of the sparse factor)``.
+
+        The flops are those of dense factors of the anchor graph's connected
+        components, ``sum_c (n_c (d + 1))^3 / 3``: what no ordering can beat
+        by much on a component of 30-d points, where SuperLU's fill-reducing
+        orderings were measured to run tens of times past their symbolic
+        estimate; on well-separated data the components are small and cheap.
+        """
+        m, d1 = self.n_anchors, self.n_features + 1
+        _, _, factor_blocks = self._anchor_ordering(with_fill=True)
+        keys = to_numpy(self.pair_keys)
+        graph = sp.coo_matrix((np.ones(keys.size), (keys // m, keys % m)), shape=(m, m))
+        _, labels = connected_components(graph, directed=False)
+        sizes = np.bincount(labels).astype(np.float64)
+        flops = float(np.sum((sizes * d1) ** 3) / 3)
         return factor_blocks / max(self.pair_keys.shape[0], 1), flops
 
     def choose_solver(self, alpha):
@@ -580,10 +595,11 @@ def choose_linear_solver(
     Notes
     -----
     Estimated seconds, with ``p = m (d + 1)`` unknowns and ``t`` targets:
-    dense ``p^3 / 3`` flops at LAPACK's rate; sparse its symbolic factor flops
-    at a twentieth of it, and only where its fill-in stays below
-    ``_SPARSE_MAX_FILL`` times the stored pairs (on graphs of 30-d points the
-    fill explodes and SuperLU was seen to run for tens of minutes); iterative
+    dense ``p^3 / 3`` flops at LAPACK's rate; sparse the flops of dense factors
+    of the anchor graph's connected components at a twentieth of it, and only
+    where the symbolic fill-in stays below ``_SPARSE_MAX_FILL`` times the stored
+    pairs (on one connected graph of 30-d points SuperLU was seen to run for
+    tens of minutes where its symbolic estimate said seconds); iterative
     ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at a third of
     the dense rate. Small systems (``p <= 2048``) and dense graphs (over a
     quarter of the pairs stored) are solved densely; a dense ``p x p`` that
