@@ -16,6 +16,8 @@ from pathlib import Path
 from ._optional import import_optional
 
 _PACKAGE = "arn_sklearn"
+_SUFFIX = ".skops"
+_ZIP_MAGIC = b"PK"
 
 
 class UntrustedModelError(ValueError):
@@ -34,11 +36,17 @@ def save_model(model, path):
     model : estimator
         Any arn_sklearn estimator (or a scikit-learn object made of them).
     path : str or path-like
-        Destination file; ``.skops`` is the conventional suffix.
+        Destination file, ending in ``.skops``.
 
     Returns
     -------
     path : pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        If ``path`` does not end in ``.skops``: a skops file under a pickle
+        name (``.joblib``, ``.pkl``) would fail in ``joblib.load``.
 
     See Also
     --------
@@ -48,8 +56,7 @@ def save_model(model, path):
     --------
     >>> import tempfile, pathlib
     >>> import numpy as np
-    >>> from arn_sklearn import ARNRegressor
-    >>> from arn_sklearn._persistence import load_model, save_model
+    >>> from arn_sklearn import ARNRegressor, load_model, save_model
     >>> X = np.random.RandomState(0).normal(size=(50, 2))
     >>> model = ARNRegressor(2, random_state=0).fit(X, X[:, 0] ** 2)
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.skops"
@@ -58,6 +65,12 @@ def save_model(model, path):
     True
     """
     path = Path(path)
+    if path.suffix.lower() != _SUFFIX:
+        raise ValueError(
+            f"save_model writes the skops format; {path.name!r} should end in "
+            f"{_SUFFIX!r} (e.g. {path.with_suffix(_SUFFIX).name!r}). For a pickle, "
+            "use joblib.dump, which runs code when loaded."
+        )
     _skops_io("Saving models").dump(model, path)
     return path
 
@@ -90,6 +103,7 @@ def load_model(path, *, trust_pickle=False):
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: {path}")
     if not zipfile.is_zipfile(path):  # a skops file is a zip archive; pickles are not
+        _check_not_truncated(path)
         if not trust_pickle:
             raise UntrustedModelError(
                 f"{path} is a pickle/joblib file, and loading one runs any code it "
@@ -99,7 +113,10 @@ def load_model(path, *, trust_pickle=False):
             )
         import joblib  # a scikit-learn dependency; reads plain pickles too
 
-        return joblib.load(path)
+        try:
+            return joblib.load(path)
+        except Exception as exc:  # unpickling raises many types for a damaged file
+            raise ValueError(f"{path} cannot be unpickled (corrupt?): {exc!r}") from exc
     sio = _skops_io("Loading models")
     try:
         untrusted = sio.get_untrusted_types(file=path)
@@ -114,6 +131,24 @@ def load_model(path, *, trust_pickle=False):
             "trusted=[...]) yourself."
         )
     return sio.load(path, trusted=untrusted)
+
+
+def _check_not_truncated(path):
+    """Refuse an empty file, or a damaged zip, before it is taken for a pickle.
+
+    A zip archive (skops) starts with ``PK`` and ends with its directory, so a
+    truncated one starts with ``PK`` but is not a zip; a file named ``.skops``
+    that is not a zip is damaged too.
+    """
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if not head:
+        raise ValueError(f"{path} is empty (0 bytes): not a model file; save the model again.")
+    if head == _ZIP_MAGIC or path.suffix.lower() == _SUFFIX:
+        raise ValueError(
+            f"{path} is a truncated or corrupt skops file (not a complete zip archive); "
+            "save the model again or copy the file again."
+        )
 
 
 def _is_own_class(name):
