@@ -5,13 +5,50 @@ DeepARNRegressor, APlusRegressor and SuperResolver cannot drift apart.
 """
 
 import functools
+import os
+import sys
 import warnings
 from numbers import Integral
 
 import numpy as np
+import sklearn
+from array_api_compat import array_namespace
 from sklearn.utils import assert_all_finite
 
 from ._backend import to_numpy
+
+# Frames in these folders are skipped by warn_user: the warning points at the
+# first line of the user's code (or of their library), however deep the call.
+_INTERNAL_DIRS = tuple(
+    os.path.dirname(os.path.abspath(module.__file__)) + os.sep
+    for module in (sys.modules[__package__], sklearn)
+)
+
+
+def warn_user(message, category=UserWarning):
+    """``warnings.warn`` attributed to the caller's code, not to a line of ours.
+
+    A fixed ``stacklevel`` breaks whenever a call chain gets one frame
+    longer or shorter (a refactoring, sklearn's ``_fit_context`` wrapper, a
+    ``Pipeline``); this walks the stack past arn_sklearn's and scikit-learn's
+    own frames instead.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from arn_sklearn._base import warn_user
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_user("look here")
+    >>> caught[0].filename.endswith("_base.py")
+    False
+    """
+    frame, level = sys._getframe(0), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _INTERNAL_DIRS
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def rollback_on_error(method):
@@ -85,6 +122,50 @@ def validate_targets(y):
     return y
 
 
+# Features are squared in float64 (similarities, the Gram matrix of the lifted
+# features), which overflows near 1e154; this bound leaves room for sums over
+# up to 1e100 rows.
+MAX_FEATURE_MAGNITUDE = 1e100
+
+
+def check_feature_magnitude(X):
+    """Refuse features so large that squaring them overflows float64, before any work.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+        Finite features, in any array namespace.
+
+    Raises
+    ------
+    ValueError
+        If some ``|X|`` exceeds :data:`MAX_FEATURE_MAGNITUDE`; the message
+        names the largest value and the fix (scale the features).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn._base import check_feature_magnitude
+    >>> check_feature_magnitude(np.ones((2, 2)))
+    >>> try:
+    ...     check_feature_magnitude(np.full((2, 2), 1e300))
+    ... except ValueError as exc:
+    ...     print(str(exc)[:50])
+    X has features as large as 1e+300 in absolute valu
+    """
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        return
+    xp = array_namespace(X)
+    largest = float(xp.max(xp.abs(X)))
+    if largest > MAX_FEATURE_MAGNITUDE:
+        raise ValueError(
+            f"X has features as large as {largest:.3g} in absolute value; ARN squares "
+            "them in float64 (similarities, normal equations), which overflows beyond "
+            f"about 1e150, and it accepts at most {MAX_FEATURE_MAGNITUDE:g}. Scale the "
+            "features first, e.g. with sklearn.preprocessing.StandardScaler in a Pipeline."
+        )
+
+
 def resolve_n_anchors(n_anchors, n_samples, anchors):
     """Anchors a fit can use: at most ``n_samples`` when they are drawn from the rows.
 
@@ -106,14 +187,58 @@ def resolve_n_anchors(n_anchors, n_samples, anchors):
     10
     """
     if isinstance(anchors, str) and n_samples < n_anchors:
-        warnings.warn(
+        warn_user(
             f"n_anchors={n_anchors} > n_samples={n_samples}: using n_samples={n_samples} "
-            "anchors (n_anchors_). Use fewer anchors or more rows to silence this warning.",
-            UserWarning,
-            stacklevel=3,
+            "anchors (n_anchors_). Use fewer anchors or more rows to silence this warning."
         )
         return int(n_samples)
     return int(n_anchors)
+
+
+def check_warm_start(fitted_counts, n_anchors, n_samples, anchors, similarity, fitted_similarity):
+    """Refuse a warm start whose parameters no longer describe the fitted model.
+
+    ``warm_start=True`` continues the fitted anchors; had ``set_params``
+    changed their number or the similarity since, the model would keep the old
+    ones and ``get_params()`` would not describe it.
+
+    Parameters
+    ----------
+    fitted_counts : list of int
+        Anchors of each fitted layer.
+    n_anchors : list of int
+        The counts the parameters ask for (one per layer).
+    n_samples : int
+    anchors : str or array-like
+        The ``anchors`` parameter: a string option caps the counts at ``n_samples``.
+    similarity, fitted_similarity : str
+
+    Examples
+    --------
+    >>> from arn_sklearn._base import check_warm_start
+    >>> check_warm_start([4], [4], 100, "auto", "dot", "dot")
+    >>> try:
+    ...     check_warm_start([4], [6], 100, "auto", "dot", "dot")
+    ... except ValueError as exc:
+    ...     print(str(exc)[:58])
+    warm_start=True continues the fitted model's 4 anchors, bu
+    """
+    if isinstance(anchors, str):
+        n_anchors = [min(m, n_samples) for m in n_anchors]
+    if list(fitted_counts) != list(n_anchors):
+        fitted = fitted_counts[0] if len(fitted_counts) == 1 else fitted_counts
+        asked = n_anchors[0] if len(n_anchors) == 1 else n_anchors
+        raise ValueError(
+            f"warm_start=True continues the fitted model's {fitted} anchors, but "
+            f"n_anchors={asked} now. Set warm_start=False to fit {asked} anchors from "
+            "a new start, or set n_anchors back."
+        )
+    if similarity != fitted_similarity:
+        raise ValueError(
+            f"warm_start=True continues a model fitted with similarity="
+            f"{fitted_similarity!r}, but similarity={similarity!r} now. Set "
+            "warm_start=False to fit from a new start, or set similarity back."
+        )
 
 
 def check_anchor_counts(n_anchors, n_layers):

@@ -20,13 +20,13 @@ products (correct, for small problems and tests). Solving always runs on the
 host with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 """
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
 
+from ._base import warn_user
 from ._lifting import ACCUMULATION_DTYPE, SufficientStatistics
 from ._memory import available_memory_bytes
 
@@ -508,12 +508,11 @@ class SparseFactor:
             if not pivots.min() > _RCOND_THRESHOLD * pivots.max():
                 raise RuntimeError("ill-conditioned")
         except RuntimeError:
-            warnings.warn(
+            warn_user(
                 f"The ARN normal equations are singular or ill-conditioned (alpha={alpha!r}); "
                 "solving them with a small extra ridge instead. Increase alpha, or remove "
                 "collinear features.",
                 linalg.LinAlgWarning,
-                stacklevel=4,
             )
             import scipy.sparse as sp
 

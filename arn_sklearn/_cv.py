@@ -23,7 +23,13 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import _dask
 from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
-from ._base import resolve_n_anchors, rollback_on_error, validate_anchor_array, validate_targets
+from ._base import (
+    check_feature_magnitude,
+    resolve_n_anchors,
+    rollback_on_error,
+    validate_anchor_array,
+    validate_targets,
+)
 from ._estimator import ARNRegressor
 from ._pipeline import (
     accumulate_rows,
@@ -309,6 +315,7 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
             self, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32]
         )
         Y = np.asarray(validate_targets(y), dtype=np.float64)
+        check_feature_magnitude(X)
         Y = Y[:, None] if Y.ndim == 1 else Y
         # Scores are computed from squares of y: scale it (by powers of two, so
         # exactly) to keep them finite and R^2 scale-invariant for |y| ~ 1e200.

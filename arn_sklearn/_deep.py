@@ -18,6 +18,8 @@ from ._backend import DEVICES, Backend, to_numpy
 from ._base import (
     cast_predictions,
     check_anchor_counts,
+    check_feature_magnitude,
+    check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
     validate_targets,
@@ -218,10 +220,19 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             dtype=[xp.float64, xp.float32],
         )
         validate_targets(y)
+        check_feature_magnitude(X)
         w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
         random_state = check_random_state(self.random_state)
         if warm:
             self._check_warm_targets(y)
+            check_warm_start(
+                [a.shape[0] for a in self.anchors_],
+                self._anchor_counts(),
+                X.shape[0],
+                self.anchors,
+                self.similarity,
+                getattr(self, "similarity_", self.similarity),
+            )
         else:
             self._initialise(X, y, w, random_state)
         backend = Backend(self.device, X)

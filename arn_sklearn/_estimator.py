@@ -21,6 +21,8 @@ from ._assignment import SIMILARITIES
 from ._backend import DEVICES, Backend, to_numpy
 from ._base import (
     cast_predictions,
+    check_feature_magnitude,
+    check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
     validate_anchor_array,
@@ -365,6 +367,14 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
         backend = Backend(self.device, X)
         if warm:
+            check_warm_start(
+                [self.anchors_.shape[0]],
+                [self.n_anchors],
+                X.shape[0],
+                self.anchors,
+                self.similarity,
+                self.similarity_,
+            )
             assigner = self._fitted_assigner()
         else:
             self._check_memory(X.shape[1], Y.shape[1])
@@ -637,6 +647,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             dtype=[xp.float64, xp.float32],
         )
         Y = xp.astype(validate_targets(y), xp.float64, copy=False)  # no copy of a large y
+        check_feature_magnitude(X)
         Y = Y[:, None] if Y.ndim == 1 else Y
         w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
         if reset:

@@ -8,7 +8,6 @@ split and the closures that ``_optim.run_epochs`` (minibatch solvers) or
 """
 
 import math
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -16,6 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval
 
+from ._base import warn_user
 from ._gradients import network_predict, objective, weight_penalty
 from ._optim import make_optimizer, run_epochs
 from ._varpro import fit_varpro
@@ -79,11 +79,15 @@ class GradientTrainingMixin:
 
         def batch_gradient(params, rows):
             X_b, Y_b, w_b = _take_rows(xp, rows, X_train, Y_train, w_train)
-            if not float(xp.sum(w_b)) > 0:  # a batch of zero-weight rows
+            # Zero-weight rows, or a step that overflowed: no gradient (the
+            # epoch's loss is then infinite and the best earlier epoch is kept).
+            if not float(xp.sum(w_b)) > 0 or not _all_finite(params, xp):
                 return [{name: 0.0 * value for name, value in layer.items()} for layer in params]
             return objective(params, X_b, Y_b, w_b, penalty, kind, xp)[1]
 
         def training_loss(params):
+            if not _all_finite(params, xp):  # diverged: reported, not raised from deep inside
+                return math.inf
             residual = network_predict(X_train, params, kind, xp) - Y_train
             squared = float(xp.sum(w_train * xp.sum(residual * residual, axis=1)))
             return squared / weight_sum + penalty * float(weight_penalty(params, xp))
@@ -98,21 +102,24 @@ class GradientTrainingMixin:
         names = ("anchors", "weights") + (("log_softness",) if self.learn_softness else ())
         batch_size = self.batch_size or min(DEFAULT_GRADIENT_BATCH, X_train.shape[0])
         optimizer = make_optimizer(self.solver, self.learning_rate_init, self.momentum)
-        layers, history = run_epochs(
-            layers,
-            names,
-            batch_gradient,
-            training_loss,
-            X_train.shape[0],
-            optimizer=optimizer,
-            batch_size=batch_size,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change,
-            validation_score=validation_score,
-            random_state=random_state,
-            verbose=self.verbose,
-        )
+        # A diverging rate overflows before the loss shows it; that is reported
+        # once, as a ConvergenceWarning, not as a burst of RuntimeWarnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            layers, history = run_epochs(
+                layers,
+                names,
+                batch_gradient,
+                training_loss,
+                X_train.shape[0],
+                optimizer=optimizer,
+                batch_size=batch_size,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                n_iter_no_change=self.n_iter_no_change,
+                validation_score=validation_score,
+                random_state=random_state,
+                verbose=self.verbose,
+            )
         self._record_history(history)
         return layers
 
@@ -168,18 +175,23 @@ class GradientTrainingMixin:
             self.__dict__.pop("validation_scores_", None)
             self.__dict__.pop("best_validation_score_", None)
         if history.diverged:
-            warnings.warn(
-                f"Training diverged (non-finite loss) at epoch {history.n_iter}; the best "
-                "parameters before it are kept. Lower learning_rate_init.",
+            rate = getattr(self, "learning_rate_init", None)
+            hint = (
+                f"try a smaller learning_rate_init than {rate:g} (e.g. {rate / 10:g})"
+                if self.solver in GRADIENT_SOLVERS and rate is not None
+                else "scale the features and targets, or increase alpha"
+            )
+            warn_user(
+                f"{self.solver}: the optimiser diverged (non-finite loss or parameters) "
+                f"at epoch {history.n_iter}; the best parameters before it are kept. "
+                f"To train further, {hint}.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
         elif not history.converged:
-            warnings.warn(
+            warn_user(
                 f"{self.solver}: maximum iterations ({self.max_iter}) reached and the "
                 "optimisation hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
 
 
@@ -194,6 +206,13 @@ def weighted_r2(Y, Y_pred, w, xp):
     constant = xp.where(residual == 0, ones, xp.zeros_like(total))
     scores = xp.where(total > 0, 1.0 - residual / xp.where(total > 0, total, ones), constant)
     return float(xp.mean(scores))
+
+
+def _all_finite(params, xp):
+    """True if every array of every layer is finite (a diverging step makes NaN/inf)."""
+    return all(
+        bool(xp.all(xp.isfinite(xp.asarray(value)))) for layer in params for value in layer.values()
+    )
 
 
 def _validation_split(n_samples, fraction, random_state):

@@ -206,6 +206,9 @@ def predict(X, anchors, softness, similarity, W, y_mean, xp):
 # (log K is then redundant and fixed).
 PARAMETRISATIONS = ("plain", "scaled")
 
+# A representable iterate: exp(log K) stays below the float64 maximum (exp(709.8)).
+_MAX_LOG_SOFTNESS = 700.0
+
 
 class _Parametrisation:
     """``theta = [vec(C), log K]`` or ``[vec(K C), log K]``; ``log K`` dropped when
@@ -224,6 +227,14 @@ class _Parametrisation:
         if self.learn_softness:
             theta = np.append(theta, math.log(softness))
         return theta
+
+    def representable(self, theta):
+        """False where ``theta`` has non-finite entries or ``K = exp(log K)`` overflows."""
+        if not np.all(np.isfinite(theta)):
+            return False
+        size = self.shape[0] * self.shape[1]
+        log_softness = float(theta[size]) if self.learn_softness else self.fixed_log_softness
+        return log_softness <= _MAX_LOG_SOFTNESS
 
     def unpack(self, theta):
         """Anchors (numpy) and log-softness of ``theta``."""
@@ -331,6 +342,10 @@ def fit_varpro(
 
     def evaluate(theta):
         key = theta.tobytes()
+        if key not in last and not params.representable(theta):
+            # A line-search trial beyond float64 (exp(log K) or K C overflows):
+            # an infinite loss makes L-BFGS-B step back, rather than an error.
+            return math.inf, np.zeros_like(theta), None
         if key not in last:
             anchors_np, log_softness = params.unpack(theta)
             loss, g_anchors, g_log_softness, solution = reduced_objective(
