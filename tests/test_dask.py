@@ -73,7 +73,8 @@ def test_dask_auto_anchors_from_all_blocks_match_in_memory(client):
 
 
 def test_dask_anchor_sample_is_bounded(client, monkeypatch):
-    from arn_sklearn import _anchors, _pipeline
+    from arn_sklearn._anchors import _init as _anchors
+    from arn_sklearn._fit import _pipeline
 
     monkeypatch.setattr(_pipeline, "KMEANS_MIN_ROWS", 100)
     monkeypatch.setattr(_pipeline, "AUTO_SOFTNESS_MAX_ROWS", 100)
@@ -84,7 +85,7 @@ def test_dask_anchor_sample_is_bounded(client, monkeypatch):
         seen["rows"] = X.shape[0]
         return original(X, *args)
 
-    monkeypatch.setattr("arn_sklearn._pipeline.init_anchors", spy)
+    monkeypatch.setattr("arn_sklearn._fit._pipeline.init_anchors", spy)
     X, y = _data(n=2000)
     model = ARNRegressor(4, random_state=0).fit(da.from_array(X, chunks=50), y)
     # max(100, 64 rows per anchor) = 256 rows, drawn as whole 50-row blocks.

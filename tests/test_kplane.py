@@ -6,10 +6,10 @@ from _synthetic import cells
 from array_api_compat import array_namespace
 
 from arn_sklearn import ARNRegressor
-from arn_sklearn._anchors import init_anchors
-from arn_sklearn._assignment import soft_assignments
-from arn_sklearn._kplane import anchors_from_labels, kplane_anchors, kplane_labels
-from arn_sklearn._pipeline import initial_anchors
+from arn_sklearn._anchors._init import init_anchors
+from arn_sklearn._anchors._kplane import anchors_from_labels, kplane_anchors, kplane_labels
+from arn_sklearn._fit._pipeline import initial_anchors
+from arn_sklearn._kernels._assignment import soft_assignments
 
 xp = array_namespace(np.empty(0))
 

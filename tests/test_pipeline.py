@@ -7,7 +7,8 @@ import pytest
 from sklearn.model_selection import GridSearchCV, KFold
 from threadpoolctl import threadpool_info
 
-from arn_sklearn import ARNRegressor, ARNRegressorCV, _pipeline
+from arn_sklearn import ARNRegressor, ARNRegressorCV
+from arn_sklearn._fit import _pipeline
 
 
 def _data(n=400, d=3, seed=0):
@@ -87,7 +88,7 @@ def test_memory_guard_runs_before_anchors_and_softness(monkeypatch):
         raise AssertionError("auto softness ran before the memory guard")
 
     monkeypatch.setattr(_pipeline, "auto_softness", forbidden)
-    monkeypatch.setattr("arn_sklearn._solve.available_memory_bytes", lambda: 2**20)
+    monkeypatch.setattr("arn_sklearn._kernels._solve.available_memory_bytes", lambda: 2**20)
     with pytest.raises(MemoryError, match="n_anchors=2000.*GiB"):
         ARNRegressor(2000, anchors=anchors).fit(X, y)
 
@@ -111,7 +112,7 @@ def test_auto_softness_work_is_bounded_for_many_anchors(monkeypatch):
 
 def test_cv_memory_guard_names_the_sizes(monkeypatch):
     X, y, _ = _data()
-    monkeypatch.setattr("arn_sklearn._solve.available_memory_bytes", lambda: 2**20)
+    monkeypatch.setattr("arn_sklearn._kernels._solve.available_memory_bytes", lambda: 2**20)
     with pytest.raises(MemoryError, match="needs about .* GiB"):
         ARNRegressorCV(64, cv=3).fit(X, y)
 

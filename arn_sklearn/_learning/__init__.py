@@ -1,0 +1,1 @@
+"""Learning anchors: variable projection, minibatch training, optimisers."""

@@ -1,0 +1,234 @@
+"""Gradient training shared by ARNRegressor (solver="sgd"/"adam"/"lbfgs") and DeepARNRegressor.
+
+The mixin turns the estimators' parameters into an optimiser, a validation
+split and the closures that ``_optim.run_epochs`` (minibatch solvers) or
+``_varpro.fit_varpro`` (``solver="lbfgs"``) call; the numerics live in
+``_gradients`` (forward/backward), ``_optim`` (updates, epoch loop) and
+``_varpro`` (reduced objective, L-BFGS driver).
+"""
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval
+
+from .._kernels._gradients import network_predict, objective, weight_penalty
+from .._utils._warnings import warn_user
+from ._optim import make_optimizer, run_epochs
+from ._varpro import fit_varpro
+from ._varpro import predict as varpro_predict
+
+# Minibatch solvers (ARN and Deep ARN); "lbfgs" (variable projection, one layer)
+# completes the solvers that learn anchors.
+GRADIENT_SOLVERS = ("sgd", "adam")
+LEARNED_SOLVERS = (*GRADIENT_SOLVERS, "lbfgs")
+
+# softness="auto" for a minibatch solver starting from unsupervised anchors
+# starts this many times harder than the closed form's auto rule: from the
+# auto softness the closed-form regressors are large and cancel each other,
+# a stiff start (benchmarks/learned_anchors.py compares 1x and 4x).
+GRADIENT_START_SOFTNESS = 4.0
+
+# The paper's minibatch size; batch_size=None uses min(1000, n_samples).
+DEFAULT_GRADIENT_BATCH = 1000
+
+GRADIENT_PARAMETER_CONSTRAINTS = {
+    "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+    "momentum": [Interval(Real, 0, 1, closed="both")],
+    "max_iter": [Interval(Integral, 1, None, closed="left")],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "learn_softness": ["boolean"],
+    "warm_start": ["boolean"],
+}
+
+
+class GradientTrainingMixin:
+    """Minibatch training of a list of ARN layers on in-memory data.
+
+    Expects the estimator parameters of :data:`GRADIENT_PARAMETER_CONSTRAINTS`
+    plus ``solver``, ``alpha``, ``similarity``, ``batch_size`` and ``verbose``;
+    sets ``n_iter_``, ``loss_curve_``, ``best_loss_`` and, with early stopping,
+    ``validation_scores_`` and ``best_validation_score_``.
+    """
+
+    def _train_layers(self, layers, X, Y, w, xp, random_state):
+        """Train ``layers`` (targets ``Y`` already centred); return the best ones.
+
+        ``X``, ``Y`` (2-D) and ``w`` are float64 arrays in namespace ``xp``.
+        """
+        n_samples = X.shape[0]
+        kind = self.similarity
+        if self.early_stopping:
+            train_rows, validation_rows = _validation_split(
+                n_samples, self.validation_fraction, random_state
+            )
+            X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
+        else:
+            validation_rows = None
+            X_train, Y_train, w_train = X, Y, w
+        weight_sum = float(xp.sum(w_train))
+        if not weight_sum > 0:
+            raise ValueError("The sum of sample weights of the training rows is zero.")
+        penalty = self.alpha / weight_sum
+
+        def batch_gradient(params, rows):
+            X_b, Y_b, w_b = _take_rows(xp, rows, X_train, Y_train, w_train)
+            # Zero-weight rows, or a step that overflowed: no gradient (the
+            # epoch's loss is then infinite and the best earlier epoch is kept).
+            if not float(xp.sum(w_b)) > 0 or not _all_finite(params, xp):
+                return [{name: 0.0 * value for name, value in layer.items()} for layer in params]
+            return objective(params, X_b, Y_b, w_b, penalty, kind, xp)[1]
+
+        def training_loss(params):
+            if not _all_finite(params, xp):  # diverged: reported, not raised from deep inside
+                return math.inf
+            residual = network_predict(X_train, params, kind, xp) - Y_train
+            squared = float(xp.sum(w_train * xp.sum(residual * residual, axis=1)))
+            return squared / weight_sum + penalty * float(weight_penalty(params, xp))
+
+        validation_score = None
+        if validation_rows is not None:
+            X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
+
+            def validation_score(params):
+                return weighted_r2(Y_val, network_predict(X_val, params, kind, xp), w_val, xp)
+
+        names = ("anchors", "weights") + (("log_softness",) if self.learn_softness else ())
+        batch_size = self.batch_size or min(DEFAULT_GRADIENT_BATCH, X_train.shape[0])
+        optimizer = make_optimizer(self.solver, self.learning_rate_init, self.momentum)
+        # A diverging rate overflows before the loss shows it; that is reported
+        # once, as a ConvergenceWarning, not as a burst of RuntimeWarnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            layers, history = run_epochs(
+                layers,
+                names,
+                batch_gradient,
+                training_loss,
+                X_train.shape[0],
+                optimizer=optimizer,
+                batch_size=batch_size,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                n_iter_no_change=self.n_iter_no_change,
+                validation_score=validation_score,
+                random_state=random_state,
+                verbose=self.verbose,
+            )
+        self._record_history(history)
+        return layers
+
+    def _learn_varpro(self, anchors, softness, X, Y, w, xp, random_state):
+        """``solver="lbfgs"``: anchors and softness by variable projection.
+
+        ``X``, ``Y`` (2-D, not centred) and ``w`` are float64 arrays in ``xp``.
+        Returns the kept anchors (numpy) and softness; the regressors are then
+        the closed form for them, solved by the caller on all rows.
+        """
+        kind = self.similarity
+        if self.early_stopping:
+            train_rows, validation_rows = _validation_split(
+                X.shape[0], self.validation_fraction, random_state
+            )
+            X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
+            X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
+
+            def validation_score(anchors, softness, W, y_mean):
+                Y_pred = varpro_predict(X_val, anchors, softness, kind, W, y_mean, xp)
+                return weighted_r2(Y_val, Y_pred, w_val, xp)
+        else:
+            X_train, Y_train, w_train = X, Y, w
+            validation_score = None
+        if not float(xp.sum(w_train)) > 0:
+            raise ValueError("The sum of sample weights of the training rows is zero.")
+        anchors, softness, history = fit_varpro(
+            X_train,
+            Y_train,
+            w_train,
+            anchors,
+            softness,
+            kind,
+            self.alpha,
+            xp,
+            learn_softness=self.learn_softness,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            validation_score=validation_score,
+            verbose=self.verbose,
+        )
+        return anchors, softness, history
+
+    def _record_history(self, history):
+        self.n_iter_ = history.n_iter
+        self.loss_curve_ = history.loss_curve
+        self.best_loss_ = history.best_loss
+        if self.early_stopping:
+            self.validation_scores_ = history.validation_scores
+            self.best_validation_score_ = history.best_validation_score
+        else:  # from an earlier fit with early stopping
+            self.__dict__.pop("validation_scores_", None)
+            self.__dict__.pop("best_validation_score_", None)
+        if history.diverged:
+            rate = getattr(self, "learning_rate_init", None)
+            hint = (
+                f"try a smaller learning_rate_init than {rate:g} (e.g. {rate / 10:g})"
+                if self.solver in GRADIENT_SOLVERS and rate is not None
+                else "scale the features and targets, or increase alpha"
+            )
+            warn_user(
+                f"{self.solver}: the optimiser diverged (non-finite loss or parameters) "
+                f"at epoch {history.n_iter}; the best parameters before it are kept. "
+                f"To train further, {hint}.",
+                ConvergenceWarning,
+            )
+        elif not history.converged:
+            warn_user(
+                f"{self.solver}: maximum iterations ({self.max_iter}) reached and the "
+                "optimisation hasn't converged yet.",
+                ConvergenceWarning,
+            )
+
+
+def weighted_r2(Y, Y_pred, w, xp):
+    """Weighted R^2 averaged over outputs, as ``RegressorMixin.score`` computes it."""
+    w_sum = xp.sum(w)
+    mean = xp.sum(w[:, None] * Y, axis=0) / w_sum
+    residual = xp.sum(w[:, None] * (Y - Y_pred) ** 2, axis=0)
+    total = xp.sum(w[:, None] * (Y - mean[None, :]) ** 2, axis=0)
+    ones = xp.ones_like(total)
+    # sklearn's convention for a constant output: 1 if predicted exactly, else 0.
+    constant = xp.where(residual == 0, ones, xp.zeros_like(total))
+    scores = xp.where(total > 0, 1.0 - residual / xp.where(total > 0, total, ones), constant)
+    return float(xp.mean(scores))
+
+
+def _all_finite(params, xp):
+    """True if every array of every layer is finite (a diverging step makes NaN/inf)."""
+    return all(
+        bool(xp.all(xp.isfinite(xp.asarray(value)))) for layer in params for value in layer.values()
+    )
+
+
+def _validation_split(n_samples, fraction, random_state):
+    n_validation = math.ceil(fraction * n_samples)
+    if n_validation < 2 or n_samples - n_validation < 2:
+        raise ValueError(
+            f"early_stopping needs at least 2 training and 2 validation rows; "
+            f"validation_fraction={fraction} of n_samples={n_samples} gives {n_validation}."
+        )
+    train, validation = train_test_split(
+        np.arange(n_samples), test_size=n_validation, random_state=random_state
+    )
+    return np.sort(train), np.sort(validation)
+
+
+def _take_rows(xp, rows, *arrays):
+    device = getattr(arrays[0], "device", None)
+    index = xp.asarray(rows, device=device) if device is not None else xp.asarray(rows)
+    return tuple(xp.take(a, index, axis=0) for a in arrays)
