@@ -72,7 +72,9 @@ def test_diverging_learning_rate_warns_and_keeps_the_best_iterate(data, solver):
 
 def test_diverging_deep_arn_warns_too(data):
     X, y = data
-    model = DeepARNRegressor(n_layers=2, n_anchors=4, learning_rate_init=1e6, max_iter=5)
+    model = DeepARNRegressor(
+        n_layers=2, n_anchors=4, learning_rate_init=1e6, max_iter=5, random_state=0
+    )
     with pytest.warns(ConvergenceWarning, match="diverged"):
         model.fit(X, y)
     assert np.all(np.isfinite(model.predict(X)))
