@@ -37,7 +37,6 @@ from .._model._statistics import SufficientStatistics
 _CHUNK_BYTES = 64 * 2**20
 
 
-
 def _chunk_rows(n_lifted):
     return max(256, _CHUNK_BYTES // (8 * n_lifted))
 

@@ -155,7 +155,6 @@ class SuperResolver(BaseEstimator):
 
     def _make_regressor(self):
         if self.regressor is None:
-
             return APlusRegressor()
         return clone(self.regressor)
 
