@@ -476,3 +476,25 @@ def test_cli_refuses_a_skops_file_naming_foreign_code(cli_files, capsys, tmp_pat
     sio.dump(tampered, tmp_path / "evil.skops")
     err = _cli_error(capsys, ["upscale", tmp_path / "evil.skops", root / "small.png", "o.png"])
     assert "system" in err and "Refusing" in err
+
+
+@pytest.mark.parametrize(
+    "argv, flag, match",
+    [
+        (["--anchors", "0"], "--anchors", "at least 1, got 0"),
+        (["--anchors", "-1"], "--anchors", "at least 1, got -1"),
+        (["--anchors", "many"], "--anchors", "must be an integer"),
+        (["--max-patches", "0"], "--max-patches", "at least 1, got 0"),
+        (["--alpha", "-1"], "--alpha", "at least 0"),
+        (["--output", "model.joblib"], "--output", r"should end in '\.skops'"),
+    ],
+)
+def test_cli_bad_flags_are_named_before_any_work(capsys, argv, flag, match):
+    # Before: "attempt to get argmax of an empty sequence", "no gradient energy",
+    # or an error only after the training set was built.
+    with pytest.raises(SystemExit) as info:
+        cli_main(["train", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and re.search(match, err), err
+    assert "[superres]" not in err
