@@ -111,7 +111,7 @@ def _similarity(X, anchors, kind, dtype, opv):
 
 
 def _layer(X, layer, kind, top_k, dtype, opv):
-    """One ARN layer, ``sum_k alpha_k(x) (W_k x + b_k)``: shape (n, t)."""
+    """One ARN layer, ``sum_k pi_k(x) (W_k x + b_k)``: shape (n, t)."""
     anchors, coef, intercept, softness = layer
     m, t, d = coef.shape
     logits = ops.OnnxMul(

@@ -160,3 +160,34 @@ def test_lbfgs_with_barely_more_rows_than_anchors(seed, n_samples, similarity, a
     assert np.isfinite(model.softness_) and np.all(np.isfinite(model.predict(X)))
     # 16 anchors on ~18 rows interpolate: the objective falls far below the start's.
     assert model.best_loss_ < 0.1 * model.loss_curve_[0] or model.score(X, y) > 0.99
+
+
+# ------------------------------------------------------------ help() reads cleanly
+@pytest.mark.parametrize("cls", [ARNRegressor, ARNRegressorCV, DeepARNRegressor])
+def test_help_has_no_runs_of_spaces_in_parameter_types(cls):
+    # Before: a backslash-continued type line showed as "shape             (n_anchors, ...".
+    import inspect
+    import re
+
+    docs = [inspect.getdoc(cls)] + [
+        inspect.getdoc(member)
+        for _, member in inspect.getmembers(cls, callable)
+        if (getattr(member, "__module__", None) or "").startswith("arn_sklearn")
+    ]
+    headers = [
+        line.strip()
+        for doc in docs
+        for line in (doc or "").splitlines()
+        if re.match(r"\s*\w+ : \S", line)
+    ]
+    assert len(headers) > 10
+    assert not [h for h in headers if re.search(r"\S {2,}\S", h)]
+
+
+@pytest.mark.parametrize("cls", [ARNRegressor, ARNRegressorCV, DeepARNRegressor])
+def test_docstrings_keep_alpha_for_the_ridge_penalty(cls):
+    # The assignments are pi_k(x); alpha_k(x) would read as the penalty.
+    import inspect
+
+    text = "".join(inspect.getdoc(m) or "" for _, m in inspect.getmembers(cls))
+    assert "alpha_k" not in text and "alpha(x)" not in text

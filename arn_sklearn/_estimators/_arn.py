@@ -66,14 +66,14 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     """Anchored Regression Network: closed-form streaming ridge solve, or learned anchors.
 
     Each input ``x`` is softly assigned to ``n_anchors`` anchors ``c_k`` by
-    ``alpha(x) = softmax(K s(x, c_1..m))``; each anchor owns a linear regressor
-    ``(W_k, b_k)`` and the prediction is ``sum_k alpha_k(x) (W_k x + b_k)``.
+    ``pi(x) = softmax(K s(x, c_1..m))``; each anchor owns a linear regressor
+    ``(W_k, b_k)`` and the prediction is ``sum_k pi_k(x) (W_k x + b_k)``.
     With the anchors fixed, the regressors minimise (paper eq. 10)
 
         ``sum_i w_i ||f(x_i) - y_i||^2 + alpha * sum_k ||[W_k, b_k]||^2``
 
     in closed form (eq. 17): one streaming pass accumulates the Gram matrix of
-    the lifted features ``alpha(x) (x) [x, 1]`` (one BLAS ``syrk`` per chunk),
+    the lifted features ``pi(x) (x) [x, 1]`` (one BLAS ``syrk`` per chunk),
     then a Cholesky factorisation solves the ``m(d+1)``-square system. Targets
     are centred on their weighted mean before the solve; biases are folded
     into the weights and penalised like them.
@@ -105,8 +105,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         are large and cancel each other.
     alpha : float >= 0, default=1.0
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
-    anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
-            (n_anchors, n_features), default="auto"
+    anchors : {"auto", "kmeans", "kplane", "random"} or array-like, default="auto"
         ``"kmeans"``: KMeans centroids of at most ``max(10000, 64 * n_anchors)``
         random rows; ``"kplane"``: a supervised start on the same subsample,
         clusterwise linear regression (Späth 1979: assign each row to the
@@ -120,7 +119,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         that learn anchors, the KMeans or the k-plane start, whichever has the
         lower training objective (its closed form on the same subsample), since
         k-plane anchors suit piecewise targets and KMeans anchors smooth ones.
-        An array is used as given.
+        An array of shape (n_anchors, n_features) is used as given.
     solver : {"closed_form", "lbfgs", "adam", "sgd"}, default="closed_form"
         ``"closed_form"``: anchors stay as initialised, regressors solved
         exactly. ``"lbfgs"`` (recommended to learn anchors) is variable
@@ -430,7 +429,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
     # -------------------------------------------------------------- predict
     def predict(self, X, return_std=False):
-        """Predict ``sum_k alpha_k(x) (W_k x + b_k)``.
+        """Predict ``sum_k pi_k(x) (W_k x + b_k)``.
 
         Parameters
         ----------
@@ -497,7 +496,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     def local_linear(self, X):
         """The exact local linear model of each sample: ``f(x) = A(x) x + a(x)``.
 
-        ``A(x) = sum_k alpha_k(x) W_k`` and ``a(x) = sum_k alpha_k(x) b_k`` (over
+        ``A(x) = sum_k pi_k(x) W_k`` and ``a(x) = sum_k pi_k(x) b_k`` (over
         the kept anchors with ``top_k``), so that
         ``einsum("ntd,nd->nt", coef, X) + intercept`` equals :meth:`predict`
         to rounding. ``coef[i]`` is the linear regressor the model applies at
@@ -531,7 +530,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     def jacobian(self, X):
         """The exact derivative ``df/dx`` of the prediction at each sample.
 
-        ``A(x) + sum_k (W_k x + b_k) grad alpha_k(x)^T``: the local linear
+        ``A(x) + sum_k (W_k x + b_k) grad pi_k(x)^T``: the local linear
         coefficients plus the term from the assignments' own variation
         (softmax and similarity derivatives). With ``top_k`` it is the
         derivative of the renormalised softmax over the kept anchors, exact
@@ -544,8 +543,9 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        jacobian : ndarray of shape (n_samples, n_features) or \
-                (n_samples, n_targets, n_features)
+        jacobian : ndarray
+            Of shape (n_samples, n_features), or (n_samples, n_targets,
+            n_features) for a 2-D ``y``.
 
         Examples
         --------

@@ -71,12 +71,12 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         :class:`ARNRegressor` to each layer's anchors on ``X``.
     alpha : float >= 0, default=1.0
         Ridge penalty on the regressors of every layer (biases included).
-    anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
-            (n_anchors[-1], n_features), default="auto"
+    anchors : {"auto", "kmeans", "kplane", "random"} or array-like, default="auto"
         Initial anchors: ``"auto"`` (or ``"kplane"``) gives the last layer
         the supervised k-plane anchors (see :class:`ARNRegressor`) and the
-        residual layers KMeans anchors; an array gives the last layer's (the
-        closed-form start) and the residual layers use KMeans.
+        residual layers KMeans anchors; an array, of shape
+        (n_anchors[-1], n_features), gives the last layer's (the closed-form
+        start) and the residual layers use KMeans.
     solver : {"adam", "sgd"}, default="adam"
         See :class:`ARNRegressor`.
     batch_size : int, default=None
@@ -283,8 +283,9 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        jacobian : ndarray of shape (n_samples, n_features) or \
-                (n_samples, n_targets, n_features)
+        jacobian : ndarray
+            Of shape (n_samples, n_features), or (n_samples, n_targets,
+            n_features) for a 2-D ``y``.
         """
         return self._explain(X, _explain.network_jacobian)
 
