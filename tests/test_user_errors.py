@@ -52,6 +52,26 @@ def test_large_but_safe_features_still_fit(data):
     assert large.score(X * 1e99, y) > small.score(X, y) - 0.1
 
 
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        ARNRegressor(4, solver="lbfgs"),
+        ARNRegressor(4, solver="adam", max_iter=2),
+        DeepARNRegressor(n_layers=2, n_anchors=4, max_iter=2),
+    ],
+    ids=["lbfgs", "adam", "deep"],
+)
+def test_too_large_targets_for_a_learned_solver(data, estimator):
+    # Before: ValueError "All-NaN slice encountered" from inside the start (|y| >= 1e160).
+    X, y = data
+    with pytest.raises(ValueError, match=r"y has targets as large as .*TransformedTargetRegressor"):
+        estimator.fit(X, y * 1e120)
+    # The closed form copes: the same model, scaled.
+    small = ARNRegressor(4, random_state=0).fit(X, y).predict(X)
+    large = ARNRegressor(4, random_state=0).fit(X, y * 1e120).predict(X)
+    np.testing.assert_allclose(large / 1e120, small, rtol=1e-6, atol=1e-9)
+
+
 # ------------------------------------------------------------ diverging optimiser
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
 def test_diverging_learning_rate_warns_and_keeps_the_best_iterate(data, solver):

@@ -47,6 +47,7 @@ from .._utils._backend import DEVICES, Backend, to_numpy
 from .._utils._validation import (
     cast_predictions,
     check_feature_magnitude,
+    check_target_magnitude,
     check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
@@ -650,6 +651,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         )
         Y = xp.astype(validate_targets(y), xp.float64, copy=False)  # no copy of a large y
         check_feature_magnitude(X)
+        check_target_magnitude(Y, self.solver)
         Y = Y[:, None] if Y.ndim == 1 else Y
         w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
         if reset:

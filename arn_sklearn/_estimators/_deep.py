@@ -28,6 +28,7 @@ from .._utils._validation import (
     cast_predictions,
     check_anchor_counts,
     check_feature_magnitude,
+    check_target_magnitude,
     check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
@@ -221,6 +222,7 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         )
         validate_targets(y)
         check_feature_magnitude(X)
+        check_target_magnitude(y, self.solver)
         w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
         random_state = check_random_state(self.random_state)
         if warm:

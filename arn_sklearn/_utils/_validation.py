@@ -130,6 +130,36 @@ def check_feature_magnitude(X):
         )
 
 
+def check_target_magnitude(Y, solver):
+    """Refuse targets whose squares overflow the objective of a learned solver.
+
+    The closed form centres and solves in a way that copes with any finite
+    ``y``; the learned solvers evaluate the squared error itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn._utils._validation import check_target_magnitude
+    >>> check_target_magnitude(np.full(3, 1e300), "closed_form")
+    >>> try:
+    ...     check_target_magnitude(np.full(3, 1e300), "adam")
+    ... except ValueError as exc:
+    ...     print(str(exc)[:40])
+    y has targets as large as 1e+300 in abso
+    """
+    if solver == "closed_form" or Y.size == 0:
+        return
+    xp = array_namespace(Y)
+    largest = float(xp.max(xp.abs(Y)))
+    if largest > MAX_FEATURE_MAGNITUDE:
+        raise ValueError(
+            f"y has targets as large as {largest:.3g} in absolute value; solver="
+            f"{solver!r} squares the errors in float64, which overflows beyond about "
+            "1e150. Scale the targets, e.g. sklearn.compose.TransformedTargetRegressor("
+            "regressor, transformer=StandardScaler()), or use solver='closed_form'."
+        )
+
+
 def resolve_n_anchors(n_anchors, n_samples, anchors):
     """Anchors a fit can use: at most ``n_samples`` when they are drawn from the rows.
 
