@@ -6,7 +6,7 @@ anchors, dense or ``top_k``, every similarity, one or several targets),
 :class:`~arn_sklearn.ARNRegressorCV` (its refitted model) and
 :class:`~arn_sklearn.DeepARNRegressor`, so that ``skl2onnx.to_onnx`` converts
 them alone or inside a :class:`~sklearn.pipeline.Pipeline`. The graph computes
-the prediction in the input's precision (float32 or float64): the similarity
+the prediction: the similarity
 to every anchor, the softmax (over the ``top_k`` largest logits, through
 ``TopK``, with ``top_k``) and the assignment-weighted sum of the anchors'
 linear regressors. Like ``predict``, it computes in float64 whatever the
@@ -47,7 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._estimators._arn import ARNRegressor
 from ._estimators._cv import ARNRegressorCV
 from ._estimators._deep import DeepARNRegressor
-from ._fit._pipeline import as_2d, as_3d
+from ._model._layer import as_2d, as_3d
 from ._utils._backend import to_numpy
 from ._utils._optional import import_optional
 
@@ -57,7 +57,7 @@ _skl2onnx = import_optional("skl2onnx", "onnx", _PURPOSE)
 from onnx import onnx_pb as onnx_proto  # noqa: E402
 from skl2onnx import update_registered_converter  # noqa: E402
 from skl2onnx.algebra import onnx_ops as ops  # noqa: E402
-from skl2onnx.common.data_types import guess_numpy_type, guess_proto_type  # noqa: E402
+from skl2onnx.common.data_types import guess_numpy_type  # noqa: E402
 
 __all__ = ["register"]
 
@@ -173,7 +173,9 @@ def converter(scope, operator, container):
     out = _layer(h, layers[-1], kind, top_k, dtype, opv)
     out = ops.OnnxCast(
         out,
-        to=guess_proto_type(operator.inputs[0].type),
+        to=onnx_proto.TensorProto.DOUBLE
+        if out_dtype == np.float64
+        else onnx_proto.TensorProto.FLOAT,
         op_version=opv,
         output_names=operator.outputs[:1],
     )

@@ -15,7 +15,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from scipy.linalg.blas import dsyrk
 
-from arn_sklearn._fit._pipeline import accumulate_rows, make_assigner
+from arn_sklearn._model._layer import accumulate_rows, make_assignment
 
 
 def _best_of(fn, repeat):
@@ -43,7 +43,7 @@ def measure(n, m, d, top_k=None, repeat=2, seed=0, syrk=True):
     xp = array_namespace(X)
     p = m * (d + 1)
     # The fit's own path: one assigner, the statistics type it picks, its chunk rule.
-    assigner = make_assigner(anchors, "euclidean", 0.5, top_k)
+    assigner = make_assignment(anchors, "euclidean", 0.5, top_k)
 
     def run():
         return accumulate_rows(assigner, X, Y, w, xp)

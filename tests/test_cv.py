@@ -4,9 +4,9 @@ from sklearn.model_selection import GridSearchCV, KFold, ShuffleSplit
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from arn_sklearn import ARNRegressor, ARNRegressorCV
-from arn_sklearn._estimators._cv import fold_squared_errors, ridge_path
 from arn_sklearn._kernels._lifting import iter_chunks
 from arn_sklearn._kernels._solve import solve_ridge
+from arn_sklearn._model._cv_path import fold_squared_errors, ridge_path
 from arn_sklearn._model._statistics import SufficientStatistics, accumulate
 
 

@@ -122,14 +122,14 @@ def _boom(*args, **kwargs):
 
 # (estimator, the internal step that is made to fail after validation)
 _INJECTIONS = [
-    (ARNRegressor(4, random_state=0), "arn_sklearn._estimators._arn.ARNRegressor._accumulate"),
+    (ARNRegressor(4, random_state=0), "arn_sklearn._model._layer.accumulate_rows"),
     (
         ARNRegressorCV(4, alphas=[0.1, 1.0], cv=3, random_state=0),
-        "arn_sklearn._estimators._cv.ridge_path",
+        "arn_sklearn._fit._cv.ridge_path",
     ),
     (
         DeepARNRegressor(2, 3, max_iter=2, random_state=0),
-        "arn_sklearn._estimators._deep.DeepARNRegressor._train_layers",
+        "arn_sklearn._fit._deep.train_layers",
     ),
     (
         APlusRegressor(4, neighborhood_size=30, random_state=0),
@@ -139,19 +139,19 @@ _INJECTIONS = [
     # earlier model must not have been mutated in place either.
     (
         ARNRegressorCV(4, alphas=[0.1, 1.0], cv=3, random_state=0),
-        "arn_sklearn._estimators._cv.fitted_attributes",
+        "arn_sklearn._estimators._arn.ARNRegressor._set_fitted",
     ),
     (
         DeepARNRegressor(2, 3, max_iter=2, random_state=0),
-        "arn_sklearn._estimators._deep.DeepARNRegressor._set_layers",
+        "arn_sklearn._estimators._deep.DeepARNRegressor._set_fitted",
     ),
     (
         DeepARNRegressor(2, 3, max_iter=2, warm_start=True, random_state=0),
-        "arn_sklearn._estimators._deep.DeepARNRegressor._set_layers",
+        "arn_sklearn._estimators._deep.DeepARNRegressor._set_fitted",
     ),
     (
         ARNRegressor(4, solver="adam", max_iter=2, warm_start=True, random_state=0),
-        "arn_sklearn._estimators._arn.ARNRegressor._fit_gradient",
+        "arn_sklearn._fit._learned.train_layers",
     ),
 ]
 
@@ -177,7 +177,7 @@ def test_failed_partial_fit_rolls_back(monkeypatch):
     X, y = _data()
     model = ARNRegressor(4, random_state=0).partial_fit(X, y)
     saved, before = dict(model.__dict__), model.predict(X)
-    monkeypatch.setattr("arn_sklearn._estimators._arn.ARNRegressor._set_solution", _boom)
+    monkeypatch.setattr("arn_sklearn._estimators._arn.ARNRegressor._set_fitted", _boom)
     with pytest.raises(RuntimeError, match="injected"):
         model.partial_fit(X[:10], y[:10])
     _assert_unchanged(model, saved, X, before)

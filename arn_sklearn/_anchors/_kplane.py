@@ -29,8 +29,7 @@ from array_api_compat import array_namespace
 from scipy.optimize import minimize
 
 from .._kernels._assignment import similarity as similarity_matrix
-from .._kernels._assignment import softmax
-from .._kernels._gradients import similarity_backward
+from .._kernels._assignment import similarity_backward, softmax
 from .._kernels._parametrisation import _Parametrisation
 from .._utils._threads import single_threaded_blas
 

@@ -1,61 +1,40 @@
-"""The scikit-learn estimator: validation, orchestration and fitted attributes."""
+"""The scikit-learn estimator: parameters, validation, one driver call, fitted attributes."""
 
-import time
 from numbers import Integral, Real
 
 import numpy as np
-from array_api_compat import array_namespace
-from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
-from sklearn.utils import check_random_state
-from sklearn.utils._array_api import get_namespace
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_is_fitted,
-    validate_data,
 )
 
 from .._fit import _dask
-from .._fit._pipeline import (
-    Assigner,
-    accumulate_rows,
-    anchor_sample_size,
-    as_2d,
-    as_3d,
-    assign_rows,
-    check_fits_memory,
-    chunk_rows,
-    fitted_attributes,
-    initial_anchors,
-    make_assigner,
-    predict_rows,
-    row_chunks,
-    sparse_top_k,
-)
-from .._kernels import _explain
+from .._fit._closed_form import fit_closed_form, partial_fit_closed_form
+from .._fit._learned import fit_lbfgs, fit_minibatch
 from .._kernels._assignment import SIMILARITIES
-from .._kernels._gradients import make_layer
-from .._kernels._lifting import lift, pack_weights, unpack_weights
+from .._kernels._topk import sparse_top_k
+from .._learning._starts import StartSpec
 from .._learning._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
+    HISTORY_ATTRIBUTES,
     LEARNED_SOLVERS,
-    GradientTrainingMixin,
+    TrainingOptions,
+    history_attributes,
 )
-from .._model import _uncertainty
-from .._utils._backend import DEVICES, Backend, to_numpy
+from .._model._layer import FittedLayer, as_2d, as_3d, make_assignment
+from .._utils._arrays import to_numpy
+from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
     cast_predictions,
-    check_feature_magnitude,
-    check_target_magnitude,
     check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
     validate_anchor_array,
-    validate_targets,
+    validate_fit_data,
+    validate_predict_data,
 )
-
-_GRADIENT_HISTORY = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
 
 
 def _closed_form_solver(estimator):
@@ -63,7 +42,7 @@ def _closed_form_solver(estimator):
     return estimator.solver == "closed_form"
 
 
-class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
+class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Anchored Regression Network: closed-form streaming ridge solve, or learned anchors.
 
     Each input ``x`` is softly assigned to ``n_anchors`` anchors ``c_k`` by
@@ -98,12 +77,10 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         Voronoi cell (eqs. 6-9). ``"auto"`` sets ``K = 0.5 / median gap``, where
         the gap is the difference between a sample's two largest similarities
         (on at most 10,000 rows), so that the runner-up anchor of a typical
-        sample weighs ``exp(-0.5)`` of the nearest; ``benchmarks/bench_softness.py``
-        compares this rule with a grid. For a learned solver it is the start:
-        the k-plane classifier's softness with k-plane anchors, else the rule
-        or 4 times it (``GRADIENT_START_SOFTNESS``), whichever has the lower
-        training objective: from too soft a start the closed-form regressors
-        are large and cancel each other.
+        sample weighs ``exp(-0.5)`` of the nearest. For a learned solver it is
+        the start: the k-plane classifier's softness with k-plane anchors, else
+        the rule or 4 times it (``GRADIENT_START_SOFTNESS``), whichever has the
+        lower training objective.
     alpha : float >= 0, default=1.0
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
     anchors : {"auto", "kmeans", "kplane", "random"} or array-like, default="auto"
@@ -114,23 +91,19 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         starts by that hard objective), whose partition is then turned into
         anchors and a softness by fitting ``softmax(K s(x, c))`` to it
         (centroids, or leading directions for ``"absdot"``, as the start);
-        it finds pieces that KMeans misses when they are cut along directions
-        of small input variance; ``"random"``: distinct random rows of
-        ``X``; ``"auto"``: ``"kmeans"`` for the closed form; for the solvers
-        that learn anchors, the KMeans or the k-plane start, whichever has the
-        lower training objective (its closed form on the same subsample), since
-        k-plane anchors suit piecewise targets and KMeans anchors smooth ones.
-        An array of shape (n_anchors, n_features) is used as given.
+        ``"random"``: distinct random rows of ``X``; ``"auto"``: ``"kmeans"``
+        for the closed form; for the solvers that learn anchors, the KMeans or
+        the k-plane start, whichever has the lower training objective (its
+        closed form on the same subsample). An array of shape (n_anchors, n_features)
+        is used as given.
     solver : {"closed_form", "lbfgs", "adam", "sgd"}, default="closed_form"
         ``"closed_form"``: anchors stay as initialised, regressors solved
         exactly. ``"lbfgs"`` (recommended to learn anchors) is variable
         projection: the regressors are always the exact ridge solution for
         the current anchors and softness, and only the anchors and
         ``log K`` are searched, with scipy's L-BFGS-B on that reduced
-        objective (its gradient, by the envelope theorem, costs about one
-        closed-form fit); deterministic, no learning rate, monotone in the
-        training objective; ``max_iter`` counts its iterations. The model
-        keeps the closed-form statistics of the final anchors. ``"sgd"``
+        objective; ``max_iter`` counts its iterations. The model keeps the
+        closed-form statistics of the final anchors. ``"sgd"``
         (minibatch SGD with ``momentum`` and a rate halved every 20 epochs,
         the paper's super-resolution recipe) and ``"adam"`` start from the
         closed-form solution and learn anchors and regressors together. For
@@ -159,10 +132,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         the GPU through CuPy (extra ``gpu``) and returns numpy; ``"cpu"`` moves
         GPU input to the host. Fitted attributes are in the input's namespace.
     learning_rate_init : float, default=0.001
-        Initial step size of ``"adam"`` and ``"sgd"``. From the starts that
-        ``anchors="auto"`` picks, 0.001 beat 0.003 and 0.01 on both tasks of
-        ``benchmarks/learned_anchors.py`` (a larger rate undoes the start's
-        sharp cells in the first epochs).
+        Initial step size of ``"adam"`` and ``"sgd"``.
     momentum : float, default=0.9
         Momentum of ``solver="sgd"``.
     max_iter : int, default=200
@@ -183,12 +153,10 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
     validation_fraction : float, default=0.1
         Fraction of rows held out by ``early_stopping``.
     learn_softness : bool, default=True
-        With a gradient solver, also learn the softness ``K`` (in log space, so
-        it stays positive). From very soft starts (small ``K``) the closed-form
-        regressors are large and cancel each other, which makes the problem
-        stiff; if training stalls, start harder (a float ``softness`` a few
-        times ``softness_`` of the closed form); ``benchmarks/gradient_arn.py``
-        shows both cases.
+        With a learned solver, also learn the softness ``K`` (in log space, so
+        it stays positive); False keeps the start's softness. If training
+        stalls, start harder (a float ``softness`` a few times ``softness_`` of
+        the closed form; see the user guide on learned anchors).
     warm_start : bool, default=False
         With a gradient solver, continue from the fitted anchors, regressors
         and softness instead of a new closed-form start.
@@ -352,20 +320,20 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         -------
         self : ARNRegressor
         """
-        gradient = self.solver in LEARNED_SOLVERS
-        if gradient and sparse_top_k(self.n_anchors, self.top_k) is not None:
+        learned = self.solver in LEARNED_SOLVERS
+        if learned and sparse_top_k(self.n_anchors, self.top_k) is not None:
             raise ValueError(
                 "top_k is only supported with solver='closed_form': with top-k "
                 "assignments the objective jumps where a sample's kept anchors change."
             )
         if _dask.is_dask_collection(X):
-            if gradient:
+            if learned:
                 raise ValueError(
                     f"solver={self.solver!r} needs the data in memory; compute the Dask "
                     "collection first or use solver='closed_form'."
                 )
             return self._fit_dask(X, y, sample_weight)
-        warm = gradient and self.warm_start and hasattr(self, "coef_")
+        warm = learned and self.warm_start and hasattr(self, "coef_")
         X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
         backend = Backend(self.device, X)
         if warm:
@@ -377,18 +345,26 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
                 self.similarity,
                 self.similarity_,
             )
-            assigner = self._fitted_assigner()
+        start = self._fitted_layer() if warm else None
+        common = dict(random_state=self.random_state, backend=backend)
+        if self.solver == "closed_form":
+            layer = fit_closed_form(
+                X, Y, w, self.n_anchors_, self._start_spec(), batch_size=self.batch_size, **common
+            )
+            history = None
         else:
-            self._check_memory(X.shape[1], Y.shape[1])
-            assigner = self._new_assigner(X, w, Y)
-        if self.solver == "lbfgs":
-            self._fit_varpro(X, Y, w, y_ndim, assigner, backend)
-            return self
-        if not warm:  # the closed form, and the start of adam/sgd
-            stats = self._accumulate(backend, assigner, X, Y, w, stats=None)
-            self._set_solution(stats, assigner, y_ndim, backend)
-        if gradient:
-            self._fit_gradient(X, Y, w, y_ndim)
+            driver = fit_lbfgs if self.solver == "lbfgs" else fit_minibatch
+            layer, history = driver(
+                X,
+                Y,
+                w,
+                self.n_anchors_,
+                self._start_spec(),
+                self._training_options(),
+                start=start,
+                **common,
+            )
+        self._set_fitted(layer, y_ndim, backend.to_output, history)
         return self
 
     @available_if(_closed_form_solver)
@@ -415,17 +391,28 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=first_call)
         backend = Backend(self.device, X)
         if first_call:
-            self._check_memory(X.shape[1], Y.shape[1])
-            assigner, stats = self._new_assigner(X, w, Y), None
+            layer = fit_closed_form(
+                X,
+                Y,
+                w,
+                self.n_anchors_,
+                self._start_spec(),
+                batch_size=self.batch_size,
+                random_state=self.random_state,
+                backend=backend,
+            )
         else:
-            if Y.shape[1] != self._stats.zty.shape[1]:
-                raise ValueError(
-                    f"y has {Y.shape[1]} targets but earlier calls to "
-                    f"partial_fit had {self._stats.zty.shape[1]}."
-                )
-            assigner, stats = self._fitted_assigner(), self._stats
-        stats = self._accumulate(backend, assigner, X, Y, w, stats=stats)
-        self._set_solution(stats, assigner, y_ndim, backend)
+            layer = partial_fit_closed_form(
+                self._fitted_layer(),
+                X,
+                Y,
+                w,
+                self.alpha,
+                batch_size=self.batch_size,
+                backend=backend,
+                verbose=self.verbose,
+            )
+        self._set_fitted(layer, y_ndim, backend.to_output)
         return self
 
     # -------------------------------------------------------------- predict
@@ -457,21 +444,18 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         y_std : ndarray of the same shape as ``y_pred``
             Only with ``return_std=True``.
         """
-        if return_std:
-            self._predictive_state()  # fails early, and once, rather than per block
+        state = self._predictive_state() if return_std else None  # fails early, once
         if _dask.is_dask_collection(X):
-            y_pred = _dask.predict(self, X)
-            return (y_pred, _dask.predict(self, X, "_predict_std")) if return_std else y_pred
-        if return_std:
-            return self.predict(X), self._predict_std(X)
-        X = self._validate_predict_data(X)
-        backend = Backend(self.device, X)
-        xp, Xc = backend.xp, backend.to_compute(X)
-        W = pack_weights(as_3d(self.coef_), as_2d(self.intercept_), array_namespace(self.coef_))
-        assigner = self._fitted_assigner().moved(backend.to_compute)
-        y_pred = predict_rows(assigner, Xc, backend.to_compute(W), xp, self.batch_size)
-        y_pred = backend.to_output(cast_predictions(y_pred, Xc.dtype, xp))
-        return y_pred[:, 0] if self.coef_.ndim == 2 else y_pred
+            y_pred = self._predict_dask(X, "predict")
+            return (y_pred, self._predict_dask(X, "predict_std", state)) if return_std else y_pred
+        X, backend, layer = self._predict_setup(X)
+        Xc = backend.to_compute(X)
+        y_pred = layer.predict(Xc, backend.xp, self.batch_size)
+        y_pred = self._output(y_pred, Xc, backend, predictions=True)
+        if not return_std:
+            return y_pred
+        y_std = layer.predict_std(Xc, backend.xp, state, self.batch_size)
+        return y_pred, self._output(y_std, Xc, backend)
 
     def soft_assignments(self, X):
         """Soft assignments ``alpha(X)`` of samples to the anchors (eq. 4).
@@ -486,13 +470,11 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             Non-negative rows that sum to one (a Dask array for Dask input).
         """
         if _dask.is_dask_collection(X):
-            return _dask.predict(self, X, method="soft_assignments")
-        X = self._validate_predict_data(X)
-        backend = Backend(self.device, X)
-        xp, Xc = backend.xp, backend.to_compute(X)
-        assigner = self._fitted_assigner().moved(backend.to_compute)
-        A = assign_rows(assigner, Xc, xp, self.batch_size)
-        return backend.to_output(xp.astype(A, Xc.dtype))
+            return self._predict_dask(X, "soft_assignments")
+        X, backend, layer = self._predict_setup(X)
+        Xc = backend.to_compute(X)
+        A = layer.assign(Xc, backend.xp, self.batch_size)
+        return backend.to_output(backend.xp.astype(A, Xc.dtype))
 
     def local_linear(self, X):
         """The exact local linear model of each sample: ``f(x) = A(x) x + a(x)``.
@@ -526,7 +508,10 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         >>> bool(np.allclose(np.sum(coef * X[:5], axis=1) + intercept, model.predict(X[:5])))
         True
         """
-        return self._explain(X, jacobian=False)
+        X, backend, layer = self._predict_setup(X)
+        Xc = backend.to_compute(X)
+        coef, intercept = layer.local_linear(Xc, backend.xp)
+        return self._output(coef, Xc, backend), self._output(intercept, Xc, backend)
 
     def jacobian(self, X):
         """The exact derivative ``df/dx`` of the prediction at each sample.
@@ -560,35 +545,9 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         >>> bool(np.allclose(model.jacobian(x)[:, 0], slope, rtol=1e-5))
         True
         """
-        return self._explain(X, jacobian=True)
-
-    def _explain(self, X, jacobian):
-        X = self._validate_predict_data(X)
-        backend = Backend(self.device, X)
-        xp, Xc = backend.xp, backend.to_compute(X)
-        kind, softness, top_k = self._prediction_params()
-        anchors, coef, intercept = (
-            xp.astype(backend.to_compute(a), xp.float64)
-            for a in (self.anchors_, as_3d(self.coef_), as_2d(self.intercept_))
-        )
-        rows = _explain.chunk_rows(*coef.shape)
-        parts = []
-        for chunk in row_chunks(xp.astype(Xc, xp.float64), rows):
-            if jacobian:
-                J = _explain.layer_jacobian(
-                    chunk, anchors, coef, intercept, kind, softness, top_k, xp
-                )
-                parts.append((J,))
-            else:
-                A, _ = _explain.layer_assignments(chunk, anchors, kind, softness, top_k, xp)
-                parts.append(_explain.local_linear(A, coef, intercept, xp))
-        out = [
-            backend.to_output(xp.astype(xp.concat(list(p), axis=0), Xc.dtype))
-            for p in zip(*parts, strict=True)
-        ]
-        if self.coef_.ndim == 2:  # 1-D y: drop the target axis
-            out = [a[:, 0, ...] for a in out]
-        return out[0] if jacobian else tuple(out)
+        X, backend, layer = self._predict_setup(X)
+        Xc = backend.to_compute(X)
+        return self._output(layer.jacobian(Xc, backend.xp), Xc, backend)
 
     def _predictive_state(self):
         """``(factor, sigma2)`` of the predictive uncertainty, computed once and cached."""
@@ -602,34 +561,10 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             )
         cache = self.__dict__.get("_predictive_cache")
         if cache is not None and cache[0] is stats and cache[1] == self._alpha:
-            return cache[2], cache[3]
-        xp = array_namespace(stats.zty)
-        factor = stats.factorize(self._alpha, xp)
-        sigma2, _ = _uncertainty.noise_variance(stats, factor, xp)
-        self._predictive_cache = (stats, self._alpha, factor, sigma2)
-        return factor, sigma2
-
-    def _predict_std(self, X):
-        """Predictive standard deviation, shape as :meth:`predict`'s."""
-        factor, sigma2 = self._predictive_state()
-        X = self._validate_predict_data(X)
-        backend = Backend(self.device, X)
-        xp, Xc = backend.xp, backend.to_compute(X)
-        kind, softness, top_k = self._prediction_params()
-        anchors = xp.astype(backend.to_compute(self.anchors_), xp.float64)
-        m, d = self.anchors_.shape
-        batch_size = chunk_rows(m, top_k, d, self._stats.zty.shape[1], self.batch_size)
-        parts = []
-        for chunk in row_chunks(xp.astype(Xc, xp.float64), batch_size):
-            A, _ = _explain.layer_assignments(chunk, anchors, kind, softness, top_k, xp)
-            leverage = _uncertainty.leverage(lift(chunk, A, xp), factor, xp)
-            parts.append(_uncertainty.predictive_std(leverage, sigma2, xp))
-        y_std = backend.to_output(xp.astype(xp.concat(parts, axis=0), Xc.dtype))
-        return y_std[:, 0] if self.coef_.ndim == 2 else y_std
-
-    def _prediction_params(self):
-        """Similarity, softness and top-k (None: dense) the fitted model predicts with."""
-        return self.similarity_, self.softness_, self.top_k_
+            return cache[2]
+        state = self._fitted_layer().predictive_state()
+        self._predictive_cache = (stats, self._alpha, state)
+        return state
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -638,199 +573,116 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         return state
 
     # -------------------------------------------------------------- helpers
-    def _validate_fit_data(self, X, y, sample_weight, reset):
-        xp, _ = get_namespace(X)
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=reset,
-            multi_output=True,
-            y_numeric=True,
-            dtype=[xp.float64, xp.float32],
+    def _start_spec(self):
+        """How a new fit chooses its anchors and softness (plain values)."""
+        anchors = self.anchors if isinstance(self.anchors, str) else to_numpy(self.anchors)
+        return StartSpec(
+            anchors=anchors,
+            similarity=self.similarity,
+            softness=self.softness,
+            top_k=self.top_k,
+            alpha=self.alpha,
+            learned=self.solver in LEARNED_SOLVERS,
+            verbose=self.verbose,
         )
-        Y = xp.astype(validate_targets(y), xp.float64, copy=False)  # no copy of a large y
-        check_feature_magnitude(X)
-        check_target_magnitude(Y, self.solver)
-        Y = Y[:, None] if Y.ndim == 1 else Y
-        w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
+
+    def _training_options(self):
+        return TrainingOptions.from_params(self.get_params())
+
+    def _fitted_layer(self):
+        """The fitted layer, from the fitted attributes (in their namespace)."""
+        assignment = make_assignment(self.anchors_, self.similarity_, self.softness_, self.top_k_)
+        return FittedLayer(
+            assignment,
+            as_3d(self.coef_),
+            as_2d(self.intercept_),
+            stats=self.__dict__.get("_stats"),
+            alpha=self.__dict__.get("_alpha"),
+        )
+
+    def _set_fitted(self, layer, y_ndim, to_output, history=None):
+        """Store a fitted layer (in the compute namespace) as the fitted attributes."""
+        coef, intercept = layer.coef, layer.intercept
+        if y_ndim == 1:  # 1-D y: no target axis
+            coef, intercept = coef[:, 0, :], intercept[:, 0]
+        a = layer.assignment
+        self.anchors_, self.coef_, self.intercept_ = map(to_output, (a.anchors, coef, intercept))
+        self.softness_, self.similarity_, self.top_k_ = a.softness, a.similarity, a.top_k
+        if layer.stats is None:  # learned regressors: the statistics were the start's
+            self.__dict__.pop("_stats", None)
+        else:
+            # The statistics (where they were solved), for partial_fit and return_std,
+            # and the penalty of this solution (the parameter may change before predict).
+            self._stats, self._alpha = layer.stats, layer.alpha
+        for name in HISTORY_ATTRIBUTES:  # an earlier fit's, e.g. a learned solver's
+            self.__dict__.pop(name, None)
+        self.n_iter_ = 1  # one pass and one solve
+        if history is not None:
+            for name, value in history_attributes(history, self.early_stopping).items():
+                setattr(self, name, value)
+
+    def _validate_fit_data(self, X, y, sample_weight, reset):
+        X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight, reset=reset)
         if reset:
             self._check_anchor_count(X)
-        return X, Y, w, y.ndim
-
-    def _validate_predict_data(self, X):
-        check_is_fitted(self)
-        xp, _ = get_namespace(X)
-        return validate_data(self, X, reset=False, dtype=[xp.float64, xp.float32])
+        return X, Y, w, y_ndim
 
     def _check_anchor_count(self, X):
         n_samples, n_features = X.shape
         self.n_anchors_ = resolve_n_anchors(self.n_anchors, n_samples, self.anchors)
         if not isinstance(self.anchors, str):
-            validate_anchor_array(self.anchors, self.n_anchors, n_features)
+            return validate_anchor_array(self.anchors, self.n_anchors, n_features)
+        return None
 
-    def _check_memory(self, n_features, n_targets):
-        """The memory guard, before anchors, softness or statistics are computed."""
-        m = self.n_anchors_
-        batch = chunk_rows(m, self.top_k, n_features, n_targets, self.batch_size)
-        check_fits_memory(m, self.top_k, n_features, n_targets, batch)
+    def _predict_setup(self, X):
+        """Validated ``X``, its backend, and the fitted layer in the compute namespace."""
+        X = validate_predict_data(self, X)
+        backend = Backend(self.device, X)
+        return X, backend, self._fitted_layer().moved(backend.to_compute)
 
-    def _new_assigner(self, X, sample_weight, Y):
-        """Anchors and softness of a new fit (KMeans, k-plane and the rule run on the host)."""
-        anchors = self.anchors if isinstance(self.anchors, str) else to_numpy(self.anchors)
-        anchors, softness = initial_anchors(
-            to_numpy(X),
-            to_numpy(sample_weight),
-            self.n_anchors_,
-            anchors,
-            self.similarity,
-            self.softness,
-            self.top_k,
-            check_random_state(self.random_state),
-            y=to_numpy(Y),
-            alpha=self.alpha,
-            learned=self.solver in LEARNED_SOLVERS,
-            verbose=self.verbose,
-        )
-        return make_assigner(anchors, self.similarity, softness, self.top_k)
+    def _output(self, a, Xc, backend, predictions=False):
+        """A float64 compute-namespace result in the input's dtype and namespace.
 
-    def _fitted_assigner(self):
-        """The assignment the fitted model uses (from fitted attributes, not parameters)."""
-        return Assigner(self.anchors_, self.similarity_, self.softness_, self.top_k_)
-
-    def _accumulate(self, backend, assigner, X, Y, w, stats):
+        Predictions that overflow the input's dtype are refused.
+        """
         xp = backend.xp
-        X, Y, w = (backend.to_compute(a) for a in (X, Y, w))
-        return accumulate_rows(
-            assigner.moved(backend.to_compute),
-            X,
-            Y,
-            w,
-            xp,
-            stats=stats,
-            batch_size=self.batch_size,
-            verbose=self.verbose,
-        )
+        a = cast_predictions(a, Xc.dtype, xp) if predictions else xp.astype(a, Xc.dtype)
+        a = backend.to_output(a)
+        return a[:, 0, ...] if self.coef_.ndim == 2 else a  # 1-D y: no target axis
 
     def _fit_dask(self, X, y, sample_weight):
         """Dask input: anchors from sampled blocks, statistics summed over blocks."""
         X, Y, w = _dask.validate_fit(X, y, sample_weight)
         self.__dict__.pop("feature_names_in_", None)
         self.n_features_in_ = X.shape[1]
-        self._check_anchor_count(X)
-        n_targets = 1 if Y.ndim == 1 else Y.shape[1]
-        self._check_memory(X.shape[1], n_targets)
-        if isinstance(self.anchors, str) or self.softness == "auto":
-            n_rows = anchor_sample_size(self.n_anchors_)
-            Xs, ws = _dask.sample_rows(X, w, n_rows, check_random_state(self.random_state))
-            # A fresh generator, as in memory: when every block is drawn, the
-            # anchors and softness equal the in-memory fit's.
-            anchors, softness = initial_anchors(
-                Xs,
-                ws,
-                self.n_anchors_,
-                self.anchors,
-                self.similarity,
-                self.softness,
-                self.top_k,
-                check_random_state(self.random_state),
-                verbose=self.verbose,
-            )
-            assigner = make_assigner(anchors, self.similarity, softness, self.top_k)
-        else:
-            anchors = validate_anchor_array(self.anchors, self.n_anchors, X.shape[1]).copy()
-            assigner = make_assigner(anchors, self.similarity, self.softness, self.top_k)
-        stats = _dask.accumulate(assigner, X, Y, w, self.batch_size)
-        # The blocks ran on the CPU; the small system is solved where `device`
+        anchor_array = self._check_anchor_count(X)
+        # The blocks run on the CPU; the small system is solved where `device`
         # says (the GPU for "cuda"), and the attributes come back as numpy.
         backend = Backend(self.device, np.empty((0, X.shape[1])))
-        self._set_solution(stats.map_arrays(backend.to_compute), assigner, Y.ndim, backend)
+        layer = _dask.fit_dask(
+            X,
+            Y,
+            w,
+            self.n_anchors_,
+            self._start_spec(),
+            anchor_array,
+            batch_size=self.batch_size,
+            random_state=self.random_state,
+            backend=backend,
+        )
+        self._set_fitted(layer, Y.ndim, backend.to_output)
         return self
 
-    def _set_solution(self, stats, assigner, y_ndim, backend):
-        """Solve ``stats`` and store the fitted model (attributes in the input's namespace)."""
-        self.__dict__.update(
-            fitted_attributes(
-                stats, assigner, self.alpha, y_ndim, backend.to_output, verbose=self.verbose
-            )
+    def _predict_dask(self, X, method, state=None):
+        check_is_fitted(self)
+        return _dask.predict(
+            self._fitted_layer(),
+            X,
+            method=method,
+            n_features=self.n_features_in_,
+            y_ndim=self.coef_.ndim - 1,
+            estimator_name=type(self).__name__,
+            state=state,
+            device=self.device,
+            batch_size=self.batch_size,
         )
-        # One pass and one solve; a gradient solver then records its epochs.
-        self.n_iter_ = 1
-        for name in _GRADIENT_HISTORY:
-            self.__dict__.pop(name, None)
-
-    def _fit_varpro(self, X, Y, w, y_ndim, assigner, backend):
-        """``solver="lbfgs"``: learn anchors and softness, then the closed form on all rows."""
-        if (
-            hasattr(self, "coef_")
-            and self.warm_start
-            and Y.shape[1] != as_2d(self.intercept_).shape[1]
-        ):
-            raise ValueError(
-                f"y has {Y.shape[1]} targets but the model being warm-started has "
-                f"{as_2d(self.intercept_).shape[1]}."
-            )
-        xp = backend.xp
-        Xc, Yc, wc = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
-        tic = time.perf_counter()
-        anchors, softness, history = self._learn_varpro(
-            xp.asarray(np.asarray(to_numpy(assigner.anchors), dtype=np.float64)),
-            assigner.softness,
-            Xc,
-            Yc,
-            wc,
-            xp,
-            check_random_state(self.random_state),
-        )
-        if self.verbose:
-            print(f"[ARN] lbfgs: {history.n_iter} iterations in {time.perf_counter() - tic:.2f} s")
-        # The regressors are the exact ridge solution for the kept anchors on
-        # all rows, so the statistics kept in the model are theirs.
-        assigner = make_assigner(to_numpy(anchors), self.similarity, softness)
-        stats = self._accumulate(backend, assigner, X, Y, w, stats=None)
-        self._set_solution(stats, assigner, y_ndim, backend)
-        self._record_history(history)
-
-    def _fit_gradient(self, X, Y, w, y_ndim):
-        """Learn anchors and regressors from the current (closed-form) model."""
-        if Y.shape[1] != as_2d(self.intercept_).shape[1]:
-            raise ValueError(
-                f"y has {Y.shape[1]} targets but the model being warm-started has "
-                f"{as_2d(self.intercept_).shape[1]}."
-            )
-        backend = Backend(self.device, X)
-        xp = backend.xp
-        X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, Y, w))
-        y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)
-        coef, intercept, anchors = (
-            backend.to_compute(a)
-            for a in (as_3d(self.coef_), as_2d(self.intercept_), self.anchors_)
-        )
-        # Trained on centred targets, like the closed form, so that the penalty
-        # sees the same centred biases and the closed form is its starting point.
-        layer = make_layer(anchors, coef, intercept - y_mean[None, :], self.softness_, xp)
-        random_state = check_random_state(self.random_state)
-        tic = time.perf_counter()
-        (layer,) = self._train_layers([layer], X, Y - y_mean[None, :], w, xp, random_state)
-        if self.verbose:
-            print(
-                f"[ARN] {self.solver}: {self.n_iter_} epochs in {time.perf_counter() - tic:.2f} s"
-            )
-        coef, intercept = unpack_weights(
-            layer["weights"], y_mean, anchors.shape[0], anchors.shape[1], xp
-        )
-        if y_ndim == 1:
-            coef, intercept = coef[:, 0, :], intercept[:, 0]
-        self.coef_, self.intercept_, self.anchors_ = (
-            backend.to_output(a) for a in (coef, intercept, layer["anchors"])
-        )
-        self.softness_ = float(xp.exp(layer["log_softness"]))
-        self.similarity_, self.top_k_ = self.similarity, None
-        # The statistics belong to the initial anchors, not the learned ones.
-        self.__dict__.pop("_stats", None)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags

@@ -1,150 +1,35 @@
 """ARNRegressorCV: k-fold cross-validation of alpha (and softness) in one pass.
 
-With the anchors and the softness fixed, everything a fold needs is a sum over
-its rows (:class:`SufficientStatistics`). One pass accumulates each test fold
-separately; the training system of fold ``j`` is the sum of the other folds.
-One eigendecomposition ``G = Q diag(lam) Q^T`` per fold then gives the ridge
-solution for every alpha at the price of a matrix product, and the held-out
-squared error expands into the fold's own statistics, so no second pass over
-the data is needed (see :func:`fold_squared_errors`).
+The estimator validates its parameters and data, calls
+:func:`~arn_sklearn._fit._cv.cross_validate` (one pass over the rows, the
+ridge path of every fold from sufficient statistics) and stores the scores and
+the refitted :class:`ARNRegressor`.
 """
 
-from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
-from array_api_compat import array_namespace
-from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
 from sklearn.model_selection import check_cv
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._fit import _dask
-from .._fit._pipeline import (
-    accumulate_rows,
-    check_fits_memory,
-    chunk_rows,
-    fitted_attributes,
-    initial_anchors,
-    make_assigner,
-)
+from .._fit._cv import cross_validate
 from .._kernels._assignment import SIMILARITIES
-from .._kernels._solve import centered_rhs
-from .._utils._backend import DEVICES, Backend, to_numpy
+from .._learning._starts import StartSpec
+from .._utils._arrays import to_numpy
+from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
-    check_feature_magnitude,
     resolve_n_anchors,
     rollback_on_error,
     validate_anchor_array,
-    validate_targets,
+    validate_fit_data,
 )
 from ._arn import ARNRegressor
 
-# Eigenvalues of the regularised system below this fraction of the largest are
-# treated as zero (minimum-norm solution), as the Cholesky path falls back to lstsq.
-_EIG_RCOND = 1e-13
 
-
-def ridge_path(stats, alphas, xp=None):
-    """Ridge solutions of one system for many penalties.
-
-    Dense statistics: one eigendecomposition ``G = Q diag(lam) Q^T`` serves every
-    alpha. Block-sparse (top-k) statistics: one sparse solve per alpha.
-
-    Parameters
-    ----------
-    stats : SufficientStatistics or BlockSparseStatistics
-        Training statistics.
-    alphas : ndarray of shape (n_alphas,)
-    xp : array namespace, default=None
-        The statistics' namespace (numpy when None).
-
-    Returns
-    -------
-    W : array of shape (n_alphas, p, n_targets)
-        ``(G + alpha I)^{-1} (Z^T W (Y - y_mean))`` for each alpha.
-    y_mean : array of shape (n_targets,)
-    """
-    xp = array_namespace(stats.zty) if xp is None else xp
-    if not hasattr(stats, "gram"):
-        solutions = [stats.solve(float(alpha), xp) for alpha in alphas]
-        return xp.stack([W for W, _ in solutions]), solutions[0][1]
-    rhs, y_mean = centered_rhs(stats, xp)
-    lam, Q = xp.linalg.eigh(stats.gram)
-    lam = xp.clip(lam, 0.0, None)  # the Gram matrix is PSD; clip rounding noise
-    Qt_rhs = Q.T @ rhs
-    alphas = xp.asarray(alphas, dtype=lam.dtype, device=getattr(lam, "device", None))
-    denom = lam[None, :] + alphas[:, None]
-    keep = denom > _EIG_RCOND * xp.max(denom, axis=1, keepdims=True)
-    inv = xp.where(keep, 1.0 / xp.where(keep, denom, 1.0), 0.0)
-    # W_a = Q diag(inv_a) Q^T rhs, for every alpha a at once.
-    return Q[None, :, :] @ (inv[:, :, None] * Qt_rhs[None, :, :]), y_mean
-
-
-def fold_squared_errors(W, y_mean, fold, y_center, yc_sum, yc_sq):
-    """Weighted held-out squared error per alpha and target, from statistics only.
-
-    For predictions ``W^T z + y_mean`` the error of the fold's rows expands as
-    ``W^T G W - 2 W^T (zty - z_sum c^T) + 2 d W^T z_sum + sum w (y - c)^2 - 2 d
-    sum w (y - c) + n d^2`` with ``d = y_mean - c``. Centring ``y`` on the global
-    mean ``c`` keeps the cancellation small when ``y`` has a large offset.
-
-    Parameters
-    ----------
-    W : ndarray of shape (n_alphas, p, n_targets)
-    y_mean : ndarray of shape (n_targets,)
-    fold : SufficientStatistics
-        Statistics of the held-out rows.
-    y_center : ndarray of shape (n_targets,)
-    yc_sum, yc_sq : ndarray of shape (n_targets,)
-        ``sum w (y - c)`` and ``sum w (y - c)^2`` over the held-out rows.
-
-    Returns
-    -------
-    sse : ndarray of shape (n_alphas, n_targets)
-    """
-    xp = array_namespace(W)
-    n_alphas, p, n_targets = W.shape
-    # G W for every alpha in one product, in the statistics' namespace (GPU or host).
-    GW = fold.gram_matmul(xp.reshape(xp.permute_dims(W, (1, 0, 2)), (p, n_alphas * n_targets)))
-    GW = np.moveaxis(np.reshape(to_numpy(GW), (p, n_alphas, n_targets)), 1, 0)
-    W, y_mean = to_numpy(W), to_numpy(y_mean)
-    zty, z_sum = to_numpy(fold.zty), to_numpy(fold.z_sum)
-    d = y_mean - y_center
-    b = zty - z_sum[:, None] * y_center[None, :]
-    quad = np.einsum("apt,apt->at", W, GW)
-    lin = np.einsum("apt,pt->at", W, b) - d[None, :] * np.einsum("apt,p->at", W, z_sum)
-    const = yc_sq - 2 * d * yc_sum + fold.weight_sum * d**2
-    return np.maximum(quad - 2 * lin + const[None, :], 0.0)
-
-
-def _power_of_two_scale(Y):
-    """Per-target powers of two with ``max |y| / scale`` in [1, 2) (1 for zero targets)."""
-    peak = np.max(np.abs(Y), axis=0) if Y.shape[0] else np.zeros(Y.shape[1])
-    # 2^(e-1), not 2^e: the latter overflows for |y| near the float64 maximum.
-    return np.where(peak > 0, np.exp2(np.frexp(peak)[1] - 1.0), 1.0)
-
-
-def _scores(sse, weight_sum, yc_sum, yc_sq, scoring, y_scale=1.0):
-    """Fold scores per alpha: R^2 (averaged over targets) or negative MSE.
-
-    The statistics are of ``y / y_scale``; R^2 does not depend on the scale,
-    the MSE is returned in the units of ``y`` (infinite past 1e308).
-    """
-    if scoring == "neg_mean_squared_error":
-        with np.errstate(over="ignore", invalid="ignore"):
-            sse = np.where(sse > 0, sse * np.square(y_scale), 0.0)
-        return -sse.mean(axis=1) / weight_sum
-    sst = yc_sq - yc_sum**2 / weight_sum
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = 1.0 - sse / sst[None, :]
-    # As sklearn's r2_score: a constant target scores 1 if predicted exactly, else 0.
-    r2 = np.where(sst[None, :] > 0, r2, np.where(sse == 0, 1.0, 0.0))
-    return r2.mean(axis=1)
-
-
-class ARNRegressorCV(RegressorMixin, BaseEstimator):
+class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """ARN with k-fold cross-validation of ``alpha`` (and ``softness``) in one pass.
 
     The anchors are chosen once on all rows (as :class:`ARNRegressor` does).
@@ -282,19 +167,6 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
             raise ValueError("softness grid is empty.")
         return alphas, grid
 
-    def _base_estimator(self, alpha, softness, anchors):
-        return ARNRegressor(
-            self.n_anchors,
-            similarity=self.similarity,
-            softness=softness,
-            alpha=alpha,
-            anchors=anchors,
-            batch_size=self.batch_size,
-            top_k=self.top_k,
-            device=self.device,
-            random_state=self.random_state,
-        )
-
     @_fit_context(prefer_skip_nested_validation=True)
     @rollback_on_error
     def fit(self, X, y, sample_weight=None):
@@ -311,105 +183,46 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         self : ARNRegressorCV
         """
         alphas, grid = self._grid()
-        X, y = validate_data(
-            self, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32]
-        )
-        Y = np.asarray(validate_targets(y), dtype=np.float64)
-        check_feature_magnitude(X)
-        Y = Y[:, None] if Y.ndim == 1 else Y
-        # Scores are computed from squares of y: scale it (by powers of two, so
-        # exactly) to keep them finite and R^2 scale-invariant for |y| ~ 1e200.
-        y_scale = _power_of_two_scale(Y)
-        Y = Y / y_scale
-        w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        folds = self._test_folds(X, y)
-        n_features, n_targets = X.shape[1], Y.shape[1]
+        X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight)
+        folds = self._test_folds(X, Y[:, 0] if y_ndim == 1 else Y)
         # Fewer anchors than asked when the rows are fewer (see resolve_n_anchors).
         self.n_anchors_ = n_anchors = resolve_n_anchors(self.n_anchors, X.shape[0], self.anchors)
-        if not isinstance(self.anchors, str):
-            validate_anchor_array(self.anchors, n_anchors, n_features)
-        # Each fold's statistics, their training sum, its factorisation and the
-        # total are held at once.
-        batch = chunk_rows(n_anchors, self.top_k, n_features, n_targets, self.batch_size)
-        check_fits_memory(
-            n_anchors, self.top_k, n_features, n_targets, batch, n_systems=len(folds) + 3
-        )
-
-        # Anchors once on all rows; "auto" softness from the same rule as ARNRegressor.
-        random_state = check_random_state(self.random_state)
-        first = "auto" if "auto" in grid else grid[0]
-        anchors, first_value = initial_anchors(
-            X, w, n_anchors, self.anchors, self.similarity, first, self.top_k, random_state
-        )
-        # Every "auto" in the grid is the value computed with the anchors.
-        softnesses = [first_value if s == "auto" else float(s) for s in grid]
-
+        anchors = self.anchors
+        if not isinstance(anchors, str):
+            anchors = validate_anchor_array(anchors, n_anchors, X.shape[1])
         backend = Backend(self.device, X)
-        xp = backend.xp
-        Xc, Yc, wc = (backend.to_compute(a) for a in (X, Y, w))
-        y_center = w @ Y / w.sum() if w.sum() > 0 else np.zeros(n_targets)
-        moments = [
-            (
-                np.sum(w[idx, None] * (Y[idx] - y_center), 0),
-                np.sum(w[idx, None] * (Y[idx] - y_center) ** 2, 0),
-            )
-            for idx in folds
-        ]
-        scores = np.empty((len(softnesses), len(alphas), len(folds)))
-        totals = []
-        for s, softness in enumerate(softnesses):
-            assigner = make_assigner(
-                backend.to_compute(anchors), self.similarity, softness, self.top_k
-            )
-            fold_stats = []
-            for idx in folds:
-                rows = backend.to_compute(idx)
-                fold_stats.append(
-                    accumulate_rows(
-                        assigner,
-                        xp.take(Xc, rows, axis=0),
-                        xp.take(Yc, rows, axis=0),
-                        xp.take(wc, rows, axis=0),
-                        xp,
-                        batch_size=self.batch_size,
-                    )
-                )
-            total = _add_all(fold_stats)
-            for j, fold in enumerate(fold_stats):
-                train = _add_all([other for i, other in enumerate(fold_stats) if i != j])
-                W, y_mean = ridge_path(train, alphas, xp)
-                yc_sum, yc_sq = moments[j]
-                sse = fold_squared_errors(W, y_mean, fold, y_center, yc_sum, yc_sq)
-                scores[s, :, j] = _scores(
-                    sse, fold.weight_sum, yc_sum, yc_sq, self.scoring, y_scale
-                )
-            totals.append((total, assigner))
-
-        self._set_cv_results(scores, alphas, softnesses)
-        best_s, best_a = np.unravel_index(
-            np.argmax(scores.mean(axis=2).T), (len(alphas), len(softnesses))
-        )[::-1]
-        self.alpha_ = float(alphas[best_a])
-        self.softness_ = float(softnesses[best_s])
-        self.best_score_ = float(scores[best_s, best_a].mean())
-        stats, assigner = totals[best_s]
-        # Back to the units of y: the statistics are linear in y, y_sq_sum quadratic.
-        scale = backend.to_compute(y_scale)
-        with np.errstate(over="ignore"):  # sum y^2 is infinite for |y| ~ 1e200
-            stats = replace(
-                stats,
-                zty=stats.zty * scale,
-                y_sum=stats.y_sum * scale,
-                y_sq_sum=stats.y_sq_sum * scale * scale,
-            )
-        model = self._base_estimator(self.alpha_, self.softness_, anchors)
-        # The refit is the solution of the summed folds: no second pass over the data.
-        model.n_features_in_ = n_features
-        model.n_anchors = model.n_anchors_ = n_anchors
-        vars(model).update(
-            fitted_attributes(stats, assigner, self.alpha_, y.ndim, backend.to_output)
+        result = cross_validate(
+            X,
+            Y,
+            w,
+            folds,
+            n_anchors,
+            StartSpec(anchors=anchors, similarity=self.similarity, top_k=self.top_k),
+            alphas,
+            grid,
+            scoring=self.scoring,
+            batch_size=self.batch_size,
+            random_state=self.random_state,
+            backend=backend,
         )
-        model.n_iter_ = 1
+        self._set_cv_results(result.scores, alphas, result.softnesses)
+        self.alpha_, self.softness_ = result.alpha, result.softness
+        self.best_score_ = result.best_score
+        # The refit: an ARNRegressor with the chosen parameters and the solution
+        # of all folds together (no second pass over the data).
+        model = ARNRegressor(
+            n_anchors,
+            similarity=self.similarity,
+            softness=self.softness_,
+            alpha=self.alpha_,
+            anchors=to_numpy(result.layer.assignment.anchors),
+            batch_size=self.batch_size,
+            top_k=self.top_k,
+            device=self.device,
+            random_state=self.random_state,
+        )
+        model.n_features_in_, model.n_anchors_ = X.shape[1], n_anchors
+        model._set_fitted(result.layer, y_ndim, backend.to_output)
         self.estimator_ = model
         self.anchors_ = model.anchors_
         self.coef_ = model.coef_
@@ -473,16 +286,3 @@ class ARNRegressorCV(RegressorMixin, BaseEstimator):
         if not _dask.is_dask_collection(X):
             X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return self.estimator_.predict(X, return_std=return_std)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags
-
-
-def _add_all(parts):
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total

@@ -1,47 +1,36 @@
 """Deep ARN: residual stacks of ARN layers trained end to end (paper section 4.2)."""
 
-import time
 from numbers import Integral, Real
 
-import numpy as np
-from array_api_compat import array_namespace
-from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
-from sklearn.utils import check_random_state
-from sklearn.utils._array_api import get_namespace
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .._anchors._init import auto_softness, init_anchors
-from .._fit._pipeline import as_2d, as_3d, initial_anchors
-from .._kernels import _explain
+from .._fit._deep import fit_deep
 from .._kernels._assignment import SIMILARITIES
-from .._kernels._gradients import make_layer, network_predict
-from .._kernels._lifting import unpack_weights
+from .._learning._starts import StartSpec
 from .._learning._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
     GRADIENT_SOLVERS,
-    GRADIENT_START_SOFTNESS,
-    GradientTrainingMixin,
+    HISTORY_ATTRIBUTES,
+    TrainingOptions,
+    history_attributes,
 )
-from .._utils._backend import DEVICES, Backend, to_numpy
+from .._model._layer import DenseAssignment, FittedLayer
+from .._model._network import FittedNetwork
+from .._utils._arrays import to_numpy
+from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
     cast_predictions,
     check_anchor_counts,
-    check_feature_magnitude,
-    check_target_magnitude,
     check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
-    validate_targets,
+    validate_fit_data,
+    validate_predict_data,
 )
-from ._arn import ARNRegressor
 
 
-def _is_str(value, name):
-    return isinstance(value, str) and value == name
-
-
-class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
+class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Deep Anchored Regression Network: residual ARN layers, then an ARN head.
 
     ``n_layers - 1`` ARN layers map ``R^d -> R^d`` with residual shortcuts,
@@ -210,44 +199,39 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         self : DeepARNRegressor
         """
         warm = self.warm_start and hasattr(self, "coefs_")
-        xp, _ = get_namespace(X)
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=not warm,
-            multi_output=True,
-            y_numeric=True,
-            dtype=[xp.float64, xp.float32],
-        )
-        validate_targets(y)
-        check_feature_magnitude(X)
-        check_target_magnitude(y, self.solver)
-        w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
-        random_state = check_random_state(self.random_state)
+        X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight, reset=not warm)
         if warm:
-            self._check_warm_targets(y)
             check_warm_start(
-                [a.shape[0] for a in self.anchors_],
-                self._anchor_counts(),
+                list(self.n_anchors_),
+                check_anchor_counts(self.n_anchors, self.n_layers),
                 X.shape[0],
                 self.anchors,
                 self.similarity,
-                getattr(self, "similarity_", self.similarity),
+                self.__dict__.get("similarity_", self.similarity),
             )
+            start, counts = self._fitted_network(), self.n_anchors_
         else:
-            self._initialise(X, y, w, random_state)
+            start, counts = None, self._check_anchor_counts(X)
+            self._y_ndim = y_ndim
         backend = Backend(self.device, X)
-        xp = backend.xp
-        X, Y, w = (xp.astype(backend.to_compute(a), xp.float64) for a in (X, y, w))
-        Y = xp.reshape(Y, (Y.shape[0], -1))
-        y_mean = xp.sum(w[:, None] * Y, axis=0) / xp.sum(w)
-        layers = self._layers(backend, y_mean)
-        tic = time.perf_counter()
-        layers = self._train_layers(layers, X, Y - y_mean[None, :], w, xp, random_state)
-        if self.verbose:
-            print(f"[DeepARN] {self.n_iter_} epochs in {time.perf_counter() - tic:.2f} s")
-        self._set_layers(layers, y_mean, backend)
+        network, history = fit_deep(
+            X,
+            Y,
+            w,
+            counts,
+            StartSpec(
+                anchors=self.anchors if isinstance(self.anchors, str) else to_numpy(self.anchors),
+                similarity=self.similarity,
+                softness=self.softness,
+                alpha=self.alpha,
+            ),
+            TrainingOptions.from_params(self.get_params()),
+            random_state=self.random_state,
+            backend=backend,
+            start=start,
+        )
+        self.n_anchors_ = counts
+        self._set_fitted(network, history, backend.to_output)
         return self
 
     def predict(self, X):
@@ -261,16 +245,9 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
-        check_is_fitted(self)
-        xp, _ = get_namespace(X)
-        X = validate_data(self, X, reset=False, dtype=[xp.float64, xp.float32])
-        backend = Backend(self.device, X)
-        xp = backend.xp
-        Xc = backend.to_compute(X)
-        layers = self._layers(backend, None)
-        y_pred = network_predict(xp.astype(Xc, xp.float64), layers, self.similarity, xp)
-        y_pred = backend.to_output(cast_predictions(y_pred, Xc.dtype, xp))
-        return y_pred[:, 0] if self._y_ndim == 1 else y_pred
+        Xc, backend, network = self._predict_setup(X)
+        y_pred = cast_predictions(network.predict(Xc, backend.xp), Xc.dtype, backend.xp)
+        return self._output(y_pred, backend)
 
     def jacobian(self, X):
         """The exact derivative ``df/dx`` of the prediction at each sample.
@@ -289,7 +266,8 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             Of shape (n_samples, n_features), or (n_samples, n_targets,
             n_features) for a 2-D ``y``.
         """
-        return self._explain(X, _explain.network_jacobian)
+        Xc, backend, network = self._predict_setup(X)
+        return self._output(network.jacobian(Xc, backend.xp), backend, Xc.dtype)
 
     def local_linear(self, X):
         """An exact affine decomposition ``f(x) = A(x) x + a(x)`` of each prediction.
@@ -311,143 +289,53 @@ class DeepARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         coef : ndarray of shape (n_samples, n_features) or (n_samples, n_targets, n_features)
         intercept : ndarray of shape (n_samples,) or (n_samples, n_targets)
         """
-        return self._explain(X, _explain.network_local_linear)
-
-    def _explain(self, X, kernel):
-        check_is_fitted(self)
-        xp, _ = get_namespace(X)
-        X = validate_data(self, X, reset=False, dtype=[xp.float64, xp.float32])
-        backend = Backend(self.device, X)
-        xp = backend.xp
-        Xc = backend.to_compute(X)
-        layers = [
-            {
-                "anchors": xp.astype(backend.to_compute(anchors), xp.float64),
-                "coef": xp.astype(backend.to_compute(coef), xp.float64),
-                "intercept": xp.astype(backend.to_compute(intercept), xp.float64),
-                "softness": softness,
-            }
-            for anchors, coef, intercept, softness in zip(
-                self.anchors_, self.coefs_, self.intercepts_, self.softness_, strict=True
-            )
-        ]
-        rows = min(_explain.chunk_rows(*layer["coef"].shape) for layer in layers)
-        X64 = xp.astype(Xc, xp.float64)
-        parts = []
-        for start in range(0, X64.shape[0], rows):
-            chunk = X64[start : min(start + rows, X64.shape[0]), ...]
-            out = kernel(chunk, layers, self.similarity, None, xp)
-            parts.append(out if isinstance(out, tuple) else (out,))
-        out = [
-            backend.to_output(xp.astype(xp.concat(list(p), axis=0), Xc.dtype))
-            for p in zip(*parts, strict=True)
-        ]
-        if self._y_ndim == 1:
-            out = [a[:, 0, ...] for a in out]
-        return tuple(out) if len(out) > 1 else out[0]
+        Xc, backend, network = self._predict_setup(X)
+        coef, intercept = network.local_linear(Xc, backend.xp)
+        return self._output(coef, backend, Xc.dtype), self._output(intercept, backend, Xc.dtype)
 
     # -------------------------------------------------------------- helpers
-    def _anchor_counts(self):
-        return check_anchor_counts(self.n_anchors, self.n_layers)
-
-    def _initialise(self, X, y, w, random_state):
-        """Residual layers as the identity, the last layer as the closed-form ARN."""
-        counts = [resolve_n_anchors(m, X.shape[0], self.anchors) for m in self._anchor_counts()]
+    def _check_anchor_counts(self, X):
+        """Anchors of each layer, fewer than asked when the rows are fewer."""
+        counts = [
+            resolve_n_anchors(m, X.shape[0], self.anchors)
+            for m in check_anchor_counts(self.n_anchors, self.n_layers)
+        ]
         if X.shape[0] < max(counts):  # only with given anchors (residual layers use KMeans)
             raise ValueError(
                 f"Expected n_samples >= n_anchors, got n_samples={X.shape[0]} "
                 f"< n_anchors={max(counts)}. Use fewer anchors or more rows."
             )
-        # The same start as ARNRegressor's learned solvers (for "auto", the better
-        # of KMeans and k-plane anchors by the training objective; a softness
-        # GRADIENT_START_SOFTNESS times the auto rule for KMeans anchors).
-        params = dict(similarity=self.similarity, alpha=self.alpha, device=self.device)
-        X_host, w_host = to_numpy(X).astype(np.float64), to_numpy(w)
-        head_anchors, head_softness = initial_anchors(
-            X_host,
-            w_host,
-            counts[-1],
-            self.anchors if isinstance(self.anchors, str) else to_numpy(self.anchors),
-            self.similarity,
-            self.softness,
-            None,
-            random_state,
-            y=to_numpy(y).reshape(y.shape[0], -1),
-            alpha=self.alpha,
-            learned=True,
-        )
-        head = ARNRegressor(counts[-1], softness=head_softness, anchors=head_anchors, **params).fit(
-            X, y, sample_weight=w
-        )
-        X_host, w_host = to_numpy(X).astype(np.float64), to_numpy(w)
-        anchors, coefs, intercepts, softness = [], [], [], []
-        n_features = X.shape[1]
-        # Residual layers start as the identity: unsupervised anchors on X.
-        method = "random" if _is_str(self.anchors, "random") else "kmeans"
-        for count in counts[:-1]:
-            layer_anchors = init_anchors(X_host, w_host, count, method, random_state)
-            anchors.append(layer_anchors)
-            coefs.append(np.zeros((count, n_features, n_features)))
-            intercepts.append(np.zeros((count, n_features)))
-            softness.append(self._initial_softness(X_host, layer_anchors, random_state))
-        anchors.append(to_numpy(head.anchors_))
-        coefs.append(to_numpy(as_3d(head.coef_)))
-        intercepts.append(to_numpy(as_2d(head.intercept_)))
-        softness.append(head.softness_)
-        self.anchors_, self.coefs_, self.intercepts_ = anchors, coefs, intercepts
-        self.softness_ = softness
-        self.n_anchors_ = counts
-        self._y_ndim = y.ndim
+        return counts
 
-    def _initial_softness(self, X, anchors, random_state):
-        if self.softness != "auto":
-            return float(self.softness)
-        xp = array_namespace(X)
-        return GRADIENT_START_SOFTNESS * auto_softness(
-            X, anchors, self.similarity, xp, random_state
-        )
-
-    def _check_warm_targets(self, y):
-        n_targets = 1 if y.ndim == 1 else y.shape[1]
-        if n_targets != self.intercepts_[-1].shape[1]:
-            raise ValueError(
-                f"y has {n_targets} targets but the model being warm-started has "
-                f"{self.intercepts_[-1].shape[1]}."
+    def _fitted_network(self):
+        """The fitted network, from the fitted attributes (in their namespace)."""
+        return FittedNetwork(
+            tuple(
+                FittedLayer(DenseAssignment(anchors, self.similarity, softness), coef, intercept)
+                for anchors, coef, intercept, softness in zip(
+                    self.anchors_, self.coefs_, self.intercepts_, self.softness_, strict=True
+                )
             )
+        )
 
-    def _layers(self, backend, y_mean):
-        """Fitted attributes as layer dicts in the compute namespace.
+    def _predict_setup(self, X):
+        """``X`` in the compute namespace, its backend, and the fitted network there."""
+        X = validate_predict_data(self, X)
+        backend = Backend(self.device, X)
+        return backend.to_compute(X), backend, self._fitted_network().moved(backend.to_compute)
 
-        With ``y_mean``, the last layer's biases are centred (training form).
-        """
-        xp = backend.xp
-        layers = []
-        last = len(self.coefs_) - 1
-        for index, (anchors, coef, intercept, softness) in enumerate(
-            zip(self.anchors_, self.coefs_, self.intercepts_, self.softness_, strict=True)
-        ):
-            anchors, coef, intercept = map(backend.to_compute, (anchors, coef, intercept))
-            if index == last and y_mean is not None:
-                intercept = intercept - y_mean[None, :]
-            layers.append(make_layer(anchors, coef, intercept, softness, xp))
-        return layers
+    def _output(self, a, backend, dtype=None):
+        """A compute-namespace result in the input's namespace (and ``dtype``)."""
+        a = backend.to_output(a if dtype is None else backend.xp.astype(a, dtype))
+        return a[:, 0, ...] if self._y_ndim == 1 else a  # 1-D y: no target axis
 
-    def _set_layers(self, layers, y_mean, backend):
-        xp = backend.xp
-        anchors, coefs, intercepts, softness = [], [], [], []
-        for index, layer in enumerate(layers):
-            n_anchors, n_features = layer["anchors"].shape
-            offset = y_mean if index == len(layers) - 1 else xp.zeros_like(y_mean[:1])
-            coef, intercept = unpack_weights(layer["weights"], offset, n_anchors, n_features, xp)
-            anchors.append(backend.to_output(layer["anchors"]))
-            coefs.append(backend.to_output(coef))
-            intercepts.append(backend.to_output(intercept))
-            softness.append(float(xp.exp(layer["log_softness"])))
-        self.anchors_, self.coefs_, self.intercepts_ = anchors, coefs, intercepts
-        self.softness_ = softness
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags
+    def _set_fitted(self, network, history, to_output):
+        layers = network.layers
+        self.anchors_ = [to_output(layer.assignment.anchors) for layer in layers]
+        self.coefs_ = [to_output(layer.coef) for layer in layers]
+        self.intercepts_ = [to_output(layer.intercept) for layer in layers]
+        self.softness_ = [layer.assignment.softness for layer in layers]
+        for name in HISTORY_ATTRIBUTES:  # an earlier fit's, e.g. with early stopping
+            self.__dict__.pop(name, None)
+        for name, value in history_attributes(history, self.early_stopping).items():
+            setattr(self, name, value)

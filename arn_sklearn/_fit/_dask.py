@@ -8,14 +8,19 @@ whole blocks. Dask is imported lazily: ``import arn_sklearn`` never needs it.
 """
 
 import sys
+from dataclasses import replace
+from functools import reduce
+from operator import add
 
 import numpy as np
 from array_api_compat import array_namespace
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import check_array, check_random_state
 
+from .._learning._starts import anchor_sample_size, initial_anchors
+from .._model._layer import accumulate_rows, check_fits_memory, make_assignment, solve_layer
+from .._utils._backend import Backend
 from .._utils._optional import import_optional
 from .._utils._validation import check_array_meta
-from ._pipeline import accumulate_rows
 
 # Statistics of this many blocks are added per node of the reduction tree.
 _TREE_WIDTH = 8
@@ -55,10 +60,10 @@ def _check_block(X, Y, w):
         raise ValueError("sample_weight must be finite and non-negative (found in a Dask block).")
 
 
-def block_statistics(X, Y, w, assigner, batch_size):
+def block_statistics(X, Y, w, assignment, batch_size):
     """Sufficient statistics of one block (runs on a Dask worker).
 
-    The assigner (anchors, similarity, softness, top-k) is the in-memory fit's,
+    The assignment (anchors, similarity, softness, top-k) is the in-memory fit's,
     so that a Dask fit solves the same system as the in-memory one.
     """
     X = np.asarray(X, dtype=np.float64)
@@ -66,14 +71,11 @@ def block_statistics(X, Y, w, assigner, batch_size):
     Y = Y[:, None] if Y.ndim == 1 else Y
     w = np.ones(X.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
     _check_block(X, Y, w)
-    return accumulate_rows(assigner, X, Y, w, array_namespace(X), batch_size=batch_size)
+    return accumulate_rows(assignment, X, Y, w, array_namespace(X), batch_size=batch_size)
 
 
-def _add_all(*parts):
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
+def _sum(parts):
+    return reduce(add, parts)
 
 
 def tree_sum(parts, delayed):
@@ -81,8 +83,7 @@ def tree_sum(parts, delayed):
     parts = list(parts)
     while len(parts) > 1:
         parts = [
-            delayed(_add_all)(*parts[i : i + _TREE_WIDTH])
-            for i in range(0, len(parts), _TREE_WIDTH)
+            delayed(_sum)(parts[i : i + _TREE_WIDTH]) for i in range(0, len(parts), _TREE_WIDTH)
         ]
     return parts[0]
 
@@ -143,7 +144,7 @@ def sample_rows(X, w, n_rows, random_state):
     return Xs, ws
 
 
-def accumulate(assigner, X, Y, w, batch_size=None):
+def accumulate(assignment, X, Y, w, batch_size=None):
     """Statistics of Dask arrays ``(X, Y, w)``: per block on the workers, summed in a tree.
 
     The blocks are accumulated on the active ``dask.distributed`` client if
@@ -155,64 +156,132 @@ def accumulate(assigner, X, Y, w, batch_size=None):
     x_blocks = X.to_delayed().ravel()
     y_blocks = Y.to_delayed().ravel()
     w_blocks = w.to_delayed().ravel() if w is not None else [None] * len(x_blocks)
-    # The assigner is wrapped once so the graph ships the anchors to each worker once.
-    assigner_d = delayed(assigner)
+    # The assignment is wrapped once so the graph ships the anchors to each worker once.
+    assignment_d = delayed(assignment)
     parts = [
-        delayed(block_statistics)(xb, yb, wb, assigner_d, batch_size)
+        delayed(block_statistics)(xb, yb, wb, assignment_d, batch_size)
         for xb, yb, wb in zip(x_blocks, y_blocks, w_blocks, strict=True)
     ]
     (stats,) = dask.compute(tree_sum(parts, delayed))
     return stats
 
 
-def _check_predict_input(estimator, X):
+def fit_dask(X, Y, w, n_anchors, spec, anchor_array, *, batch_size, random_state, backend):
+    """A closed-form layer of validated Dask arrays (see :func:`validate_fit`).
+
+    Anchors and softness come from whole blocks drawn at random until
+    :func:`~arn_sklearn._learning._starts.anchor_sample_size` rows are held
+    (from all of them, the in-memory fit's); ``anchor_array`` is the validated
+    array of ``spec.anchors`` when it is one. The blocks run on the CPU; the
+    small system is solved where ``backend`` says, and so the layer lives there.
+    """
+    n_targets = 1 if Y.ndim == 1 else Y.shape[1]
+    check_fits_memory(n_anchors, spec.top_k, X.shape[1], n_targets, batch_size)
+    if anchor_array is None or spec.softness == "auto":
+        n_rows = anchor_sample_size(n_anchors)
+        Xs, ws = sample_rows(X, w, n_rows, check_random_state(random_state))
+        # A fresh generator, as in memory: when every block is drawn, the
+        # anchors and softness equal the in-memory fit's.
+        anchors, softness = initial_anchors(
+            Xs, ws, n_anchors, spec, check_random_state(random_state)
+        )
+    else:
+        anchors, softness = anchor_array.copy(), spec.softness
+    assignment = make_assignment(anchors, spec.similarity, softness, spec.top_k)
+    stats = accumulate(assignment, X, Y, w, batch_size)
+    return solve_layer(
+        stats.map_arrays(backend.to_compute),
+        assignment.moved(backend.to_compute),
+        spec.alpha,
+        verbose=spec.verbose,
+    )
+
+
+def check_predict_input(X, n_features, estimator_name):
+    """A 2-D Dask array of ``n_features`` columns, one block per row range."""
     _, da = _import_dask_array()
-    check_is_fitted(estimator)
     X = _as_dask_array(X, "X", da)
     if X.ndim != 2:
         raise ValueError(f"Expected a 2-D Dask array for X, got {X.ndim} dimensions.")
-    if X.shape[1] != estimator.n_features_in_:
+    if X.shape[1] != n_features:
         raise ValueError(
-            f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
-            f"{estimator.n_features_in_} features as input."
+            f"X has {X.shape[1]} features, but {estimator_name} is expecting "
+            f"{n_features} features as input."
         )
     return X.rechunk({1: -1})
 
 
-def _predict_block(block, estimator, method):
-    if block.shape[0] == 0:  # an empty partition, e.g. after filtering rows
-        return _empty_output(estimator, method, block.dtype)
-    return getattr(estimator, method)(block)
+class _StdState:
+    """A layer with its statistics and their predictive state, computed once per process.
 
-
-def _empty_output(estimator, method, dtype):
-    dtype = dtype if np.issubdtype(dtype, np.floating) else np.float64
-    if method == "soft_assignments":
-        return np.empty((0, estimator.anchors_.shape[0]), dtype=dtype)
-    if estimator.coef_.ndim == 2:
-        return np.empty((0,), dtype=dtype)
-    return np.empty((0, estimator.coef_.shape[1]), dtype=dtype)
-
-
-def predict(estimator, X, method="predict"):
-    """Lazy ``estimator.predict`` (or ``soft_assignments``) over Dask blocks.
-
-    Returns a Dask array with the row chunks of ``X``.
+    The state (a factorisation) holds its array module, so it is dropped when
+    pickled and computed again where it lands, as a fitted estimator's cache is.
     """
-    X = _check_predict_input(estimator, X)
-    dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
+
+    def __init__(self, layer, state=None):
+        self.layer, self.state = layer, state
+
+    def get(self):
+        if self.state is None:
+            self.state = self.layer.predictive_state()
+        return self.state
+
+    def __getstate__(self):
+        return {"layer": self.layer, "state": None}
+
+
+def _predict_block(block, layer, method, std, device, batch_size, squeeze):
+    """One block's predictions, assignments or standard deviations (runs on a worker)."""
+    dtype = block.dtype if np.issubdtype(block.dtype, np.floating) else np.float64
+    block = check_array(block, dtype=[np.float64, np.float32], ensure_min_samples=0)
+    backend = Backend(device, block)
+    xp, Xc = backend.xp, backend.to_compute(block)
+    layer = layer.moved(backend.to_compute)
     if method == "soft_assignments":
-        n_out = estimator.anchors_.shape[0]
-    elif estimator.coef_.ndim == 2:
-        return X.map_blocks(
-            _predict_block, estimator, method, dtype=dtype, drop_axis=1, meta=np.empty(0, dtype)
-        )
+        out = layer.assign(Xc, xp, batch_size)
+    elif method == "predict_std":
+        out = layer.predict_std(Xc, xp, std.get(), batch_size)
     else:
-        n_out = estimator.coef_.shape[1]
+        out = layer.predict(Xc, xp, batch_size)
+    out = backend.to_output(xp.astype(out, Xc.dtype))
+    if block.shape[0] == 0:  # an empty partition, e.g. after filtering rows
+        out = np.empty(out.shape, dtype=dtype)
+    return out[:, 0] if squeeze else out
+
+
+def predict(
+    layer,
+    X,
+    *,
+    method,
+    n_features,
+    y_ndim,
+    estimator_name,
+    state=None,
+    device="auto",
+    batch_size=None,
+):
+    """Lazy predictions (``method``: "predict", "predict_std" or "soft_assignments").
+
+    Maps the fitted layer over the blocks of ``X``: without its statistics,
+    except for ``predict_std``, which needs them (with their predictive
+    ``state``, if computed, for an in-process scheduler). Returns a Dask array
+    with the row chunks of ``X``.
+    """
+    X = check_predict_input(X, n_features, estimator_name)
+    dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
+    std = _StdState(layer, state) if method == "predict_std" else None
+    layer = replace(layer, stats=None)
+    squeeze = method != "soft_assignments" and y_ndim == 1
+    args = (layer, method, std, device, batch_size, squeeze)
+    if squeeze:
+        return X.map_blocks(
+            _predict_block, *args, dtype=dtype, drop_axis=1, meta=np.empty(0, dtype)
+        )
+    n_out = layer.assignment.n_anchors if method == "soft_assignments" else layer.coef.shape[1]
     return X.map_blocks(
         _predict_block,
-        estimator,
-        method,
+        *args,
         dtype=dtype,
         chunks=(X.chunks[0], (n_out,)),
         meta=np.empty((0, 0), dtype),

@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .._utils._threads import single_threaded_blas
+from .._utils._arrays import is_numpy
+from .._utils._chunks import rows_for
+from .._utils._threads import blas_thread_count, single_threaded_blas
 
 SIMILARITIES = ("euclidean", "dot", "absdot", "cosine")
 
@@ -62,7 +64,7 @@ def similarity(X, anchors, kind, xp):
            [25.,  0.]])
     """
     _check_kind(kind)
-    if _is_numpy(X):
+    if is_numpy(X):
         return _similarity_numpy(X, anchors, kind)
     T, f1, f2 = _scaled_similarity_xp(X, anchors, kind, xp)
     return (T * f1[:, None]) * f2[:, None]
@@ -129,7 +131,7 @@ def soft_assignments(X, anchors, kind, softness, xp, out=None):
     """
     _check_kind(kind)
     softness = float(softness)
-    if _is_numpy(X):
+    if is_numpy(X):
         if out is None:
             out = np.empty((X.shape[0], anchors.shape[0]), dtype=np.result_type(X, anchors))
         prepared = _Prepared(anchors, kind)
@@ -157,6 +159,43 @@ def soft_assignments(X, anchors, kind, softness, xp, out=None):
     return E / xp.sum(E, axis=1, keepdims=True)
 
 
+def similarity_backward(X, anchors, S, grad_S, kind, xp, *, input_grad=False):
+    """Back-propagate ``dL/dS`` through ``S = s(X, anchors)``.
+
+    Returns
+    -------
+    grad_anchors : array of shape (n_anchors, n_features)
+    grad_X : array of shape (n_samples, n_features) or None
+    """
+    if kind == "absdot":
+        grad_S = grad_S * xp.sign(X @ anchors.T)
+        kind = "dot"
+    if kind == "dot":
+        grad_X = grad_S @ anchors if input_grad else None
+        return grad_S.T @ X, grad_X
+    if kind == "euclidean":
+        # s = 2 x.c - |x|^2 - |c|^2
+        grad_anchors = 2.0 * (grad_S.T @ X - xp.sum(grad_S, axis=0)[:, None] * anchors)
+        if not input_grad:
+            return grad_anchors, None
+        return grad_anchors, 2.0 * (grad_S @ anchors - xp.sum(grad_S, axis=1)[:, None] * X)
+    if kind == "cosine":
+        # s = x.c / (|x| |c|): a dot term, and one term per norm.
+        x_norm = xp.linalg.vector_norm(X, axis=1)
+        c_norm = xp.linalg.vector_norm(anchors, axis=1)
+        denominator = xp.maximum(x_norm[:, None] * c_norm[None, :], xp.full_like(S, _NORM_EPS))
+        grad_dot = grad_S / denominator
+        weighted = grad_S * S
+        c_sq = xp.maximum(c_norm * c_norm, xp.full_like(c_norm, _NORM_EPS))
+        grad_anchors = grad_dot.T @ X - (xp.sum(weighted, axis=0) / c_sq)[:, None] * anchors
+        if not input_grad:
+            return grad_anchors, None
+        x_sq = xp.maximum(x_norm * x_norm, xp.full_like(x_norm, _NORM_EPS))
+        grad_X = grad_dot @ anchors - (xp.sum(weighted, axis=1) / x_sq)[:, None] * X
+        return grad_anchors, grad_X
+    raise ValueError(f"Unknown similarity {kind!r}.")
+
+
 def top_two_gap(X, anchors, kind, xp):
     """Per-sample gap between the largest and second largest similarity.
 
@@ -173,10 +212,6 @@ def top_two_gap(X, anchors, kind, xp):
 def _check_kind(kind):
     if kind not in SIMILARITIES:
         raise ValueError(f"Unknown similarity {kind!r}; expected one of {SIMILARITIES}.")
-
-
-def _is_numpy(a):
-    return isinstance(a, np.ndarray)
 
 
 def _pow2_at_least(v):
@@ -269,7 +304,7 @@ def _scaled_block(Xb, prep, out, row_constant=True):
 
 
 def _block_rows(n_anchors):
-    return int(min(8192, max(64, _BLOCK_BYTES // (8 * max(n_anchors, 1)))))
+    return min(8192, rows_for(n_anchors, _BLOCK_BYTES, minimum=64))
 
 
 _POOL = []
@@ -284,7 +319,7 @@ def _run_blocks(n_rows, n_anchors, block):
     """
     step = _block_rows(n_anchors)
     slices = [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
-    n_threads = _n_threads() if len(slices) > 1 else 1
+    n_threads = blas_thread_count() if len(slices) > 1 else 1
 
     if n_threads == 1:
         if len(slices) == 1:
@@ -305,13 +340,6 @@ def _run_blocks(n_rows, n_anchors, block):
         futures = [_POOL[0].submit(run, slices[t::n_threads]) for t in range(n_threads)]
         for f in futures:
             f.result()
-
-
-def _n_threads():
-    from threadpoolctl import threadpool_info
-
-    n = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
-    return max(1, min(n) if n else 1)
 
 
 def _scaled_similarity_xp(X, anchors, kind, xp, row_constant=True):

@@ -9,7 +9,7 @@ prediction is exactly ``A(x) x + a(x)`` with ``A(x) = sum_k pi_k(x) W_k`` and
 and, with ``pi = softmax(K s)``, ``d pi_k / dx = K pi_k (ds_k/dx -
 sum_j pi_j ds_j/dx)``. The sum over ``k`` is then a vector-Jacobian product
 through the similarity with ``dL/ds_k = K pi_k (f_k - f)``, one per output,
-which :func:`~arn_sklearn._kernels._gradients.similarity_backward` already computes.
+which :func:`~arn_sklearn._kernels._assignment.similarity_backward` already computes.
 With top-k assignments the same formulas hold with ``pi`` zero outside the
 kept anchors (the softmax is renormalised over them, so its derivative only
 involves them), away from the points where the kept set changes.
@@ -18,9 +18,9 @@ These kernels take arrays and an array namespace ``xp``; they know nothing of
 the estimator API.
 """
 
-from ._assignment import similarity, softmax
-from ._gradients import similarity_backward
-from ._topk import densify, top_k_assignments
+from .._utils._chunks import rows_for
+from ._assignment import similarity, similarity_backward, softmax
+from ._topk import densify, sparse_top_k, top_k_assignments
 
 # Rows per chunk: the per-anchor outputs are (rows, m, t) and the local
 # coefficients (rows, t, d); chunks keep them near this many bytes.
@@ -39,7 +39,7 @@ def layer_assignments(X, anchors, kind, softness, top_k, xp):
     """
     S = similarity(X, anchors, kind, xp)
     m = anchors.shape[0]
-    if top_k is None or top_k >= m:
+    if sparse_top_k(m, top_k) is None:
         return softmax(softness * S, xp), S
     # The same selection as the fitted model's predict (ties broken alike).
     idx, vals = top_k_assignments(X, anchors, kind, softness, top_k, xp)
@@ -123,7 +123,7 @@ def layer_jacobian(X, anchors, coef, intercept, kind, softness, top_k, xp):
 def chunk_rows(n_anchors, n_targets, n_features):
     """Rows per chunk so that the (rows, m, t) and (rows, t, d) temporaries stay bounded."""
     widest = max(n_anchors * max(n_targets, 1), n_targets * n_features, n_anchors * n_features)
-    return max(64, _CHUNK_BYTES // (8 * widest))
+    return rows_for(widest, _CHUNK_BYTES, minimum=64)
 
 
 def network_jacobian(X, layers, kind, top_k, xp):

@@ -13,7 +13,8 @@ A layer is a dict with keys ``"anchors"``, ``"weights"`` and ``"log_softness"``
 wrapped in a residual shortcut ``h + f(h)`` (Deep ARN).
 """
 
-from ._assignment import _NORM_EPS, similarity, softmax
+from .._utils._chunks import rows_for
+from ._assignment import similarity, similarity_backward, softmax
 from ._lifting import lift, pack_weights
 
 LAYER_PARAMETERS = ("anchors", "weights", "log_softness")
@@ -101,43 +102,6 @@ def layer_backward(cache, grad_out, kind, xp, *, input_grad=False):
     return grads, grad_X
 
 
-def similarity_backward(X, anchors, S, grad_S, kind, xp, *, input_grad=False):
-    """Back-propagate ``dL/dS`` through ``S = s(X, anchors)``.
-
-    Returns
-    -------
-    grad_anchors : array of shape (n_anchors, n_features)
-    grad_X : array of shape (n_samples, n_features) or None
-    """
-    if kind == "absdot":
-        grad_S = grad_S * xp.sign(X @ anchors.T)
-        kind = "dot"
-    if kind == "dot":
-        grad_X = grad_S @ anchors if input_grad else None
-        return grad_S.T @ X, grad_X
-    if kind == "euclidean":
-        # s = 2 x.c - |x|^2 - |c|^2
-        grad_anchors = 2.0 * (grad_S.T @ X - xp.sum(grad_S, axis=0)[:, None] * anchors)
-        if not input_grad:
-            return grad_anchors, None
-        return grad_anchors, 2.0 * (grad_S @ anchors - xp.sum(grad_S, axis=1)[:, None] * X)
-    if kind == "cosine":
-        # s = x.c / (|x| |c|): a dot term, and one term per norm.
-        x_norm = xp.linalg.vector_norm(X, axis=1)
-        c_norm = xp.linalg.vector_norm(anchors, axis=1)
-        denominator = xp.maximum(x_norm[:, None] * c_norm[None, :], xp.full_like(S, _NORM_EPS))
-        grad_dot = grad_S / denominator
-        weighted = grad_S * S
-        c_sq = xp.maximum(c_norm * c_norm, xp.full_like(c_norm, _NORM_EPS))
-        grad_anchors = grad_dot.T @ X - (xp.sum(weighted, axis=0) / c_sq)[:, None] * anchors
-        if not input_grad:
-            return grad_anchors, None
-        x_sq = xp.maximum(x_norm * x_norm, xp.full_like(x_norm, _NORM_EPS))
-        grad_X = grad_dot @ anchors - (xp.sum(weighted, axis=1) / x_sq)[:, None] * X
-        return grad_anchors, grad_X
-    raise ValueError(f"Unknown similarity {kind!r}.")
-
-
 def network_forward(X, layers, kind, xp):
     """Output of a residual stack: ``h <- h + f_l(h)`` for all but the last layer.
 
@@ -216,7 +180,7 @@ def weight_penalty(layers, xp):
 def network_predict(X, layers, kind, xp):
     """Output of :func:`network_forward` on all rows, evaluated in bounded chunks."""
     widest = max(layer["weights"].shape[0] for layer in layers)
-    rows = max(256, _PREDICT_CHUNK_BYTES // (8 * widest))
+    rows = rows_for(widest, _PREDICT_CHUNK_BYTES)
     n_samples = X.shape[0]
     parts = [
         network_forward(X[start : min(start + rows, n_samples), ...], layers, kind, xp)[0]

@@ -209,7 +209,7 @@ def _potrf_lower_inplace(A):
     # OpenBLAS 0.3.31's threaded dpotrf was seen to segfault from n = 16,000 on
     # (fine at 12,000; single-threaded fine at 16,000): run it on one thread there.
     guard = (
-        single_threaded_blas(required=True) if A.shape[0] > _THREADED_POTRF_MAX else nullcontext()
+        single_threaded_blas() if A.shape[0] > _THREADED_POTRF_MAX else nullcontext()
     )
     with guard:
         potrf(

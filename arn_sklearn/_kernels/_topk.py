@@ -11,8 +11,17 @@ import threading
 
 import numpy as np
 
+from .._utils._arrays import is_numpy
 from .._utils._threads import single_threaded_blas
 from ._assignment import _block_rows, _Prepared, _run_blocks, _scaled_block, _scaled_similarity_xp
+
+
+def sparse_top_k(n_anchors, top_k):
+    """``top_k`` when it sparsifies a model of ``n_anchors``, else None (the dense model).
+
+    The one place where the dense/top-k rule is written.
+    """
+    return None if top_k is None or top_k >= n_anchors else int(top_k)
 
 
 def top_k_assignments(X, anchors, kind, softness, k, xp):
@@ -56,7 +65,7 @@ def top_k_assignments(X, anchors, kind, softness, k, xp):
            [1.  , 0.  ]])
     """
     softness = float(softness)
-    if _is_numpy(X):
+    if is_numpy(X):
         return _top_k_numpy(X, anchors, kind, softness, k)
     T, f1, f2 = _scaled_similarity_xp(X, anchors, kind, xp, row_constant=False)
     idx = xp.argsort(T, axis=1, descending=True, stable=True)[:, :k]
@@ -130,10 +139,6 @@ def densify(idx, vals, n_anchors, xp):
     return xp.sum(onehot * vals[:, :, None], axis=1)
 
 
-def _is_numpy(a):
-    return isinstance(a, np.ndarray)
-
-
 def predict_top_k(X, idx, vals, W, xp):
     """ARN output with top-k assignments: ``sum_s vals[:, s] W_{idx[:, s]}^T [x, 1]``.
 
@@ -155,7 +160,7 @@ def predict_top_k(X, idx, vals, W, xp):
     n_samples, n_features = X.shape
     d1 = n_features + 1
     W3 = xp.reshape(W, (W.shape[0] // d1, d1, W.shape[1]))
-    if _is_numpy(X):
+    if is_numpy(X):
         return _predict_top_k_numpy(X, idx, vals, W3)
     X1 = xp.concat([X, xp.ones((n_samples, 1), dtype=X.dtype)], axis=1)
     out = xp.zeros((n_samples, W.shape[1]), dtype=X.dtype)

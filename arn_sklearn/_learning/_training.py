@@ -1,13 +1,15 @@
-"""Gradient training shared by ARNRegressor (solver="sgd"/"adam"/"lbfgs") and DeepARNRegressor.
+"""Learned anchors for ARNRegressor (solver="sgd"/"adam"/"lbfgs") and DeepARNRegressor.
 
-The mixin turns the estimators' parameters into an optimiser, a validation
-split and the closures that ``_optim.run_epochs`` (minibatch solvers) or
+:func:`train_layers` and :func:`learn_varpro` turn the solver options
+(:class:`TrainingOptions`) into an optimiser, a validation split and the
+closures that ``_optim.run_epochs`` (minibatch solvers) or
 ``_varpro.fit_varpro`` (``solver="lbfgs"``) call; the numerics live in
 ``_gradients`` (forward/backward), ``_optim`` (updates, epoch loop) and
 ``_varpro`` (reduced objective, L-BFGS driver).
 """
 
 import math
+from dataclasses import dataclass, fields
 from numbers import Integral, Real
 
 import numpy as np
@@ -26,12 +28,6 @@ from ._varpro import predict as varpro_predict
 GRADIENT_SOLVERS = ("sgd", "adam")
 LEARNED_SOLVERS = (*GRADIENT_SOLVERS, "lbfgs")
 
-# softness="auto" for a minibatch solver starting from unsupervised anchors
-# starts this many times harder than the closed form's auto rule: from the
-# auto softness the closed-form regressors are large and cancel each other,
-# a stiff start (benchmarks/learned_anchors.py compares 1x and 4x).
-GRADIENT_START_SOFTNESS = 4.0
-
 # The paper's minibatch size; batch_size=None uses min(1000, n_samples).
 DEFAULT_GRADIENT_BATCH = 1000
 
@@ -48,151 +44,188 @@ GRADIENT_PARAMETER_CONSTRAINTS = {
 }
 
 
-class GradientTrainingMixin:
-    """Minibatch training of a list of ARN layers on in-memory data.
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The estimator parameters that a learned solver reads (plain values).
 
-    Expects the estimator parameters of :data:`GRADIENT_PARAMETER_CONSTRAINTS`
-    plus ``solver``, ``alpha``, ``similarity``, ``batch_size`` and ``verbose``;
-    sets ``n_iter_``, ``loss_curve_``, ``best_loss_`` and, with early stopping,
-    ``validation_scores_`` and ``best_validation_score_``.
+    Same names and meanings as :class:`~arn_sklearn.ARNRegressor`'s.
     """
 
-    def _train_layers(self, layers, X, Y, w, xp, random_state):
-        """Train ``layers`` (targets ``Y`` already centred); return the best ones.
+    solver: str = "adam"
+    alpha: float = 1.0
+    similarity: str = "euclidean"
+    batch_size: int | None = None
+    learning_rate_init: float = 0.001
+    momentum: float = 0.9
+    max_iter: int = 200
+    tol: float = 1e-4
+    n_iter_no_change: int = 10
+    early_stopping: bool = False
+    validation_fraction: float = 0.1
+    learn_softness: bool = True
+    verbose: int = 0
 
-        ``X``, ``Y`` (2-D) and ``w`` are float64 arrays in namespace ``xp``.
-        """
-        n_samples = X.shape[0]
-        kind = self.similarity
-        if self.early_stopping:
-            train_rows, validation_rows = _validation_split(
-                n_samples, self.validation_fraction, random_state
-            )
-            X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
-        else:
-            validation_rows = None
-            X_train, Y_train, w_train = X, Y, w
-        weight_sum = float(xp.sum(w_train))
-        if not weight_sum > 0:
-            raise ValueError("The sum of sample weights of the training rows is zero.")
-        penalty = self.alpha / weight_sum
+    @classmethod
+    def from_params(cls, params):
+        """The options named in ``params`` (an estimator's ``get_params()``)."""
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
-        def batch_gradient(params, rows):
-            X_b, Y_b, w_b = _take_rows(xp, rows, X_train, Y_train, w_train)
-            # Zero-weight rows, or a step that overflowed: no gradient (the
-            # epoch's loss is then infinite and the best earlier epoch is kept).
-            if not float(xp.sum(w_b)) > 0 or not _all_finite(params, xp):
-                return [{name: 0.0 * value for name, value in layer.items()} for layer in params]
-            return objective(params, X_b, Y_b, w_b, penalty, kind, xp)[1]
 
-        def training_loss(params):
-            if not _all_finite(params, xp):  # diverged: reported, not raised from deep inside
-                return math.inf
-            residual = network_predict(X_train, params, kind, xp) - Y_train
-            squared = float(xp.sum(w_train * xp.sum(residual * residual, axis=1)))
-            return squared / weight_sum + penalty * float(weight_penalty(params, xp))
+def train_layers(options, layers, X, Y, w, xp, random_state):
+    """Train ``layers`` (targets ``Y`` already centred); return the best ones and the history.
 
-        validation_score = None
-        if validation_rows is not None:
-            X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
-
-            def validation_score(params):
-                return weighted_r2(Y_val, network_predict(X_val, params, kind, xp), w_val, xp)
-
-        names = ("anchors", "weights") + (("log_softness",) if self.learn_softness else ())
-        batch_size = self.batch_size or min(DEFAULT_GRADIENT_BATCH, X_train.shape[0])
-        optimizer = make_optimizer(self.solver, self.learning_rate_init, self.momentum)
-        # A diverging rate overflows before the loss shows it; that is reported
-        # once, as a ConvergenceWarning, not as a burst of RuntimeWarnings.
-        with np.errstate(over="ignore", invalid="ignore"):
-            layers, history = run_epochs(
-                layers,
-                names,
-                batch_gradient,
-                training_loss,
-                X_train.shape[0],
-                optimizer=optimizer,
-                batch_size=batch_size,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                n_iter_no_change=self.n_iter_no_change,
-                validation_score=validation_score,
-                random_state=random_state,
-                verbose=self.verbose,
-            )
-        self._record_history(history)
-        return layers
-
-    def _learn_varpro(self, anchors, softness, X, Y, w, xp, random_state):
-        """``solver="lbfgs"``: anchors and softness by variable projection.
-
-        ``X``, ``Y`` (2-D, not centred) and ``w`` are float64 arrays in ``xp``.
-        Returns the kept anchors (numpy) and softness; the regressors are then
-        the closed form for them, solved by the caller on all rows.
-        """
-        kind = self.similarity
-        if self.early_stopping:
-            train_rows, validation_rows = _validation_split(
-                X.shape[0], self.validation_fraction, random_state
-            )
-            X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
-            X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
-
-            def validation_score(anchors, softness, W, y_mean):
-                Y_pred = varpro_predict(X_val, anchors, softness, kind, W, y_mean, xp)
-                return weighted_r2(Y_val, Y_pred, w_val, xp)
-        else:
-            X_train, Y_train, w_train = X, Y, w
-            validation_score = None
-        if not float(xp.sum(w_train)) > 0:
-            raise ValueError("The sum of sample weights of the training rows is zero.")
-        anchors, softness, history = fit_varpro(
-            X_train,
-            Y_train,
-            w_train,
-            anchors,
-            softness,
-            kind,
-            self.alpha,
-            xp,
-            learn_softness=self.learn_softness,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change,
-            validation_score=validation_score,
-            verbose=self.verbose,
+    ``options`` is a :class:`TrainingOptions`; ``X``, ``Y`` (2-D) and ``w`` are
+    float64 arrays in namespace ``xp``.
+    """
+    n_samples = X.shape[0]
+    kind = options.similarity
+    if options.early_stopping:
+        train_rows, validation_rows = _validation_split(
+            n_samples, options.validation_fraction, random_state
         )
-        return anchors, softness, history
+        X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
+    else:
+        validation_rows = None
+        X_train, Y_train, w_train = X, Y, w
+    weight_sum = float(xp.sum(w_train))
+    if not weight_sum > 0:
+        raise ValueError("The sum of sample weights of the training rows is zero.")
+    penalty = options.alpha / weight_sum
 
-    def _record_history(self, history):
-        self.n_iter_ = history.n_iter
-        self.loss_curve_ = history.loss_curve
-        self.best_loss_ = history.best_loss
-        if self.early_stopping:
-            self.validation_scores_ = history.validation_scores
-            self.best_validation_score_ = history.best_validation_score
-        else:  # from an earlier fit with early stopping
-            self.__dict__.pop("validation_scores_", None)
-            self.__dict__.pop("best_validation_score_", None)
-        if history.diverged:
-            rate = getattr(self, "learning_rate_init", None)
-            hint = (
-                f"try a smaller learning_rate_init than {rate:g} (e.g. {rate / 10:g})"
-                if self.solver in GRADIENT_SOLVERS and rate is not None
-                else "scale the features and targets, or increase alpha"
-            )
-            warn_user(
-                f"{self.solver}: the optimiser diverged (non-finite loss or parameters) "
-                f"at epoch {history.n_iter}; the best parameters before it are kept. "
-                f"To train further, {hint}.",
-                ConvergenceWarning,
-            )
-        elif not history.converged:
-            warn_user(
-                f"{self.solver}: maximum iterations ({self.max_iter}) reached and the "
-                "optimisation hasn't converged yet.",
-                ConvergenceWarning,
-            )
+    def batch_gradient(params, rows):
+        X_b, Y_b, w_b = _take_rows(xp, rows, X_train, Y_train, w_train)
+        # Zero-weight rows, or a step that overflowed: no gradient (the
+        # epoch's loss is then infinite and the best earlier epoch is kept).
+        if not float(xp.sum(w_b)) > 0 or not _all_finite(params, xp):
+            return [{name: 0.0 * value for name, value in layer.items()} for layer in params]
+        return objective(params, X_b, Y_b, w_b, penalty, kind, xp)[1]
+
+    def training_loss(params):
+        if not _all_finite(params, xp):  # diverged: reported, not raised from deep inside
+            return math.inf
+        residual = network_predict(X_train, params, kind, xp) - Y_train
+        squared = float(xp.sum(w_train * xp.sum(residual * residual, axis=1)))
+        return squared / weight_sum + penalty * float(weight_penalty(params, xp))
+
+    validation_score = None
+    if validation_rows is not None:
+        X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
+
+        def validation_score(params):
+            return weighted_r2(Y_val, network_predict(X_val, params, kind, xp), w_val, xp)
+
+    names = ("anchors", "weights") + (("log_softness",) if options.learn_softness else ())
+    batch_size = options.batch_size or min(DEFAULT_GRADIENT_BATCH, X_train.shape[0])
+    optimizer = make_optimizer(options.solver, options.learning_rate_init, options.momentum)
+    # A diverging rate overflows before the loss shows it; that is reported
+    # once, as a ConvergenceWarning, not as a burst of RuntimeWarnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        layers, history = run_epochs(
+            layers,
+            names,
+            batch_gradient,
+            training_loss,
+            X_train.shape[0],
+            optimizer=optimizer,
+            batch_size=batch_size,
+            max_iter=options.max_iter,
+            tol=options.tol,
+            n_iter_no_change=options.n_iter_no_change,
+            validation_score=validation_score,
+            random_state=random_state,
+            verbose=options.verbose,
+        )
+    warn_if_unfinished(history, options)
+    return layers, history
+
+
+def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state):
+    """``solver="lbfgs"``: anchors and softness by variable projection.
+
+    ``X``, ``Y`` (2-D, not centred) and ``w`` are float64 arrays in ``xp``.
+    Returns the kept anchors (numpy) and softness; the regressors are then
+    the closed form for them, solved by the caller on all rows.
+    """
+    kind = options.similarity
+    if options.early_stopping:
+        train_rows, validation_rows = _validation_split(
+            X.shape[0], options.validation_fraction, random_state
+        )
+        X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
+        X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
+
+        def validation_score(anchors, softness, W, y_mean):
+            Y_pred = varpro_predict(X_val, anchors, softness, kind, W, y_mean, xp)
+            return weighted_r2(Y_val, Y_pred, w_val, xp)
+    else:
+        X_train, Y_train, w_train = X, Y, w
+        validation_score = None
+    if not float(xp.sum(w_train)) > 0:
+        raise ValueError("The sum of sample weights of the training rows is zero.")
+    anchors, softness, history = fit_varpro(
+        X_train,
+        Y_train,
+        w_train,
+        anchors,
+        softness,
+        kind,
+        options.alpha,
+        xp,
+        learn_softness=options.learn_softness,
+        max_iter=options.max_iter,
+        tol=options.tol,
+        n_iter_no_change=options.n_iter_no_change,
+        validation_score=validation_score,
+        verbose=options.verbose,
+    )
+    warn_if_unfinished(history, options)
+    return anchors, softness, history
+
+
+def warn_if_unfinished(history, options):
+    """A ``ConvergenceWarning`` if training diverged or ran out of iterations."""
+    if history.diverged:
+        rate = options.learning_rate_init
+        hint = (
+            f"try a smaller learning_rate_init than {rate:g} (e.g. {rate / 10:g})"
+            if options.solver in GRADIENT_SOLVERS
+            else "scale the features and targets, or increase alpha"
+        )
+        warn_user(
+            f"{options.solver}: the optimiser diverged (non-finite loss or parameters) "
+            f"at epoch {history.n_iter}; the best parameters before it are kept. "
+            f"To train further, {hint}.",
+            ConvergenceWarning,
+        )
+    elif not history.converged:
+        warn_user(
+            f"{options.solver}: maximum iterations ({options.max_iter}) reached and the "
+            "optimisation hasn't converged yet.",
+            ConvergenceWarning,
+        )
+
+
+# The fitted attributes a learned solver records (the last two with early stopping).
+HISTORY_ATTRIBUTES = (
+    "n_iter_",
+    "loss_curve_",
+    "best_loss_",
+    "validation_scores_",
+    "best_validation_score_",
+)
+
+
+def history_attributes(history, early_stopping):
+    """The fitted attributes of a training ``history``, by name."""
+    attributes = {
+        "n_iter_": history.n_iter,
+        "loss_curve_": history.loss_curve,
+        "best_loss_": history.best_loss,
+    }
+    if early_stopping:
+        attributes["validation_scores_"] = history.validation_scores
+        attributes["best_validation_score_"] = history.best_validation_score
+    return attributes
 
 
 def weighted_r2(Y, Y_pred, w, xp):

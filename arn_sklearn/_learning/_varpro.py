@@ -27,22 +27,19 @@ import numpy as np
 from scipy.optimize import minimize
 
 from .._kernels._assignment import similarity as similarity_matrix
-from .._kernels._assignment import soft_assignments, softmax
-from .._kernels._gradients import similarity_backward
+from .._kernels._assignment import similarity_backward, soft_assignments, softmax
 from .._kernels._lifting import iter_chunks, lift, lifted_size, predict_lifted
 from .._kernels._parametrisation import _Parametrisation
 from .._model._statistics import SufficientStatistics
+from .._utils._arrays import device_of
+from .._utils._chunks import rows_for
 
 # Rows per chunk: a lifted block of about this many bytes, as in the closed form.
 _CHUNK_BYTES = 64 * 2**20
 
 
 def _chunk_rows(n_lifted):
-    return max(256, _CHUNK_BYTES // (8 * n_lifted))
-
-
-def _device(a):
-    return None if isinstance(a, np.ndarray) else getattr(a, "device", None)
+    return rows_for(n_lifted, _CHUNK_BYTES)
 
 
 def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None):
@@ -72,7 +69,7 @@ def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, ke
     stats : SufficientStatistics
     """
     n_lifted = lifted_size(anchors.shape[0], X.shape[1])
-    stats = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp, device=_device(X))
+    stats = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp, device=device_of(X))
 
     def assign(chunk):
         if keep is None:

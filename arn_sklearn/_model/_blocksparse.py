@@ -23,9 +23,11 @@ host with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 from dataclasses import dataclass
 
 import numpy as np
+from array_api_compat import is_cupy_array
 from scipy import linalg
 
 from .._kernels._solve import centered_rhs, solve_ridge
+from .._utils._arrays import device_of, is_numpy, to_numpy
 from .._utils._memory import available_memory_bytes
 from .._utils._threads import _WorkerPool
 from .._utils._warnings import warn_user
@@ -53,28 +55,12 @@ _PAIR_BATCH_ROWS = 16384
 _SOLVE_COLUMNS = 4096
 
 
-def _is_numpy(a):
-    return isinstance(a, np.ndarray)
-
-
-def _is_cupy(a):
-    return type(a).__module__.startswith("cupy")
-
-
-def _to_numpy(a):
-    if _is_numpy(a):
-        return a
-    if _is_cupy(a):
-        return a.get()
-    return np.from_dlpack(a)
-
-
 def _like(a, host, xp):
     """``host`` (a numpy array) moved to the namespace and device of ``a``."""
-    if _is_numpy(a):
+    if is_numpy(a):
         return host
     device = getattr(a, "device", None)
-    if _is_cupy(a):
+    if is_cupy_array(a):
         import cupy
 
         with cupy.cuda.Device(device.id if device is not None else None):
@@ -256,7 +242,7 @@ class BlockSparseStatistics:
                 Y = xp.astype(Y, dtype)
                 w = xp.astype(w, dtype)
                 idx, vals = assign_top_k(X)
-                if _is_numpy(X):
+                if is_numpy(X):
                     if pool is None:
                         pool = _WorkerPool()
                     keys, blocks = _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool)
@@ -287,8 +273,8 @@ class BlockSparseStatistics:
         xp = _namespace(self.zty)
         m, d1 = self.n_anchors, self.n_features + 1
         p = m * d1
-        if _is_numpy(self.blocks) or _is_cupy(self.blocks):
-            gram = xp.zeros((p, p), dtype=self.blocks.dtype, device=_device(self.blocks))
+        if is_numpy(self.blocks) or is_cupy_array(self.blocks):
+            gram = xp.zeros((p, p), dtype=self.blocks.dtype, device=device_of(self.blocks))
             gram4 = xp.reshape(gram, (m, d1, m, d1))
             lo, hi = self.pair_keys // m, self.pair_keys % m
             off = lo != hi
@@ -317,7 +303,7 @@ class BlockSparseStatistics:
 
     def gram_matmul(self, V):
         """``G @ V`` for ``V`` of shape (p, k), without forming ``G``."""
-        if _is_numpy(V):
+        if is_numpy(V):
             return self._sparse_matrix(0.0, fmt="bsr") @ V
         xp = _namespace(V)
         m, d1 = self.n_anchors, self.n_features + 1
@@ -338,8 +324,8 @@ class BlockSparseStatistics:
         import scipy.sparse as sp
 
         m, d1 = self.n_anchors, self.n_features + 1
-        keys = _to_numpy(self.pair_keys)
-        blocks = _to_numpy(self.blocks)
+        keys = to_numpy(self.pair_keys)
+        blocks = to_numpy(self.blocks)
         lo, hi = keys // m, keys % m
         off = lo != hi
         # Every diagonal block is stored, zero where an anchor was never used,
@@ -375,7 +361,7 @@ class BlockSparseStatistics:
         from scipy.sparse.linalg import splu
 
         m, d1 = self.n_anchors, self.n_features + 1
-        keys = _to_numpy(self.pair_keys)
+        keys = to_numpy(self.pair_keys)
         lo, hi = keys // m, keys % m
         pattern = sp.coo_matrix((np.ones(keys.size), (lo, hi)), shape=(m, m))
         pattern = (pattern + pattern.T + (keys.size + 1.0) * sp.identity(m)).tocsc()
@@ -523,7 +509,7 @@ class SparseFactor:
         self.lu = lu
 
     def solve(self, B):
-        host = np.asarray(_to_numpy(B), dtype=np.float64)
+        host = np.asarray(to_numpy(B), dtype=np.float64)
         one_d = host.ndim == 1
         host = host[:, None] if one_d else host
         if self.order is not None:
@@ -645,7 +631,7 @@ def _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp):
     m, d1 = out.n_anchors, out.n_features + 1
     t = Y.shape[1]
     dtype = X.dtype
-    device = _device(X)
+    device = device_of(X)
     X1 = xp.concat([X, xp.ones((b, 1), dtype=dtype, device=device)], axis=1)
     idx = xp.astype(idx, xp.int64)
     vals = xp.astype(vals, dtype)
@@ -664,7 +650,7 @@ def _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp):
     inverse = xp.reshape(rank, (b, iu.size))
     Q = xp.reshape(X1[:, :, None] * X1[:, None, :], (b, d1 * d1))
     wv = vals * w[:, None]
-    if _is_cupy(X):
+    if is_cupy_array(X):
         import cupyx.scipy.sparse as csp
 
         rows = xp.reshape(xp.broadcast_to(xp.arange(b)[:, None], (b, iu.size)), (-1,))
@@ -702,7 +688,7 @@ def _merge(keys1, blocks1, keys2, blocks2, xp, inplace=False):
     if keys1.shape[0] == 0:
         order = xp.argsort(keys2)
         return xp.take(keys2, order), xp.take(blocks2, order, axis=0)
-    if _is_numpy(keys1) or _is_cupy(keys1):
+    if is_numpy(keys1) or is_cupy_array(keys1):
         pos = xp.searchsorted(keys1, keys2)
         hit = keys1[xp.minimum(pos, keys1.shape[0] - 1)] == keys2
         if bool(xp.all(hit)):
@@ -728,14 +714,10 @@ def _merge(keys1, blocks1, keys2, blocks2, xp, inplace=False):
 
 def _onehot(index, n, xp):
     """``(len(index), n)`` float64 matrix with a one at ``[i, index[i]]``."""
-    device = _device(index)
+    device = device_of(index)
     return xp.astype(
         index[:, None] == xp.arange(n, dtype=index.dtype, device=device)[None, :], xp.float64
     )
-
-
-def _device(a):
-    return None if _is_numpy(a) else getattr(a, "device", None)
 
 
 def _namespace(a):

@@ -6,8 +6,9 @@ caller's namespace and the compute namespace. CuPy is imported lazily.
 """
 
 import numpy as np
-from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
+from array_api_compat import array_namespace, is_cupy_array
 
+from ._arrays import to_numpy
 from ._optional import import_optional
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -24,15 +25,6 @@ def cupy_namespace():
     import array_api_compat.cupy as xp
 
     return xp
-
-
-def to_numpy(a):
-    """Host numpy copy (or view) of an array from any namespace."""
-    if is_numpy_array(a):
-        return a
-    if is_cupy_array(a):
-        return a.get()
-    return np.from_dlpack(a) if hasattr(a, "__dlpack__") else np.asarray(a)
 
 
 class Backend:

@@ -8,15 +8,14 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 
 @contextmanager
-def single_threaded_blas(required=False):
+def single_threaded_blas():
     """Run the block with one BLAS thread (numpy's OpenBLAS and friends).
 
     A small multithreaded GEMM (the similarity, ``b x d`` by ``d x m``, or
     ``Z^T y``) between two large ``syrk`` calls was measured to make the next
     ``syrk`` about twice slower with OpenBLAS (``benchmarks/efficiency.py``),
     and the kernels that spread row blocks over Python threads would
-    oversubscribe the cores; a large ``dpotrf`` is only correct on one thread
-    (``required`` says so; every block is limited).
+    oversubscribe the cores; a large ``dpotrf`` is only correct on one thread.
 
     BLAS thread limits are process-wide, and a limit must be restored by the
     thread that set it (overlapping set/restore sequences from concurrent fits
@@ -36,6 +35,12 @@ def single_threaded_blas(required=False):
                 limiter.restore_original_limits()
 
 
+def blas_thread_count():
+    """Threads of the loaded BLAS (the smallest if several are loaded), at least 1."""
+    n = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return max(1, min(n) if n else 1)
+
+
 class _Depth(threading.local):
     value = 0
 
@@ -53,8 +58,7 @@ class _WorkerPool:
     """
 
     def __init__(self):
-        n = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
-        self.n_threads = max(1, min(n) if n else 1)
+        self.n_threads = blas_thread_count()
         self.buffer = None
         self.executor = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
 

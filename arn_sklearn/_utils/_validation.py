@@ -10,9 +10,64 @@ from numbers import Integral
 import numpy as np
 from array_api_compat import array_namespace
 from sklearn.utils import assert_all_finite
+from sklearn.utils._array_api import get_namespace
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ._backend import to_numpy
+from ._arrays import to_numpy
 from ._warnings import warn_user
+
+
+def validate_fit_data(estimator, X, y, sample_weight=None, reset=True):
+    """``fit``'s input checked and converted once for every estimator.
+
+    Returns
+    -------
+    X : array of shape (n_samples, n_features), float64 or float32
+    Y : array of shape (n_samples, n_targets), float64
+    w : array of shape (n_samples,), float64, non-negative
+    y_ndim : int
+        1 for a 1-D ``y`` (predictions then drop the target axis).
+    """
+    xp, _ = get_namespace(X)
+    X, y = validate_data(
+        estimator,
+        X,
+        y,
+        reset=reset,
+        multi_output=True,
+        y_numeric=True,
+        dtype=[xp.float64, xp.float32],
+    )
+    Y = xp.astype(validate_targets(y), xp.float64, copy=False)  # no copy of a large y
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    # Before any work: magnitudes whose squares overflow float64 (issue 20).
+    check_feature_magnitude(X)
+    check_target_magnitude(Y, getattr(estimator, "solver", "closed_form"))
+    w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
+    return X, Y, w, y.ndim
+
+
+def check_target_count(Y, n_targets, earlier="the model being warm-started has"):
+    """Refuse a 2-D ``Y`` whose targets differ from those of the model it continues.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn._utils._validation import check_target_count
+    >>> check_target_count(np.zeros((3, 2)), 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: y has 2 targets but the model being warm-started has 1.
+    """
+    if Y.shape[1] != n_targets:
+        raise ValueError(f"y has {Y.shape[1]} targets but {earlier} {n_targets}.")
+
+
+def validate_predict_data(estimator, X):
+    """``predict``'s input: a fitted estimator, and ``X`` float64 or float32 of its width."""
+    check_is_fitted(estimator)
+    xp, _ = get_namespace(X)
+    return validate_data(estimator, X, reset=False, dtype=[xp.float64, xp.float32])
 
 
 def rollback_on_error(method):
