@@ -7,9 +7,9 @@ accumulation (see ``efficiency.py``). Peers that are not installed or fail are
 listed as "not available: <reason>"; LightGBM comes with the ``benchmark``
 extra (``pip install ".[benchmark]"``).
 
-Expected run time at the defaults on 2 cores: about 6 minutes, most of it the
-MLP (3-4 minutes: two hidden layers of 128, early stopping) and the learned
-anchors (``ARNRegressor(solver="lbfgs", max_iter=30)``, about 1.5 minutes);
+Expected run time at the defaults on 2 cores: 3-6 minutes, most of it the MLP
+(2-4 minutes: two hidden layers of 128, early stopping) and the learned anchors
+(``ARNRegressor(solver="lbfgs", max_iter=30)``, about a minute);
 ``--skip MLPRegressor`` leaves the MLP out. The time of each row is printed as
 it ends.
 
@@ -84,7 +84,7 @@ def peers(m, seed=0):
 def run(n, d, m, skip=()):
     X, y, X_test, y_test = make_data(n, d)
     print(f"data: n_train={n}, n_test={len(y_test)}, d={d}; ARN n_anchors={m}")
-    print("about 6 minutes at the defaults on 2 cores (the MLP 3-4); rows print as they end\n")
+    print("3-6 minutes at the defaults on 2 cores (the MLP 2-4); rows print as they end\n")
     header = ("test R2", "fit s", "fit/ARN", "pred s", "pred/ARN")
     print(f"{'model':24s} " + " ".join(f"{h:>8s}" for h in header), flush=True)
     ref = None
