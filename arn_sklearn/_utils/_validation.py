@@ -145,6 +145,9 @@ def validate_targets(y):
 # features), which overflows near 1e154; this bound leaves room for sums over
 # up to 1e100 rows.
 MAX_FEATURE_MAGNITUDE = 1e100
+# Targets are squared once (the training objective of the learned solvers):
+# room for sums over up to 1e20 rows below the float64 maximum.
+MAX_TARGET_MAGNITUDE = 1e140
 
 
 def check_feature_magnitude(X):
@@ -206,11 +209,11 @@ def check_target_magnitude(Y, solver):
         return
     xp = array_namespace(Y)
     largest = float(xp.max(xp.abs(Y)))
-    if largest > MAX_FEATURE_MAGNITUDE:
+    if largest > MAX_TARGET_MAGNITUDE:
         raise ValueError(
             f"y has targets as large as {largest:.3g} in absolute value; solver="
             f"{solver!r} squares the errors in float64, which overflows beyond about "
-            "1e150. Scale the targets, e.g. sklearn.compose.TransformedTargetRegressor("
+            f"1e150, and it accepts at most {MAX_TARGET_MAGNITUDE:g}. Scale the targets, e.g. sklearn.compose.TransformedTargetRegressor("
             "regressor, transformer=StandardScaler()), or use solver='closed_form'."
         )
 
