@@ -213,8 +213,9 @@ def check_target_magnitude(Y, solver):
         raise ValueError(
             f"y has targets as large as {largest:.3g} in absolute value; solver="
             f"{solver!r} squares the errors in float64, which overflows beyond about "
-            f"1e150, and it accepts at most {MAX_TARGET_MAGNITUDE:g}. Scale the targets, e.g. sklearn.compose.TransformedTargetRegressor("
-            "regressor, transformer=StandardScaler()), or use solver='closed_form'."
+            f"1e150, and it accepts at most {MAX_TARGET_MAGNITUDE:g}. Scale the targets, "
+            "e.g. sklearn.compose.TransformedTargetRegressor(regressor, "
+            "transformer=StandardScaler()), or use solver='closed_form'."
         )
 
 
