@@ -72,6 +72,24 @@ def test_too_large_targets_for_a_learned_solver(data, estimator):
     np.testing.assert_allclose(large / 1e145, small, rtol=1e-6, atol=1e-9)
 
 
+def test_jacobian_and_std_refuse_features_whose_squares_overflow(data):
+    # Before: silently non-finite at |x| ~ 1e300 (predict itself stays exact there).
+    X, y = data
+    model = ARNRegressor(4, random_state=0).fit(X, y)
+    deep = DeepARNRegressor(n_layers=2, n_anchors=4, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        deep.fit(X, y)
+    assert np.all(np.isfinite(model.predict(X * 1e300)))
+    for call in (
+        lambda: model.jacobian(X * 1e300),
+        lambda: model.predict(X * 1e300, return_std=True),
+        lambda: deep.jacobian(X * 1e300),
+    ):
+        with pytest.raises(ValueError, match="X has features as large as"):
+            call()
+
+
 # ------------------------------------------------------------ diverging optimiser
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
 def test_diverging_learning_rate_warns_and_keeps_the_best_iterate(data, solver):
@@ -208,6 +226,7 @@ def test_help_has_no_runs_of_spaces_in_parameter_types(cls):
 def test_docstrings_keep_alpha_for_the_ridge_penalty(cls):
     # The assignments are pi_k(x); alpha_k(x) would read as the penalty.
     import inspect
+    import re
 
     text = "".join(inspect.getdoc(m) or "" for _, m in inspect.getmembers(cls))
-    assert "alpha_k" not in text and "alpha(x)" not in text
+    assert not re.search(r"alpha_k|alpha\((x|X)\)", text)

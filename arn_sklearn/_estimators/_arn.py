@@ -28,6 +28,7 @@ from .._utils._arrays import to_numpy
 from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
     cast_predictions,
+    check_feature_magnitude,
     check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
@@ -454,11 +455,12 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         y_pred = self._output(y_pred, Xc, backend, predictions=True)
         if not return_std:
             return y_pred
+        check_feature_magnitude(X)  # the leverage squares the lifted features
         y_std = layer.predict_std(Xc, backend.xp, state, self.batch_size)
         return y_pred, self._output(y_std, Xc, backend)
 
     def soft_assignments(self, X):
-        """Soft assignments ``alpha(X)`` of samples to the anchors (eq. 4).
+        """Soft assignments ``pi(X)`` of samples to the anchors (eq. 4).
 
         Parameters
         ----------
@@ -546,6 +548,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         True
         """
         X, backend, layer = self._predict_setup(X)
+        check_feature_magnitude(X)  # the derivative of the similarities squares x
         Xc = backend.to_compute(X)
         return self._output(layer.jacobian(Xc, backend.xp), Xc, backend)
 

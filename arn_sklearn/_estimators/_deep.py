@@ -22,6 +22,7 @@ from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
     cast_predictions,
     check_anchor_counts,
+    check_feature_magnitude,
     check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
@@ -267,6 +268,7 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             n_features) for a 2-D ``y``.
         """
         Xc, backend, network = self._predict_setup(X)
+        check_feature_magnitude(Xc)  # the derivative of the similarities squares x
         return self._output(network.jacobian(Xc, backend.xp), backend, Xc.dtype)
 
     def local_linear(self, X):
