@@ -30,11 +30,12 @@ Z. Strakos and P. Tichy, "On error estimation in the conjugate gradient method
 and why it works in finite precision computations", ETNA 13 (2002) 56-80.
 """
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+
+from .._utils._warnings import warn_user
 
 # Energy-norm relative tolerance of the iterative solve: a digit below the
 # documented 1e-6 agreement of predictions, as the error is extrapolated.
@@ -233,12 +234,11 @@ def block_pcg(matmul, precondition, B, x0=None, rtol=DEFAULT_RTOL, max_iter=None
             active, R, P, rz = active[keep], R[:, keep], P[:, keep], rz[keep]
             history = [h[keep] for h in history[-2 * _DELAY :]]
     if active.size:
-        warnings.warn(
+        warn_user(
             f"Conjugate gradients stopped after {max_iter} iterations with {active.size} "
             "target(s) short of the tolerance. Increase alpha, or use linear_solver='dense' "
             "or 'sparse'.",
             ConvergenceWarning,
-            stacklevel=3,
         )
     return (X[:, 0] if one_d else X), n_iter
 

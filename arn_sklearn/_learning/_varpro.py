@@ -38,7 +38,6 @@ from .._utils._chunks import rows_for
 _CHUNK_BYTES = 64 * 2**20
 
 
-
 def _chunk_rows(n_lifted):
     return rows_for(n_lifted, _CHUNK_BYTES)
 
@@ -278,6 +277,10 @@ def fit_varpro(
 
     def evaluate(theta):
         key = theta.tobytes()
+        if key not in last and not params.representable(theta):
+            # A line-search trial beyond float64 (exp(log K) or K C overflows):
+            # an infinite loss makes L-BFGS-B step back, rather than an error.
+            return math.inf, np.zeros_like(theta), None
         if key not in last:
             anchors_np, log_softness = params.unpack(theta)
             loss, g_anchors, g_log_softness, solution = reduced_objective(

@@ -20,7 +20,6 @@ products (correct, for small problems and tests). Solving always runs on the
 host with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 """
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +41,7 @@ from .._utils._arrays import device_of, is_numpy, to_numpy
 from .._utils._memory import available_memory_bytes
 from .._utils._progress import Progress
 from .._utils._threads import _WorkerPool, blas_thread_count, single_threaded_blas
+from .._utils._warnings import warn_user
 from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
 
 # The ways to solve ``(G + alpha I) W = R``; "auto" asks the cost model.
@@ -53,14 +53,15 @@ LINEAR_SOLVERS = ("auto", "dense", "sparse", "iterative")
 _DENSE_SOLVE_MAX_SIZE = 2048
 _DENSE_SOLVE_MIN_FILL = 0.25
 
-# Cost model of :func:`choose_linear_solver` (benchmarks/bench_solvers.py grid).
+# Cost model of :func:`choose_linear_solver` (rates from benchmarks/bench_kernels.py).
 # LAPACK dpotrf on one thread (large factors run there, see _solve.py), flops/s.
 _DENSE_FLOP_RATE = 3e10
 # SuperLU's factorisation was measured this many times slower per flop than
 # LAPACK's dpotrf on the same machine (benchmarks/bench_kernels.py).
 _SUPERLU_SLOWDOWN = 20.0
 # The per-anchor GEMMs of a Gram product run at this share of the dense rate,
-# and block-Jacobi CG takes about this many of them (13-60 on the grid).
+# and block-Jacobi CG takes about this many of them (30-80 on small 30-d graphs,
+# ~180 on 1024 anchors of 200 overlapping clusters: an optimistic count).
 _CG_FLOP_SHARE = 0.3
 _CG_ITERATIONS = 60
 # A sparse factor with more block non-zeros than this many times G's is not
@@ -721,12 +722,11 @@ class SparseFactor:
             if not pivots.min() > _RCOND_THRESHOLD * pivots.max():
                 raise RuntimeError("ill-conditioned")
         except RuntimeError:
-            warnings.warn(
+            warn_user(
                 f"The ARN normal equations are singular or ill-conditioned (alpha={alpha!r}); "
                 "solving them with a small extra ridge instead. Increase alpha, or remove "
                 "collinear features.",
                 linalg.LinAlgWarning,
-                stacklevel=4,
             )
             import scipy.sparse as sp
 
