@@ -188,6 +188,11 @@ def test_choice_on_small_graphs_of_each_kind(kind, expected, monkeypatch):
     stats, _, _ = statistics(kind, t=1, **size)
     # Small systems are always dense: pin the choice the graph alone makes.
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
+    # Components of at most 40 unknowns get their own dense factors: the
+    # separated graph's clusters (5 anchors of 5 unknowns), not the 30-d blob.
+    monkeypatch.setattr(bs, "_COMPONENT_MAX_SIZE", 40)
+    sizes = np.bincount(stats._components()) * (stats.n_features + 1)
+    assert (sizes.max() <= 40) == (kind == "separated")
     fill, _ = stats._fill_and_flops()
     if kind == "separated":
         assert fill <= bs._SPARSE_MAX_FILL  # no fill across clusters

@@ -107,7 +107,12 @@ def reference_solution(stats, alpha):
 
 
 @pytest.mark.parametrize("alpha", [1e-3, 1.0])
-def test_sparse_solve_matches_dense_cholesky(alpha):
+@pytest.mark.parametrize("factor", ["components", "superlu"])
+def test_sparse_solve_matches_dense_cholesky(alpha, factor, monkeypatch):
+    import arn_sklearn._model._blocksparse as bs
+
+    if factor == "superlu":
+        monkeypatch.setattr(bs, "_COMPONENT_MAX_SIZE", 0)
     X, Y, anchors, rng = data(n=3000, d=4, m=40)
     anchors[-3:] += 100.0  # anchors no sample is assigned to: zero diagonal blocks
     stats = sparse_stats(X, Y, rng.uniform(0.5, 1, size=len(X)), anchors, 3, 512, softness=2.0)
@@ -133,7 +138,12 @@ def test_dense_rule_solves_small_systems_like_the_dense_path():
     np.testing.assert_allclose(W, W_ref, rtol=1e-10, atol=1e-12)
 
 
-def test_singular_sparse_system_warns_and_is_finite():
+@pytest.mark.parametrize("factor", ["components", "superlu"])
+def test_singular_sparse_system_warns_and_is_finite(factor, monkeypatch):
+    import arn_sklearn._model._blocksparse as bs
+
+    if factor == "superlu":
+        monkeypatch.setattr(bs, "_COMPONENT_MAX_SIZE", 0)
     X, Y, anchors, rng = data(n=500, d=3, m=30)
     X = np.hstack([X, X[:, :1]])  # a duplicated feature: singular at alpha=0
     anchors = np.hstack([anchors, anchors[:, :1]])
@@ -219,3 +229,21 @@ def test_anchor_ordering_is_a_permutation_with_bounded_flops():
     assert 0 < flops < (40 * 5) ** 3
     # The factor holds at least the stored lower triangle and at most all of it.
     assert stats.pair_keys.size <= factor_blocks <= 40 * 41 / 2
+
+
+def test_component_factor_solves_a_graph_of_separate_clusters():
+    """Far-apart clusters: independent components, each solved by its own factor."""
+    import arn_sklearn._model._blocksparse as bs
+
+    rng = np.random.RandomState(0)
+    centres = 100.0 * rng.normal(size=(4, 3))
+    X = centres[rng.randint(0, 4, 2000)] + rng.normal(size=(2000, 3))
+    Y = np.sin(X[:, :2]) + 0.1 * rng.normal(size=(2000, 2))
+    anchors = np.repeat(centres, 3, axis=0) + rng.normal(size=(12, 3))
+    stats = sparse_stats(X, Y, rng.uniform(0.5, 1.5, 2000), anchors, 2, 500, softness=0.5)
+    labels = stats._components()
+    assert np.unique(labels).size == 4
+    factor = bs.ComponentFactor(stats, labels, 0.3)
+    B = rng.normal(size=(stats.n_lifted, 3))
+    G = stats.to_dense().gram + 0.3 * np.eye(stats.n_lifted)
+    np.testing.assert_allclose(factor.solve(B), np.linalg.solve(G, B), rtol=1e-9, atol=1e-12)
