@@ -47,6 +47,7 @@ from ._pipeline import (
 from ._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
     LEARNED_SOLVERS,
+    VARPRO_SOLVERS,
     GradientTrainingMixin,
 )
 
@@ -369,7 +370,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         else:
             self._check_memory(X.shape[1], Y.shape[1])
             assigner = self._new_assigner(X, w, Y)
-        if self.solver == "lbfgs":
+        if self.solver in VARPRO_SOLVERS:
             self._fit_varpro(X, Y, w, y_ndim, assigner, backend)
             return self
         if not warm:  # the closed form, and the start of adam/sgd
@@ -745,7 +746,7 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             self.__dict__.pop(name, None)
 
     def _fit_varpro(self, X, Y, w, y_ndim, assigner, backend):
-        """``solver="lbfgs"``: learn anchors and softness, then the closed form on all rows."""
+        """Variable projection: learn anchors and softness, then the closed form on all rows."""
         if (
             hasattr(self, "coef_")
             and self.warm_start
@@ -768,7 +769,10 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
             check_random_state(self.random_state),
         )
         if self.verbose:
-            print(f"[ARN] lbfgs: {history.n_iter} iterations in {time.perf_counter() - tic:.2f} s")
+            print(
+                f"[ARN] {self.solver}: {history.n_iter} iterations in "
+                f"{time.perf_counter() - tic:.2f} s"
+            )
         # The regressors are the exact ridge solution for the kept anchors on
         # all rows, so the statistics kept in the model are theirs.
         assigner = make_assigner(to_numpy(anchors), self.similarity, softness)

@@ -17,14 +17,16 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval
 
 from ._gradients import network_predict, objective, weight_penalty
+from ._learning.gauss_newton import fit_gauss_newton
 from ._optim import make_optimizer, run_epochs
 from ._varpro import fit_varpro
 from ._varpro import predict as varpro_predict
 
-# Minibatch solvers (ARN and Deep ARN); "lbfgs" (variable projection, one layer)
-# completes the solvers that learn anchors.
+# Minibatch solvers (ARN and Deep ARN); the variable-projection solvers (one
+# layer, the regressors always the closed form) complete those that learn anchors.
 GRADIENT_SOLVERS = ("sgd", "adam")
-LEARNED_SOLVERS = (*GRADIENT_SOLVERS, "lbfgs")
+VARPRO_SOLVERS = ("lbfgs", "gauss_newton")
+LEARNED_SOLVERS = (*GRADIENT_SOLVERS, *VARPRO_SOLVERS)
 
 # softness="auto" for a minibatch solver starting from unsupervised anchors
 # starts this many times harder than the closed form's auto rule: from the
@@ -117,7 +119,7 @@ class GradientTrainingMixin:
         return layers
 
     def _learn_varpro(self, anchors, softness, X, Y, w, xp, random_state):
-        """``solver="lbfgs"``: anchors and softness by variable projection.
+        """``solver="lbfgs"`` or ``"gauss_newton"``: anchors and softness by variable projection.
 
         ``X``, ``Y`` (2-D, not centred) and ``w`` are float64 arrays in ``xp``.
         Returns the kept anchors (numpy) and softness; the regressors are then
@@ -139,7 +141,8 @@ class GradientTrainingMixin:
             validation_score = None
         if not float(xp.sum(w_train)) > 0:
             raise ValueError("The sum of sample weights of the training rows is zero.")
-        anchors, softness, history = fit_varpro(
+        fit = fit_gauss_newton if self.solver == "gauss_newton" else fit_varpro
+        anchors, softness, history = fit(
             X_train,
             Y_train,
             w_train,

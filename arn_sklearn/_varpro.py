@@ -22,6 +22,7 @@ Nothing here knows the estimator API.
 """
 
 import math
+import time
 
 import numpy as np
 from scipy.optimize import minimize
@@ -52,7 +53,9 @@ def _device(a):
     return None if isinstance(a, np.ndarray) else getattr(a, "device", None)
 
 
-def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None):
+def closed_form_weights(
+    X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None, rows=None
+):
     """Sufficient statistics and the ridge solution for fixed anchors and softness.
 
     The one place where this module calls the closed-form kernels.
@@ -69,7 +72,9 @@ def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, ke
     xp : array namespace
     keep : list, optional
         Receives ``(S, A)`` (similarities and assignments) of each chunk of
-        :func:`_chunk_rows` rows, so that the gradient pass need not recompute them.
+        ``rows`` rows, so that the gradient pass need not recompute them.
+    rows : int, optional
+        Rows per chunk; default :func:`_chunk_rows` of the lifted size.
 
     Returns
     -------
@@ -90,7 +95,8 @@ def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, ke
         return A
 
     # The statistics type's own accumulate and solve: the closed form's code path.
-    stats = stats.accumulate(iter_chunks(X, Y, w, _chunk_rows(n_lifted)), assign, xp)
+    rows = _chunk_rows(n_lifted) if rows is None else rows
+    stats = stats.accumulate(iter_chunks(X, Y, w, rows), assign, xp)
     W, y_mean = stats.solve(alpha, xp)
     return W, y_mean, stats
 
@@ -354,6 +360,7 @@ def fit_varpro(
     theta0 = params.pack(anchors, softness)
     history.best_loss = evaluate(theta0)[0]
     best = {"theta": theta0, "stalled": 0}
+    tic = time.perf_counter()
     if validation_score is not None:
         history.best_validation_score = score(theta0)
 
@@ -377,10 +384,10 @@ def fit_varpro(
                 history.best_loss = loss
         best["stalled"] = 0 if improved else best["stalled"] + 1
         if verbose:
-            message = f"Iteration {history.n_iter}: loss {loss:.6g}"
+            message = f"[ARN] lbfgs iteration {history.n_iter}: objective {loss:.6g}"
             if validation_score is not None:
                 message += f", validation score {history.validation_scores[-1]:.6g}"
-            print(message)
+            print(f"{message}, {time.perf_counter() - tic:.2f} s")
         if best["stalled"] >= n_iter_no_change:
             history.converged = True
             raise StopIteration

@@ -1,0 +1,1 @@
+"""Learning anchors and softness: the optimisers of the learned solvers."""
