@@ -53,9 +53,7 @@ def _device(a):
     return None if isinstance(a, np.ndarray) else getattr(a, "device", None)
 
 
-def closed_form_weights(
-    X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None, rows=None
-):
+def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None, rows=None):
     """Sufficient statistics and the ridge solution for fixed anchors and softness.
 
     The one place where this module calls the closed-form kernels.
