@@ -98,8 +98,9 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         compares this rule with a grid. For a learned solver it is the start:
         the k-plane classifier's softness with k-plane anchors, else the rule
         or 4 times it (``GRADIENT_START_SOFTNESS``), whichever has the lower
-        training objective: from too soft a start the closed-form regressors
-        are large and cancel each other.
+        generalised cross-validation score of its closed form: from too soft a
+        start the closed-form regressors are large and cancel each other, and
+        too hard a start over-fits small data.
     alpha : float >= 0, default=1.0
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
     anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
@@ -115,19 +116,27 @@ class ARNRegressor(GradientTrainingMixin, RegressorMixin, BaseEstimator):
         of small input variance; ``"random"``: distinct random rows of
         ``X``; ``"auto"``: ``"kmeans"`` for the closed form; for the solvers
         that learn anchors, the KMeans or the k-plane start, whichever has the
-        lower training objective (its closed form on the same subsample), since
+        lower generalised cross-validation score (of its closed form on the
+        same subsample), since
         k-plane anchors suit piecewise targets and KMeans anchors smooth ones.
         An array is used as given.
-    solver : {"closed_form", "lbfgs", "adam", "sgd"}, default="closed_form"
+    solver : {"closed_form", "gauss_newton", "lbfgs", "adam", "sgd"}, \
+            default="closed_form"
         ``"closed_form"``: anchors stay as initialised, regressors solved
-        exactly. ``"lbfgs"`` (recommended to learn anchors) is variable
-        projection: the regressors are always the exact ridge solution for
-        the current anchors and softness, and only the anchors and
-        ``log K`` are searched, with scipy's L-BFGS-B on that reduced
-        objective (its gradient, by the envelope theorem, costs about one
-        closed-form fit); deterministic, no learning rate, monotone in the
-        training objective; ``max_iter`` counts its iterations. The model
-        keeps the closed-form statistics of the final anchors. ``"sgd"``
+        exactly. ``"gauss_newton"`` (recommended to learn anchors) and
+        ``"lbfgs"`` are variable projection: the regressors are always the
+        exact ridge solution for the current anchors and softness, and only
+        the anchors and ``log K`` are searched, on that reduced objective
+        (its gradient, by the envelope theorem, costs about one closed-form
+        fit). ``"gauss_newton"`` takes Levenberg-Marquardt steps with
+        Kaufman's Gauss-Newton matrix (the joint problem's, with the
+        regressors eliminated; about two closed-form passes per step): tens
+        of steps where ``"lbfgs"`` (scipy's L-BFGS-B) needs hundreds of
+        iterations (``benchmarks/learned_vs_mlp.py``). Both are
+        deterministic, need no learning rate and are monotone in the
+        training objective; ``max_iter`` counts their iterations (steps
+        tried). The model keeps the closed-form statistics of the final
+        anchors. ``"sgd"
         (minibatch SGD with ``momentum`` and a rate halved every 20 epochs,
         the paper's super-resolution recipe) and ``"adam"`` start from the
         closed-form solution and learn anchors and regressors together. For

@@ -206,7 +206,8 @@ def initial_anchors(
         Whether the anchors will be learned (a learned solver): with
         ``softness="auto"``, unsupervised anchors then also try
         ``GRADIENT_START_SOFTNESS`` times the rule, and the start with the
-        lowest training objective on a bounded subsample is kept.
+        lowest generalised cross-validation score of its closed form on a
+        bounded subsample is kept (see ``_varpro.best_start``).
 
     Returns
     -------
@@ -240,7 +241,7 @@ def initial_anchors(
             labels.append(f"{name} K={start[1]:.4g}")
     centres, value = starts[0]
     if len(starts) > 1:
-        # Every start on the same bounded subsample, ranked by the training objective.
+        # Every start on the same bounded subsample, ranked by GCV of its closed form.
         rows = _subsample(X.shape[0], anchor_sample_size(n_anchors), random_state)
         Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)[rows]
         X_rows = np.asarray(X[rows], dtype=np.float64)
@@ -250,7 +251,7 @@ def initial_anchors(
         centres, value = starts[index]
         if verbose:
             tried = ", ".join(f"{a}: {v:.4g}" for a, v in zip(labels, values, strict=True))
-            print(f"[ARN] start {labels[index]} (training objective {tried})")
+            print(f"[ARN] start {labels[index]} (generalised cross-validation {tried})")
     if verbose:
         print(
             f"[ARN] anchors ({method}) and softness={value:.4g} in "

@@ -200,8 +200,9 @@ def weighted_r2(Y, Y_pred, w, xp):
 
 
 def _validation_split(n_samples, fraction, random_state):
-    n_validation = math.ceil(fraction * n_samples)
-    if n_validation < 2 or n_samples - n_validation < 2:
+    # At least 2 validation rows (an R^2 needs them), so that small data still fits.
+    n_validation = max(2, math.ceil(fraction * n_samples))
+    if n_samples - n_validation < 2:
         raise ValueError(
             f"early_stopping needs at least 2 training and 2 validation rows; "
             f"validation_fraction={fraction} of n_samples={n_samples} gives {n_validation}."

@@ -173,22 +173,46 @@ def reduced_objective(anchors, log_softness, X, Y, w, similarity, alpha, xp, *, 
 
 
 def best_start(X, Y, w, starts, similarity, alpha, xp):
-    """Index of the ``(anchors, softness)`` start with the lowest reduced objective."""
-    values = [
-        reduced_objective(
-            xp.asarray(anchors),
-            math.log(softness),
-            X,
-            Y,
-            w,
-            similarity,
-            alpha,
-            xp,
-            gradient=False,
-        )[0]
-        for anchors, softness in starts
-    ]
+    """Index of the ``(anchors, softness)`` start whose closed form generalises best.
+
+    Starts are ranked by generalised cross-validation of their closed form,
+    ``(RSS / n) / (1 - tr(P) / n)^2`` with ``tr(P) = p - alpha tr((G + alpha
+    I)^{-1})`` the effective number of parameters and ``n`` the total weight
+    (Golub, Heath & Wahba 1979): the training objective alone always prefers
+    the harder, more flexible start, which over-fits small data (on
+    scikit-learn's diabetes it halved Deep ARN's cross-validated R^2).
+
+    Returns
+    -------
+    index : int
+    values : list of float
+        The criterion of each start (``inf`` where it is undefined).
+    """
+    values = []
+    for anchors, softness in starts:
+        W, _, stats = closed_form_weights(
+            X, Y, w, xp.asarray(anchors), softness, similarity, alpha, xp
+        )
+        values.append(generalised_cross_validation(stats, W, alpha, xp))
     return int(np.nanargmin(np.where(np.isfinite(values), values, np.nan))), values
+
+
+def generalised_cross_validation(stats, W, alpha, xp):
+    """GCV score of the ridge solution ``W`` of ``stats`` (lower is better)."""
+    from ._solve import centered_rhs
+
+    rhs, y_mean = centered_rhs(stats, xp)
+    n = stats.weight_sum
+    total = float(xp.sum(stats.y_sq_sum)) - n * float(xp.sum(y_mean * y_mean))
+    # At the ridge optimum RSS = total - <W, rhs> - alpha ||W||^2.
+    rss = total - float(xp.sum(W * rhs)) - alpha * float(xp.sum(W * W))
+    p = stats.gram.shape[0]
+    eye = xp.eye(p, dtype=stats.gram.dtype)
+    inverse_trace = float(xp.sum(xp.linalg.diagonal(stats.factorize(alpha, xp).solve(eye))))
+    dof = p - alpha * inverse_trace
+    if not (math.isfinite(rss) and dof < n):
+        return math.inf
+    return (max(rss, 0.0) / n) / (1.0 - dof / n) ** 2
 
 
 def predict(X, anchors, softness, similarity, W, y_mean, xp):
