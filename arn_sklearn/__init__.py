@@ -1,8 +1,8 @@
 """Anchored Regression Networks for scikit-learn."""
 
-from ._cv import ARNRegressorCV
-from ._deep import DeepARNRegressor
-from ._estimator import ARNRegressor
+from ._estimators._arn import ARNRegressor
+from ._estimators._cv import ARNRegressorCV
+from ._estimators._deep import DeepARNRegressor
 from ._persistence import UntrustedModelError, load_model, save_model
 
 __all__ = [

@@ -10,12 +10,24 @@ caller says it trusts them.
 """
 
 import importlib
+import io
+import json
 import zipfile
 from pathlib import Path
 
-from ._optional import import_optional
+from ._utils._optional import import_optional
 
 _PACKAGE = "arn_sklearn"
+
+# Modules whose classes moved when the package was split into layer subpackages:
+# files saved before record the old paths, which are read as the new ones.
+_MOVED_MODULES = {
+    "arn_sklearn._estimator": "arn_sklearn._estimators._arn",
+    "arn_sklearn._cv": "arn_sklearn._estimators._cv",
+    "arn_sklearn._deep": "arn_sklearn._estimators._deep",
+    "arn_sklearn._lifting": "arn_sklearn._model._statistics",
+    "arn_sklearn._blocksparse": "arn_sklearn._model._blocksparse",
+}
 
 
 class UntrustedModelError(ValueError):
@@ -77,6 +89,12 @@ def load_model(path, *, trust_pickle=False):
     -------
     model : object
 
+    Notes
+    -----
+    Files saved by earlier versions load too: skops records where each class
+    was defined, and the classes that have moved since are looked up at their
+    new place.
+
     Raises
     ------
     FileNotFoundError
@@ -102,7 +120,9 @@ def load_model(path, *, trust_pickle=False):
         return joblib.load(path)
     sio = _skops_io("Loading models")
     try:
-        untrusted = sio.get_untrusted_types(file=path)
+        data = _with_moved_modules(path)
+        source = {"file": path} if data is None else {"data": data}
+        untrusted = sio.get_untrusted_types(**source)
     except Exception as exc:  # a zip that is not a skops file, or a corrupt one
         raise ValueError(f"{path} is not a readable skops model file: {exc}") from exc
     refused = [name for name in untrusted if not _is_own_class(name)]
@@ -113,13 +133,13 @@ def load_model(path, *, trust_pickle=False):
             "if you trust its source, inspect them and call skops.io.load(path, "
             "trusted=[...]) yourself."
         )
-    return sio.load(path, trusted=untrusted)
+    return sio.load(path, trusted=untrusted) if data is None else sio.loads(data, trusted=untrusted)
 
 
 def _is_own_class(name):
     """True if ``name`` ("module.Class") is a class defined in arn_sklearn itself.
 
-    Resolved rather than matched by prefix: ``arn_sklearn._solve.os`` (a module
+    Resolved rather than matched by prefix: ``arn_sklearn._kernels._solve.os`` (a module
     imported by ours) or a function would pass a prefix test, and skops calls
     some of the objects it loads.
     """
@@ -132,3 +152,38 @@ def _is_own_class(name):
         return False
     obj = getattr(module, qualname, None)
     return isinstance(obj, type) and obj.__module__ == module_name and obj.__qualname__ == qualname
+
+
+def _with_moved_modules(path):
+    """The skops file's bytes with old module paths renamed, or None if it names none.
+
+    Only the schema (``schema.json``) changes; the trust check then sees the
+    classes where they live now.
+    """
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+        if not _rename_modules(schema):
+            return None
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as out:
+            for item in archive.infolist():
+                content = archive.read(item.filename)
+                if item.filename == "schema.json":
+                    content = json.dumps(schema).encode()
+                out.writestr(item, content)
+    return buffer.getvalue()
+
+
+def _rename_modules(node):
+    """Rename the moved ``__module__`` entries of a skops schema in place; True if any."""
+    renamed = False
+    if isinstance(node, dict):
+        if node.get("__module__") in _MOVED_MODULES:
+            node["__module__"] = _MOVED_MODULES[node["__module__"]]
+            renamed = True
+        for value in node.values():
+            renamed = _rename_modules(value) or renamed
+    elif isinstance(node, list):
+        for value in node:
+            renamed = _rename_modules(value) or renamed
+    return renamed

@@ -27,7 +27,20 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ._estimator import ARNRegressor
+from ._estimators._arn import ARNRegressor
+from .superres import (
+    TEST_IMAGES,
+    TRAIN_IMAGES,
+    APlusRegressor,
+    SuperResolver,
+    aplus_anchors,
+    build_training_set,
+    imresize,
+    load_skimage_images,
+    luminance,
+    modcrop,
+    psnr,
+)
 
 # The solver of "ARN (learned anchors)". On super-resolution features lbfgs gains
 # about as much as Adam (+0.03 vs +0.02 dB at 16 anchors, benchmarks/results/
@@ -93,7 +106,6 @@ def superres_models(n_anchors, epochs, X, random_state=0):
     similarity, A+'s ridge ``alpha=0.1``). The learned ARN starts from the
     closed form and trains anchors, regressors and softness together.
     """
-    from .superres import APlusRegressor, aplus_anchors
 
     anchors = aplus_anchors(
         X / np.linalg.norm(X, axis=1, keepdims=True), n_anchors, random_state=random_state
@@ -124,17 +136,6 @@ def run_superres(settings, progress, scale=3, random_state=0):
     Returns the table rows ``(method, PSNR dB, fit s)``, the ground truth and
     the upscaled images (label -> RGB array).
     """
-    from .superres import (
-        TEST_IMAGES,
-        TRAIN_IMAGES,
-        SuperResolver,
-        build_training_set,
-        imresize,
-        load_skimage_images,
-        luminance,
-        modcrop,
-        psnr,
-    )
 
     assert TEST_IMAGE in TEST_IMAGES  # held out: never a training image
     train = load_skimage_images(TRAIN_IMAGES)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._optional import import_optional
+from ._utils._optional import import_optional
 
 __all__ = ["LocalExplanationDisplay"]
 

@@ -40,12 +40,12 @@ True
 
 import numpy as np
 
-from ._backend import to_numpy
-from ._cv import ARNRegressorCV
-from ._deep import DeepARNRegressor
-from ._estimator import ARNRegressor
-from ._optional import import_optional
-from ._pipeline import as_2d, as_3d
+from ._estimators._arn import ARNRegressor
+from ._estimators._cv import ARNRegressorCV
+from ._estimators._deep import DeepARNRegressor
+from ._model._layer import as_2d, as_3d
+from ._utils._backend import to_numpy
+from ._utils._optional import import_optional
 
 _PURPOSE = "ONNX export (arn_sklearn.onnx)"
 _skl2onnx = import_optional("skl2onnx", "onnx", _PURPOSE)

@@ -25,16 +25,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from arn_sklearn._assignment import similarity, soft_assignments  # noqa: E402
-from arn_sklearn._blocksparse import BlockSparseStatistics  # noqa: E402
-from arn_sklearn._lifting import SufficientStatistics, iter_chunks  # noqa: E402
-from arn_sklearn._solve import (  # noqa: E402
+from arn_sklearn._kernels._assignment import similarity, soft_assignments
+from arn_sklearn._kernels._lifting import iter_chunks
+from arn_sklearn._kernels._solve import (
     _potrf_lower_inplace,
     blocked_cholesky_solve,
     centered_rhs,
     solve_ridge,
 )
-from arn_sklearn._sparse import predict_top_k, top_k_assignments  # noqa: E402
+from arn_sklearn._kernels._topk import predict_top_k, top_k_assignments
+from arn_sklearn._model._blocksparse import BlockSparseStatistics
+from arn_sklearn._model._statistics import SufficientStatistics
 
 XP = np  # numpy is its own array namespace for these kernels (array_api_compat wraps it)
 
@@ -160,7 +161,7 @@ def dense_section(p=8192, t=81):
 
 
 def sparse_section(n=200_000, m=256, d=30, t=81, k=4, n_clusters=300, spread=3.0):
-    import arn_sklearn._blocksparse as bs
+    import arn_sklearn._model._blocksparse as bs
 
     X, Y = clustered(n + 20_000, d, t, n_clusters=n_clusters, spread=spread)
     from sklearn.cluster import MiniBatchKMeans

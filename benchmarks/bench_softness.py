@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from arn_sklearn import ARNRegressor
-from arn_sklearn._anchors import AUTO_SOFTNESS_LOG_RATIO
+from arn_sklearn._anchors._init import AUTO_SOFTNESS_LOG_RATIO
 
 RATIOS = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 
@@ -85,7 +85,7 @@ def main():
 def top_k_section(ks=(2, 4), m=32):
     from array_api_compat import array_namespace
 
-    from arn_sklearn._anchors import AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS, auto_softness
+    from arn_sklearn._anchors._init import AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS, auto_softness
 
     print(
         f"\ntop-k: R^2 dense | top-k at the dense K | top-k at auto K(top_k) "

@@ -1,6 +1,6 @@
 """BLAS efficiency of the ARN accumulation, measured in one process.
 
-Compares the time of :func:`arn_sklearn._lifting.accumulate` (similarity,
+Compares the time of :func:`arn_sklearn._model._statistics.accumulate` (similarity,
 softmax, lifting and the Gram update, streamed in chunks) with one float64
 ``dsyrk`` computing ``Z^T Z`` for a lifted matrix ``Z`` of the same size:
 the best a dense accumulation can do on this machine's BLAS.
@@ -15,7 +15,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from scipy.linalg.blas import dsyrk
 
-from arn_sklearn._pipeline import accumulate_rows, make_assigner
+from arn_sklearn._model._layer import accumulate_rows, make_assignment
 
 
 def _best_of(fn, repeat):
@@ -43,7 +43,7 @@ def measure(n, m, d, top_k=None, repeat=2, seed=0, syrk=True):
     xp = array_namespace(X)
     p = m * (d + 1)
     # The fit's own path: one assigner, the statistics type it picks, its chunk rule.
-    assigner = make_assigner(anchors, "euclidean", 0.5, top_k)
+    assigner = make_assignment(anchors, "euclidean", 0.5, top_k)
 
     def run():
         return accumulate_rows(assigner, X, Y, w, xp)

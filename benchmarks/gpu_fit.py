@@ -21,9 +21,10 @@ import time
 import numpy as np
 
 from arn_sklearn import ARNRegressor
-from arn_sklearn._assignment import soft_assignments
-from arn_sklearn._lifting import SufficientStatistics, accumulate, iter_chunks
-from arn_sklearn._solve import solve_ridge
+from arn_sklearn._kernels._assignment import soft_assignments
+from arn_sklearn._kernels._lifting import iter_chunks
+from arn_sklearn._kernels._solve import solve_ridge
+from arn_sklearn._model._statistics import SufficientStatistics, accumulate
 
 SIZES = [  # (n, m, d): unknowns m(d+1) from 2k to 16.5k
     (200_000, 64, 31),

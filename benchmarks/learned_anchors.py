@@ -30,10 +30,11 @@ from sklearn.datasets import make_friedman1
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import StandardScaler
 
-from arn_sklearn import ARNRegressor, DeepARNRegressor, _varpro
-from arn_sklearn._gradients import objective
-from arn_sklearn._lifting import pack_weights
-from arn_sklearn._pipeline import as_2d, as_3d
+from arn_sklearn import ARNRegressor, DeepARNRegressor
+from arn_sklearn._kernels._gradients import objective
+from arn_sklearn._kernels._lifting import pack_weights
+from arn_sklearn._learning import _varpro
+from arn_sklearn._model._layer import as_2d, as_3d
 
 xp = array_namespace(np.empty(0))
 
@@ -81,9 +82,9 @@ def _scaled_fit_varpro(*args, **kwargs):
 
 
 # Variants that are not public parameters are run by patching a module constant.
-SCALED_SEARCH = {"arn_sklearn._training.fit_varpro": _scaled_fit_varpro}
+SCALED_SEARCH = {"arn_sklearn._learning._training.fit_varpro": _scaled_fit_varpro}
 # The pre-issue-13 start: softness = the auto rule only (tol is now relative).
-OLD_START = {"arn_sklearn._estimator.GRADIENT_START_SOFTNESS": 1.0}
+OLD_START = {"arn_sklearn._learning._starts.GRADIENT_START_SOFTNESS": 1.0}
 
 
 def models(m, seed):

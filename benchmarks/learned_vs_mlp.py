@@ -121,9 +121,9 @@ def efficiency(n, n_anchors, repeats=5):
     from array_api_compat import array_namespace
     from scipy.linalg.blas import dsyrk
 
-    from arn_sklearn._learning.gauss_newton import _Point, chunk_rows, jacobian_pass
-    from arn_sklearn._lifting import lift
-    from arn_sklearn._varpro import _Parametrisation
+    from arn_sklearn._kernels._lifting import lift
+    from arn_sklearn._kernels._parametrisation import _Parametrisation
+    from arn_sklearn._learning._gauss_newton import _Point, chunk_rows, jacobian_pass
 
     xp = array_namespace(np.empty(0))
     X, y, _, _ = make_data(n, 16)

@@ -53,10 +53,10 @@ def run_kernels(X, Y, X_test, Y_test, m, k, alpha, chunk, kmeans_rows, no_solve=
     from array_api_compat import array_namespace
     from sklearn.cluster import MiniBatchKMeans
 
-    from arn_sklearn._anchors import auto_softness
-    from arn_sklearn._blocksparse import BlockSparseStatistics
-    from arn_sklearn._lifting import iter_chunks
-    from arn_sklearn._sparse import predict_top_k, top_k_assignments
+    from arn_sklearn._anchors._init import auto_softness
+    from arn_sklearn._kernels._lifting import iter_chunks
+    from arn_sklearn._kernels._topk import predict_top_k, top_k_assignments
+    from arn_sklearn._model._blocksparse import BlockSparseStatistics
 
     xp = array_namespace(X)
     times = {}

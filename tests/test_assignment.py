@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
-import arn_sklearn._assignment as assignment
-from arn_sklearn._assignment import similarity, soft_assignments
-from arn_sklearn._sparse import densify, predict_top_k, top_k_assignments
+import arn_sklearn._kernels._assignment as assignment
+from arn_sklearn._kernels._assignment import similarity, soft_assignments
+from arn_sklearn._kernels._topk import densify, predict_top_k, top_k_assignments
 
 xp = array_namespace(np.empty(0))
 
@@ -55,7 +55,7 @@ def test_similarity_and_softmax_match_naive(kind, small_blocks):
 @pytest.mark.parametrize("k", [1, 2, 6, 7])
 @pytest.mark.parametrize("argmax_max_k", [8, 0])
 def test_top_k_matches_naive_softmax(k, argmax_max_k, small_blocks, monkeypatch):
-    import arn_sklearn._sparse as sparse
+    import arn_sklearn._kernels._topk as sparse
 
     # Both selections: k passes of argmax and argpartition.
     monkeypatch.setattr(sparse, "_ARGMAX_MAX_K", argmax_max_k)
@@ -127,10 +127,7 @@ def test_predict_top_k_matches_densified_lifted_product(k):
 
 @pytest.mark.parametrize("k", [2, 4])
 def test_auto_softness_with_top_k_bounds_the_dropped_mass(k):
-    from arn_sklearn._anchors import (
-        AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS,
-        auto_softness,
-    )
+    from arn_sklearn._anchors._init import AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS, auto_softness
 
     rng = np.random.RandomState(0)
     X, anchors = rng.normal(size=(2000, 3)), rng.normal(size=(40, 3))

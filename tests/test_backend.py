@@ -10,16 +10,12 @@ from scipy.linalg import LinAlgWarning
 from sklearn.exceptions import ConvergenceWarning
 
 from arn_sklearn import ARNRegressor, DeepARNRegressor
-from arn_sklearn._assignment import soft_assignments, top_two_gap
-from arn_sklearn._blocksparse import BlockSparseStatistics
-from arn_sklearn._lifting import (
-    SufficientStatistics,
-    accumulate,
-    iter_chunks,
-    predict_lifted,
-)
-from arn_sklearn._solve import _solve_namespace
-from arn_sklearn._sparse import predict_top_k, top_k_assignments
+from arn_sklearn._kernels._assignment import soft_assignments, top_two_gap
+from arn_sklearn._kernels._lifting import iter_chunks, predict_lifted
+from arn_sklearn._kernels._solve import _solve_namespace
+from arn_sklearn._kernels._topk import predict_top_k, top_k_assignments
+from arn_sklearn._model._blocksparse import BlockSparseStatistics
+from arn_sklearn._model._statistics import SufficientStatistics, accumulate
 
 xps = pytest.importorskip("array_api_strict")
 npx = array_namespace(np.empty(0))

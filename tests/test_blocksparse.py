@@ -5,10 +5,11 @@ import pytest
 from array_api_compat import array_namespace
 from scipy import linalg
 
-from arn_sklearn._blocksparse import BlockSparseStatistics
-from arn_sklearn._lifting import SufficientStatistics, accumulate, iter_chunks
-from arn_sklearn._solve import centered_rhs
-from arn_sklearn._sparse import densify, top_k_assignments
+from arn_sklearn._kernels._lifting import iter_chunks
+from arn_sklearn._kernels._solve import centered_rhs
+from arn_sklearn._kernels._topk import densify, top_k_assignments
+from arn_sklearn._model._blocksparse import BlockSparseStatistics
+from arn_sklearn._model._statistics import SufficientStatistics, accumulate
 
 xp = array_namespace(np.empty(0))
 
@@ -107,7 +108,7 @@ def reference_solution(stats, alpha):
 
 @pytest.mark.parametrize("alpha", [1e-3, 1.0])
 def test_sparse_solve_matches_dense_cholesky(alpha, monkeypatch):
-    import arn_sklearn._blocksparse as bs
+    import arn_sklearn._model._blocksparse as bs
 
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MIN_FILL", 1.0)
@@ -137,7 +138,7 @@ def test_dense_rule_solves_small_systems_like_the_dense_path():
 
 
 def test_singular_sparse_system_warns_and_is_finite(monkeypatch):
-    import arn_sklearn._blocksparse as bs
+    import arn_sklearn._model._blocksparse as bs
 
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MIN_FILL", 1.0)
@@ -175,7 +176,7 @@ def test_estimate_bytes_bounds_the_measured_arrays():
 
 
 def bs_pairs(m, k):
-    from arn_sklearn._blocksparse import _pair_count_estimate
+    from arn_sklearn._model._blocksparse import _pair_count_estimate
 
     return _pair_count_estimate(m, k)
 
@@ -219,7 +220,7 @@ def test_array_api_strict_matches_numpy():
 
 
 def test_solve_rule_prefers_dense_when_sparse_factor_is_costly(monkeypatch):
-    import arn_sklearn._blocksparse as bs
+    import arn_sklearn._model._blocksparse as bs
 
     X, Y, anchors, rng = data(n=3000, d=4, m=40)
     stats = sparse_stats(X, Y, np.ones(len(X)), anchors, 3, 512, softness=2.0)

@@ -4,9 +4,10 @@ from sklearn.model_selection import GridSearchCV, KFold, ShuffleSplit
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from arn_sklearn import ARNRegressor, ARNRegressorCV
-from arn_sklearn._cv import fold_squared_errors, ridge_path
-from arn_sklearn._lifting import SufficientStatistics, accumulate, iter_chunks
-from arn_sklearn._solve import solve_ridge
+from arn_sklearn._kernels._lifting import iter_chunks
+from arn_sklearn._kernels._solve import solve_ridge
+from arn_sklearn._model._cv_path import fold_squared_errors, ridge_path
+from arn_sklearn._model._statistics import SufficientStatistics, accumulate
 
 
 def _data(n=300, n_targets=1, offset=0.0, seed=0):
@@ -69,8 +70,8 @@ def test_ridge_path_and_fold_errors_match_direct_formulas():
     X, Y = rng.normal(size=(120, 2)), rng.normal(size=(120, 2)) + 5.0
     w = rng.uniform(0.1, 2, 120)
     anchors = rng.normal(size=(3, 2))
-    from arn_sklearn._assignment import soft_assignments
-    from arn_sklearn._lifting import lift
+    from arn_sklearn._kernels._assignment import soft_assignments
+    from arn_sklearn._kernels._lifting import lift
 
     def assign(c):
         return soft_assignments(c, anchors, "euclidean", 1.0, np)

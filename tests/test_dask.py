@@ -73,10 +73,11 @@ def test_dask_auto_anchors_from_all_blocks_match_in_memory(client):
 
 
 def test_dask_anchor_sample_is_bounded(client, monkeypatch):
-    from arn_sklearn import _anchors, _pipeline
+    from arn_sklearn._anchors import _init as _anchors
+    from arn_sklearn._learning import _starts
 
-    monkeypatch.setattr(_pipeline, "KMEANS_MIN_ROWS", 100)
-    monkeypatch.setattr(_pipeline, "AUTO_SOFTNESS_MAX_ROWS", 100)
+    monkeypatch.setattr(_starts, "KMEANS_MIN_ROWS", 100)
+    monkeypatch.setattr(_starts, "AUTO_SOFTNESS_MAX_ROWS", 100)
     seen = {}
     original = _anchors.init_anchors
 
@@ -84,7 +85,7 @@ def test_dask_anchor_sample_is_bounded(client, monkeypatch):
         seen["rows"] = X.shape[0]
         return original(X, *args)
 
-    monkeypatch.setattr("arn_sklearn._pipeline.init_anchors", spy)
+    monkeypatch.setattr("arn_sklearn._learning._starts.init_anchors", spy)
     X, y = _data(n=2000)
     model = ARNRegressor(4, random_state=0).fit(da.from_array(X, chunks=50), y)
     # max(100, 64 rows per anchor) = 256 rows, drawn as whole 50-row blocks.
@@ -147,4 +148,25 @@ def test_core_imports_and_fits_without_dask():
         [sys.executable, "-c", code],
         check=True,
         cwd=str(__import__("pathlib").Path(__file__).parents[1]),
+    )
+
+
+def test_dask_predict_graph_ships_the_layer_not_its_statistics():
+    # The p x p statistics stay on the client: a prediction graph holds the
+    # anchors and regressors only (the old graph held the whole estimator).
+    import pickle
+
+    X, y = _data(n=2000, d=10)
+    model = ARNRegressor(16, random_state=0).fit(X, y)
+    Xd = da.zeros((2000, 10), chunks=(500, 10))
+    y_pred = model.predict(Xd)
+    graph = pickle.dumps(dict(y_pred.__dask_graph__()))
+    layer_bytes = model.anchors_.nbytes + model.coef_.nbytes + model.intercept_.nbytes
+    assert len(graph) < layer_bytes + model._stats.gram.nbytes / 10
+    np.testing.assert_allclose(y_pred.compute(), model.predict(np.zeros((2000, 10))))
+    # predict_std needs the statistics; its graph pickles (the factorisation is not shipped).
+    _, y_std = model.predict(Xd, return_std=True)
+    pickle.dumps(dict(y_std.__dask_graph__()))
+    np.testing.assert_allclose(
+        y_std.compute(), model.predict(np.zeros((2000, 10)), return_std=True)[1], rtol=1e-12
     )

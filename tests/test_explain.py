@@ -7,7 +7,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from arn_sklearn import ARNRegressor, DeepARNRegressor
-from arn_sklearn._assignment import SIMILARITIES, similarity
+from arn_sklearn._kernels._assignment import SIMILARITIES, similarity
 
 STEP = 1e-6
 

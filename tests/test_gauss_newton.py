@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
-from arn_sklearn._assignment import SIMILARITIES, similarity, softmax
-from arn_sklearn._learning.gauss_newton import (
+from arn_sklearn._kernels._assignment import SIMILARITIES, similarity, softmax
+from arn_sklearn._kernels._lifting import lift
+from arn_sklearn._kernels._parametrisation import _Parametrisation
+from arn_sklearn._learning._gauss_newton import (
     _Point,
     chunk_rows,
     fit_gauss_newton,
@@ -15,8 +17,7 @@ from arn_sklearn._learning.gauss_newton import (
     output_jacobian,
     schur_hessian,
 )
-from arn_sklearn._lifting import lift
-from arn_sklearn._varpro import _Parametrisation, fit_varpro, reduced_objective
+from arn_sklearn._learning._varpro import fit_varpro, reduced_objective
 
 xp = array_namespace(np.empty(0))
 

@@ -6,10 +6,10 @@ from array_api_compat import array_namespace
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
 
 from arn_sklearn import ARNRegressor
-from arn_sklearn._assignment import SIMILARITIES
-from arn_sklearn._gradients import network_backward, network_forward, objective
-from arn_sklearn._lifting import pack_weights
-from arn_sklearn._optim import STEP_DECAY, STEP_EPOCHS, Adam, SGDMomentum
+from arn_sklearn._kernels._assignment import SIMILARITIES
+from arn_sklearn._kernels._gradients import network_backward, network_forward, objective
+from arn_sklearn._kernels._lifting import pack_weights
+from arn_sklearn._learning._optim import STEP_DECAY, STEP_EPOCHS, Adam, SGDMomentum
 
 xp = array_namespace(np.empty(0))
 

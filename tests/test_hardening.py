@@ -15,7 +15,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from arn_sklearn import ARNRegressor, ARNRegressorCV, DeepARNRegressor
-from arn_sklearn._solve import check_system_fits_memory
+from arn_sklearn._kernels._solve import check_system_fits_memory
 from arn_sklearn.superres import APlusRegressor, SuperResolver, build_training_set
 
 
@@ -122,14 +122,14 @@ def _boom(*args, **kwargs):
 
 # (estimator, the internal step that is made to fail after validation)
 _INJECTIONS = [
-    (ARNRegressor(4, random_state=0), "arn_sklearn._estimator.ARNRegressor._accumulate"),
+    (ARNRegressor(4, random_state=0), "arn_sklearn._model._layer.accumulate_rows"),
     (
         ARNRegressorCV(4, alphas=[0.1, 1.0], cv=3, random_state=0),
-        "arn_sklearn._cv.ridge_path",
+        "arn_sklearn._fit._cv.ridge_path",
     ),
     (
         DeepARNRegressor(2, 3, max_iter=2, random_state=0),
-        "arn_sklearn._deep.DeepARNRegressor._train_layers",
+        "arn_sklearn._fit._deep.train_layers",
     ),
     (
         APlusRegressor(4, neighborhood_size=30, random_state=0),
@@ -139,19 +139,19 @@ _INJECTIONS = [
     # earlier model must not have been mutated in place either.
     (
         ARNRegressorCV(4, alphas=[0.1, 1.0], cv=3, random_state=0),
-        "arn_sklearn._cv.fitted_attributes",
+        "arn_sklearn._estimators._arn.ARNRegressor._set_fitted",
     ),
     (
         DeepARNRegressor(2, 3, max_iter=2, random_state=0),
-        "arn_sklearn._deep.DeepARNRegressor._set_layers",
+        "arn_sklearn._estimators._deep.DeepARNRegressor._set_fitted",
     ),
     (
         DeepARNRegressor(2, 3, max_iter=2, warm_start=True, random_state=0),
-        "arn_sklearn._deep.DeepARNRegressor._set_layers",
+        "arn_sklearn._estimators._deep.DeepARNRegressor._set_fitted",
     ),
     (
         ARNRegressor(4, solver="adam", max_iter=2, warm_start=True, random_state=0),
-        "arn_sklearn._estimator.ARNRegressor._fit_gradient",
+        "arn_sklearn._fit._learned.train_layers",
     ),
 ]
 
@@ -177,7 +177,7 @@ def test_failed_partial_fit_rolls_back(monkeypatch):
     X, y = _data()
     model = ARNRegressor(4, random_state=0).partial_fit(X, y)
     saved, before = dict(model.__dict__), model.predict(X)
-    monkeypatch.setattr("arn_sklearn._estimator.ARNRegressor._set_solution", _boom)
+    monkeypatch.setattr("arn_sklearn._estimators._arn.ARNRegressor._set_fitted", _boom)
     with pytest.raises(RuntimeError, match="injected"):
         model.partial_fit(X[:10], y[:10])
     _assert_unchanged(model, saved, X, before)
@@ -230,7 +230,7 @@ def fake_system(tmp_path, monkeypatch):
     """/proc and /sys/fs/cgroup files under tmp_path, no RLIMIT_AS."""
     import resource
 
-    from arn_sklearn import _memory
+    from arn_sklearn._utils import _memory
 
     _write(tmp_path / "meminfo", "MemTotal: 8000000 kB\nMemAvailable: 4194304 kB\n")
     _write(tmp_path / "status", "Name: python\nVmSize:  524288 kB\n")
@@ -261,7 +261,7 @@ def test_memory_cgroup_v2_limit_of_the_process_or_a_parent(fake_system):
     _write(sys_root / "app/memory.max", f"{2 * GiB}\n")
     _write(sys_root / "app/memory.current", f"{GiB // 2}\n")
     assert _memory.available_memory_bytes() == 2 * GiB - GiB // 2
-    from arn_sklearn import _solve  # the size guard reads the same limits
+    from arn_sklearn._kernels import _solve
 
     assert _solve.available_memory_bytes() == 2 * GiB - GiB // 2
     # A container: /proc/self/cgroup says "/", the limit sits at the mount's root.
@@ -305,7 +305,9 @@ def test_memory_guard_under_a_real_rlimit_as():
         import resource
         import numpy as np
         from arn_sklearn import ARNRegressor
-        from arn_sklearn._memory import _SELF_STATUS, _proc_field_bytes, available_memory_bytes
+        from arn_sklearn._utils._memory import (
+            _SELF_STATUS, _proc_field_bytes, available_memory_bytes
+        )
         used = _proc_field_bytes(_SELF_STATUS, "VmSize")
         limit = used + 3 * 2**29
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))

@@ -6,10 +6,10 @@ from _synthetic import cells
 from array_api_compat import array_namespace
 
 from arn_sklearn import ARNRegressor
-from arn_sklearn._anchors import init_anchors
-from arn_sklearn._assignment import soft_assignments
-from arn_sklearn._kplane import anchors_from_labels, kplane_anchors, kplane_labels
-from arn_sklearn._pipeline import initial_anchors
+from arn_sklearn._anchors._init import init_anchors
+from arn_sklearn._anchors._kplane import anchors_from_labels, kplane_anchors, kplane_labels
+from arn_sklearn._kernels._assignment import soft_assignments
+from arn_sklearn._learning._starts import StartSpec, initial_anchors
 
 xp = array_namespace(np.empty(0))
 
@@ -86,14 +86,9 @@ def test_auto_start_is_the_lower_training_objective(target, capsys):
         X,
         np.ones(len(y)),
         8,
-        "auto",
-        "euclidean",
-        "auto",
-        None,
+        StartSpec(learned=True, verbose=1),
         np.random.RandomState(0),
         y=y[:, None],
-        learned=True,
-        verbose=1,
     )
     line = next(s for s in capsys.readouterr().out.splitlines() if "training objective" in s)
     tried = dict(

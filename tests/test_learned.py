@@ -13,9 +13,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from arn_sklearn import ARNRegressor, DeepARNRegressor
-from arn_sklearn._gradients import objective
-from arn_sklearn._lifting import pack_weights
-from arn_sklearn._pipeline import as_2d, as_3d
+from arn_sklearn._kernels._gradients import objective
+from arn_sklearn._kernels._lifting import pack_weights
+from arn_sklearn._model._layer import as_2d, as_3d
 
 EXPECTED_FAILURES = {
     "check_sample_weight_equivalence_on_dense_data": (

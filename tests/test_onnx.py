@@ -9,7 +9,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from arn_sklearn import ARNRegressor, ARNRegressorCV, DeepARNRegressor
-from arn_sklearn._assignment import SIMILARITIES
+from arn_sklearn._kernels._assignment import SIMILARITIES
 
 skl2onnx = pytest.importorskip("skl2onnx")
 ort = pytest.importorskip("onnxruntime")

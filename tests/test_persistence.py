@@ -146,11 +146,11 @@ def test_load_model_refuses_pickles_unless_trusted(tmp_path):
 def test_only_classes_defined_in_the_package_are_trusted():
     from arn_sklearn._persistence import _is_own_class
 
-    assert _is_own_class("arn_sklearn._estimator.ARNRegressor")
-    assert _is_own_class("arn_sklearn._lifting.SufficientStatistics")
-    assert not _is_own_class("arn_sklearn._solve.warnings")  # a module imported by ours
+    assert _is_own_class("arn_sklearn._estimators._arn.ARNRegressor")
+    assert _is_own_class("arn_sklearn._model._statistics.SufficientStatistics")
+    assert not _is_own_class("arn_sklearn._kernels._solve.warnings")  # a module imported by ours
     assert not _is_own_class("arn_sklearn.superres._cli.main")  # a function
-    assert not _is_own_class("arn_sklearn._estimator.np")
-    assert not _is_own_class("arn_sklearn._cv.ARNRegressor")  # re-exported, not defined
+    assert not _is_own_class("arn_sklearn._estimators._arn.np")
+    assert not _is_own_class("arn_sklearn._estimators._cv.ARNRegressor")  # re-exported, not defined
     assert not _is_own_class("arn_sklearn_evil.Model")
     assert not _is_own_class("numpy.ndarray")

@@ -7,7 +7,10 @@ import pytest
 from sklearn.model_selection import GridSearchCV, KFold
 from threadpoolctl import threadpool_info
 
-from arn_sklearn import ARNRegressor, ARNRegressorCV, _pipeline
+from arn_sklearn import ARNRegressor, ARNRegressorCV
+from arn_sklearn._learning import _starts
+from arn_sklearn._learning._starts import StartSpec
+from arn_sklearn._model import _layer
 
 
 def _data(n=400, d=3, seed=0):
@@ -86,32 +89,32 @@ def test_memory_guard_runs_before_anchors_and_softness(monkeypatch):
     def forbidden(*args, **kwargs):  # pragma: no cover - must not be reached
         raise AssertionError("auto softness ran before the memory guard")
 
-    monkeypatch.setattr(_pipeline, "auto_softness", forbidden)
-    monkeypatch.setattr("arn_sklearn._solve.available_memory_bytes", lambda: 2**20)
+    monkeypatch.setattr(_starts, "auto_softness", forbidden)
+    monkeypatch.setattr("arn_sklearn._kernels._solve.available_memory_bytes", lambda: 2**20)
     with pytest.raises(MemoryError, match="n_anchors=2000.*GiB"):
         ARNRegressor(2000, anchors=anchors).fit(X, y)
 
 
 def test_auto_softness_work_is_bounded_for_many_anchors(monkeypatch):
     seen = {}
-    original = _pipeline.auto_softness
+    original = _starts.auto_softness
 
     def spy(X, *args, **kwargs):
         seen["rows"] = X.shape[0]
         return original(X, *args, **kwargs)
 
-    monkeypatch.setattr(_pipeline, "auto_softness", spy)
+    monkeypatch.setattr(_starts, "auto_softness", spy)
     rng = np.random.RandomState(0)
     X = rng.normal(size=(5000, 2))
     anchors = rng.normal(size=(200_000, 2))
-    _pipeline.initial_anchors(X, np.ones(5000), 200_000, anchors, "euclidean", "auto", 2, rng)
+    _starts.initial_anchors(X, np.ones(5000), 200_000, StartSpec(anchors, top_k=2), rng)
     # A rows x anchors block of at most _AUTO_SOFTNESS_BYTES.
-    assert seen["rows"] * 200_000 * 8 <= _pipeline._AUTO_SOFTNESS_BYTES
+    assert seen["rows"] * 200_000 * 8 <= _starts._AUTO_SOFTNESS_BYTES
 
 
 def test_cv_memory_guard_names_the_sizes(monkeypatch):
     X, y, _ = _data()
-    monkeypatch.setattr("arn_sklearn._solve.available_memory_bytes", lambda: 2**20)
+    monkeypatch.setattr("arn_sklearn._kernels._solve.available_memory_bytes", lambda: 2**20)
     with pytest.raises(MemoryError, match="needs about .* GiB"):
         ARNRegressorCV(64, cv=3).fit(X, y)
 
@@ -141,6 +144,6 @@ def test_cv_with_top_k_matches_grid_search(top_k):
 
 def test_chunk_rules_are_shared():
     # Dense chunks follow the lifted width; top-k chunks do not grow with m.
-    assert _pipeline.chunk_rows(64, None, 30, 81) != _pipeline.chunk_rows(256, None, 30, 81)
-    assert _pipeline.chunk_rows(64, 4, 30, 81) == _pipeline.chunk_rows(4096, 4, 30, 81)
-    assert _pipeline.chunk_rows(1024, 4, 30, 81, batch_size=77) == 77
+    assert _layer.chunk_rows(64, None, 30, 81) != _layer.chunk_rows(256, None, 30, 81)
+    assert _layer.chunk_rows(64, 4, 30, 81) == _layer.chunk_rows(4096, 4, 30, 81)
+    assert _layer.chunk_rows(1024, 4, 30, 81, batch_size=77) == 77

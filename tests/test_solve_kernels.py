@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from arn_sklearn._solve import blocked_cholesky_solve
+from arn_sklearn._kernels._solve import blocked_cholesky_solve
 
 
 @pytest.mark.parametrize("p, block", [(50, 7), (64, 16), (30, 64)])
@@ -22,7 +22,7 @@ def test_blocked_cholesky_rejects_indefinite_system():
 
 
 def test_tiled_gram_update_matches_syrk_upper_triangle():
-    from arn_sklearn._lifting import _tiled_gram_update, symmetrize_upper
+    from arn_sklearn._model._statistics import _tiled_gram_update, symmetrize_upper
 
     rng = np.random.RandomState(0)
     Z = rng.normal(size=(40, 23))
@@ -36,7 +36,7 @@ def test_tiled_gram_update_matches_syrk_upper_triangle():
 
 
 def _stats(p=60, t=3, seed=0):
-    from arn_sklearn._lifting import SufficientStatistics
+    from arn_sklearn._model._statistics import SufficientStatistics
 
     rng = np.random.RandomState(seed)
     Z = rng.normal(size=(4 * p, p))
@@ -55,7 +55,7 @@ def _stats(p=60, t=3, seed=0):
 @pytest.mark.parametrize("overwrite", [False, True])
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_lapack64_solve_matches_numpy_and_respects_overwrite(overwrite, order):
-    from arn_sklearn._solve import _solve_large_numpy, centered_rhs
+    from arn_sklearn._kernels._solve import _solve_large_numpy, centered_rhs
 
     stats = _stats()
     gram = np.array(stats.gram, order=order)
@@ -69,7 +69,7 @@ def test_lapack64_solve_matches_numpy_and_respects_overwrite(overwrite, order):
 
 
 def test_solve_ridge_overwrite_gives_the_same_solution():
-    from arn_sklearn._solve import solve_ridge
+    from arn_sklearn._kernels._solve import solve_ridge
 
     stats = _stats()
     W, y_mean = solve_ridge(stats, 0.3, np)
@@ -81,7 +81,7 @@ def test_solve_ridge_overwrite_gives_the_same_solution():
 def test_lapack64_singular_system_warns_and_is_finite():
     from scipy.linalg import LinAlgWarning
 
-    from arn_sklearn._solve import _solve_large_numpy
+    from arn_sklearn._kernels._solve import _solve_large_numpy
 
     rng = np.random.RandomState(0)
     Z = rng.normal(size=(50, 10))
@@ -95,7 +95,7 @@ def test_lapack64_singular_system_warns_and_is_finite():
 
 
 def test_factorize_dense_lapack64_path_matches_numpy(monkeypatch):
-    import arn_sklearn._solve as solve
+    import arn_sklearn._kernels._solve as solve
 
     monkeypatch.setattr(solve, "_THREADED_POTRF_MAX", 10)
     rng = np.random.RandomState(0)

@@ -3,13 +3,10 @@ import pytest
 from array_api_compat import array_namespace
 
 from arn_sklearn import ARNRegressor
-from arn_sklearn._blocksparse import BlockSparseStatistics
-from arn_sklearn._lifting import SufficientStatistics, accumulate, iter_chunks
-from arn_sklearn._sparse import (
-    densify,
-    predict_top_k,
-    top_k_assignments,
-)
+from arn_sklearn._kernels._lifting import iter_chunks
+from arn_sklearn._kernels._topk import densify, predict_top_k, top_k_assignments
+from arn_sklearn._model._blocksparse import BlockSparseStatistics
+from arn_sklearn._model._statistics import SufficientStatistics, accumulate
 
 xp = array_namespace(np.empty(0))
 

@@ -9,7 +9,7 @@ from scipy.stats import norm
 from sklearn.exceptions import ConvergenceWarning
 
 from arn_sklearn import ARNRegressor
-from arn_sklearn._lifting import lift
+from arn_sklearn._kernels._lifting import lift
 
 Z90 = norm.ppf(0.95)  # half-width of a central 90% interval, in standard deviations
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from arn_sklearn import ARNRegressor
-from arn_sklearn._solve import check_system_fits_memory
+from arn_sklearn._kernels._solve import check_system_fits_memory
 
 
 @pytest.fixture

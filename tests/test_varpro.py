@@ -11,12 +11,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from arn_sklearn import ARNRegressor
-from arn_sklearn._assignment import SIMILARITIES
-from arn_sklearn._gradients import objective
-from arn_sklearn._lifting import pack_weights
-from arn_sklearn._pipeline import as_2d, as_3d
-from arn_sklearn._training import VARPRO_SOLVERS
-from arn_sklearn._varpro import _Parametrisation, reduced_objective
+from arn_sklearn._kernels._assignment import SIMILARITIES
+from arn_sklearn._kernels._gradients import objective
+from arn_sklearn._kernels._lifting import pack_weights
+from arn_sklearn._kernels._parametrisation import _Parametrisation
+from arn_sklearn._learning._training import VARPRO_SOLVERS
+from arn_sklearn._learning._varpro import reduced_objective
+from arn_sklearn._model._layer import as_2d, as_3d
 
 xp = array_namespace(np.empty(0))
 

@@ -1,1 +1,1 @@
-"""Learning anchors and softness: the optimisers of the learned solvers."""
+"""Learning anchors: variable projection, minibatch training, optimisers."""

@@ -9,7 +9,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._base import rollback_on_error, validate_anchor_array, validate_targets
+from .._utils._validation import rollback_on_error, validate_anchor_array, validate_targets
 
 # A+ divides each LR feature vector by its norm and the HR target by the
 # same norm, except for nearly flat patches (norm < 0.1) whose targets are

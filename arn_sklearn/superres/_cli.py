@@ -19,7 +19,9 @@ import time
 
 import numpy as np
 
+from .._estimators._arn import ARNRegressor
 from .._persistence import load_model, save_model
+from ._aplus import APlusRegressor, aplus_anchors
 from ._color import as_float_image, luminance, psnr
 from ._data import TEST_IMAGES, TRAIN_IMAGES, load_folder, load_skimage_images, read_image
 from ._features import build_training_set, degrade, modcrop
@@ -41,11 +43,9 @@ def make_regressor(
     training images the training objective keeps falling while the held-out
     PSNR peaks after a few iterations.
     """
-    from ._aplus import APlusRegressor, aplus_anchors
 
     if method == "aplus":
         return APlusRegressor(n_anchors, alpha=alpha, random_state=random_state)
-    from .._estimator import ARNRegressor
 
     learned = {}
     if solver == "lbfgs":

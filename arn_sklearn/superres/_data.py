@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._optional import import_optional
+from .._utils._optional import import_optional
 from ._color import as_float_image
 
 # Natural photographs and textures shipped with scikit-image (no download).

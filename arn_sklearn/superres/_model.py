@@ -8,8 +8,8 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, check_X_y
 
-from .._base import rollback_on_error, validate_targets
-from ._aplus import normalise_rows, target_scales
+from .._utils._validation import rollback_on_error, validate_targets
+from ._aplus import APlusRegressor, normalise_rows, target_scales
 from ._color import as_float_image, rgb_to_ycbcr, ycbcr_to_rgb
 from ._features import build_training_set
 from ._patches import gradient_patch_features, reconstruct_from_patches
@@ -151,8 +151,6 @@ class SuperResolver(BaseEstimator):
 
     def _make_regressor(self):
         if self.regressor is None:
-            from ._aplus import APlusRegressor
-
             return APlusRegressor()
         return clone(self.regressor)
 

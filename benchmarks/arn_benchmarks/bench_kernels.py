@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
-from arn_sklearn._assignment import similarity, soft_assignments
-from arn_sklearn._blocksparse import BlockSparseStatistics
-from arn_sklearn._lifting import iter_chunks
-from arn_sklearn._sparse import predict_top_k, top_k_assignments
+from arn_sklearn._kernels._assignment import similarity, soft_assignments
+from arn_sklearn._model._blocksparse import BlockSparseStatistics
+from arn_sklearn._kernels._lifting import iter_chunks
+from arn_sklearn._kernels._topk import predict_top_k, top_k_assignments
 
 
 def _data(n, m, d, t, seed=0):

@@ -1,0 +1,1 @@
+"""Where anchors start: KMeans, random rows, k-plane, and the softness rule."""

@@ -1,0 +1,1 @@
+"""The scikit-learn estimators: parameters, validation, one driver call, attributes."""

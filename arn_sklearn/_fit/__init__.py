@@ -1,0 +1,1 @@
+"""Drivers: one plain function per way of fitting (closed form, learned, Dask...)."""

@@ -1,0 +1,253 @@
+"""Learned anchors for ARNRegressor (solver="sgd"/"adam"/"lbfgs"/"gauss_newton") and Deep ARN.
+
+:func:`train_layers` and :func:`learn_varpro` turn the solver options
+(:class:`TrainingOptions`) into an optimiser, a validation split and the
+closures that ``_optim.run_epochs`` (minibatch solvers) or
+``_varpro.fit_varpro`` (``solver="lbfgs"``) or ``_gauss_newton.fit_gauss_newton``
+(``solver="gauss_newton"``) call; the numerics live in
+``_gradients`` (forward/backward), ``_optim`` (updates, epoch loop) and
+``_varpro`` (reduced objective, L-BFGS driver).
+"""
+
+import math
+import warnings
+from dataclasses import dataclass, fields
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval
+
+from .._kernels._gradients import network_predict, objective, weight_penalty
+from ._optim import make_optimizer, run_epochs
+from ._varpro import fit_varpro
+from ._varpro import predict as varpro_predict
+
+# Minibatch solvers (ARN and Deep ARN); the variable-projection solvers (one
+# layer, the regressors always the closed form) complete those that learn anchors.
+GRADIENT_SOLVERS = ("sgd", "adam")
+VARPRO_SOLVERS = ("lbfgs", "gauss_newton")
+LEARNED_SOLVERS = (*GRADIENT_SOLVERS, *VARPRO_SOLVERS)
+
+# The paper's minibatch size; batch_size=None uses min(1000, n_samples).
+DEFAULT_GRADIENT_BATCH = 1000
+
+GRADIENT_PARAMETER_CONSTRAINTS = {
+    "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+    "momentum": [Interval(Real, 0, 1, closed="both")],
+    "max_iter": [Interval(Integral, 1, None, closed="left")],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "learn_softness": ["boolean"],
+    "warm_start": ["boolean"],
+}
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The estimator parameters that a learned solver reads (plain values).
+
+    Same names and meanings as :class:`~arn_sklearn.ARNRegressor`'s.
+    """
+
+    solver: str = "adam"
+    alpha: float = 1.0
+    similarity: str = "euclidean"
+    batch_size: int | None = None
+    learning_rate_init: float = 0.001
+    momentum: float = 0.9
+    max_iter: int = 200
+    tol: float = 1e-4
+    n_iter_no_change: int = 10
+    early_stopping: bool = False
+    validation_fraction: float = 0.1
+    learn_softness: bool = True
+    verbose: int = 0
+
+    @classmethod
+    def from_params(cls, params):
+        """The options named in ``params`` (an estimator's ``get_params()``)."""
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
+
+
+def train_layers(options, layers, X, Y, w, xp, random_state):
+    """Train ``layers`` (targets ``Y`` already centred); return the best ones and the history.
+
+    ``options`` is a :class:`TrainingOptions`; ``X``, ``Y`` (2-D) and ``w`` are
+    float64 arrays in namespace ``xp``.
+    """
+    n_samples = X.shape[0]
+    kind = options.similarity
+    if options.early_stopping:
+        train_rows, validation_rows = _validation_split(
+            n_samples, options.validation_fraction, random_state
+        )
+        X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
+    else:
+        validation_rows = None
+        X_train, Y_train, w_train = X, Y, w
+    weight_sum = float(xp.sum(w_train))
+    if not weight_sum > 0:
+        raise ValueError("The sum of sample weights of the training rows is zero.")
+    penalty = options.alpha / weight_sum
+
+    def batch_gradient(params, rows):
+        X_b, Y_b, w_b = _take_rows(xp, rows, X_train, Y_train, w_train)
+        if not float(xp.sum(w_b)) > 0:  # a batch of zero-weight rows
+            return [{name: 0.0 * value for name, value in layer.items()} for layer in params]
+        return objective(params, X_b, Y_b, w_b, penalty, kind, xp)[1]
+
+    def training_loss(params):
+        residual = network_predict(X_train, params, kind, xp) - Y_train
+        squared = float(xp.sum(w_train * xp.sum(residual * residual, axis=1)))
+        return squared / weight_sum + penalty * float(weight_penalty(params, xp))
+
+    validation_score = None
+    if validation_rows is not None:
+        X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
+
+        def validation_score(params):
+            return weighted_r2(Y_val, network_predict(X_val, params, kind, xp), w_val, xp)
+
+    names = ("anchors", "weights") + (("log_softness",) if options.learn_softness else ())
+    batch_size = options.batch_size or min(DEFAULT_GRADIENT_BATCH, X_train.shape[0])
+    optimizer = make_optimizer(options.solver, options.learning_rate_init, options.momentum)
+    layers, history = run_epochs(
+        layers,
+        names,
+        batch_gradient,
+        training_loss,
+        X_train.shape[0],
+        optimizer=optimizer,
+        batch_size=batch_size,
+        max_iter=options.max_iter,
+        tol=options.tol,
+        n_iter_no_change=options.n_iter_no_change,
+        validation_score=validation_score,
+        random_state=random_state,
+        verbose=options.verbose,
+    )
+    warn_if_unfinished(history, options)
+    return layers, history
+
+
+def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise=fit_varpro):
+    """``solver="lbfgs"`` or ``"gauss_newton"``: anchors and softness by variable projection.
+
+    ``X``, ``Y`` (2-D, not centred) and ``w`` are float64 arrays in ``xp``.
+    Returns the kept anchors (numpy) and softness; the regressors are then
+    the closed form for them, solved by the caller on all rows. ``minimise``
+    is :func:`~arn_sklearn._learning._varpro.fit_varpro` (L-BFGS) or
+    :func:`~arn_sklearn._learning._gauss_newton.fit_gauss_newton` (same signature).
+    """
+    kind = options.similarity
+    if options.early_stopping:
+        train_rows, validation_rows = _validation_split(
+            X.shape[0], options.validation_fraction, random_state
+        )
+        X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
+        X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
+
+        def validation_score(anchors, softness, W, y_mean):
+            Y_pred = varpro_predict(X_val, anchors, softness, kind, W, y_mean, xp)
+            return weighted_r2(Y_val, Y_pred, w_val, xp)
+    else:
+        X_train, Y_train, w_train = X, Y, w
+        validation_score = None
+    if not float(xp.sum(w_train)) > 0:
+        raise ValueError("The sum of sample weights of the training rows is zero.")
+    anchors, softness, history = minimise(
+        X_train,
+        Y_train,
+        w_train,
+        anchors,
+        softness,
+        kind,
+        options.alpha,
+        xp,
+        learn_softness=options.learn_softness,
+        max_iter=options.max_iter,
+        tol=options.tol,
+        n_iter_no_change=options.n_iter_no_change,
+        validation_score=validation_score,
+        verbose=options.verbose,
+    )
+    warn_if_unfinished(history, options)
+    return anchors, softness, history
+
+
+def warn_if_unfinished(history, options):
+    """A ``ConvergenceWarning`` if training diverged or ran out of iterations."""
+    if history.diverged:
+        warnings.warn(
+            f"Training diverged (non-finite loss) at epoch {history.n_iter}; the best "
+            "parameters before it are kept. Lower learning_rate_init.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    elif not history.converged:
+        warnings.warn(
+            f"{options.solver}: maximum iterations ({options.max_iter}) reached and the "
+            "optimisation hasn't converged yet.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+
+
+# The fitted attributes a learned solver records (the last two with early stopping).
+HISTORY_ATTRIBUTES = (
+    "n_iter_",
+    "loss_curve_",
+    "best_loss_",
+    "validation_scores_",
+    "best_validation_score_",
+)
+
+
+def history_attributes(history, early_stopping):
+    """The fitted attributes of a training ``history``, by name."""
+    attributes = {
+        "n_iter_": history.n_iter,
+        "loss_curve_": history.loss_curve,
+        "best_loss_": history.best_loss,
+    }
+    if early_stopping:
+        attributes["validation_scores_"] = history.validation_scores
+        attributes["best_validation_score_"] = history.best_validation_score
+    return attributes
+
+
+def weighted_r2(Y, Y_pred, w, xp):
+    """Weighted R^2 averaged over outputs, as ``RegressorMixin.score`` computes it."""
+    w_sum = xp.sum(w)
+    mean = xp.sum(w[:, None] * Y, axis=0) / w_sum
+    residual = xp.sum(w[:, None] * (Y - Y_pred) ** 2, axis=0)
+    total = xp.sum(w[:, None] * (Y - mean[None, :]) ** 2, axis=0)
+    ones = xp.ones_like(total)
+    # sklearn's convention for a constant output: 1 if predicted exactly, else 0.
+    constant = xp.where(residual == 0, ones, xp.zeros_like(total))
+    scores = xp.where(total > 0, 1.0 - residual / xp.where(total > 0, total, ones), constant)
+    return float(xp.mean(scores))
+
+
+def _validation_split(n_samples, fraction, random_state):
+    # At least 2 validation rows (an R^2 needs them), so that small data still fits.
+    n_validation = max(2, math.ceil(fraction * n_samples))
+    if n_samples - n_validation < 2:
+        raise ValueError(
+            f"early_stopping needs at least 2 training and 2 validation rows; "
+            f"validation_fraction={fraction} of n_samples={n_samples} gives {n_validation}."
+        )
+    train, validation = train_test_split(
+        np.arange(n_samples), test_size=n_validation, random_state=random_state
+    )
+    return np.sort(train), np.sort(validation)
+
+
+def _take_rows(xp, rows, *arrays):
+    device = getattr(arrays[0], "device", None)
+    index = xp.asarray(rows, device=device) if device is not None else xp.asarray(rows)
+    return tuple(xp.take(a, index, axis=0) for a in arrays)

@@ -1,0 +1,1 @@
+"""The fitted model's values: sufficient statistics (dense and block-sparse), uncertainty."""

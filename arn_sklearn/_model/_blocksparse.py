@@ -1,0 +1,726 @@
+"""Block-sparse sufficient statistics of a top-k ARN.
+
+With only the ``k`` largest assignments of each sample kept, the lifted row
+``z_i = sum_s v_is e_(a_is) (x) [x_i, 1]`` has ``k`` non-zero blocks, so the Gram
+matrix ``G = sum_i w_i z_i z_i^T`` is made of ``(d + 1) x (d + 1)`` blocks
+
+    ``G_ab = sum_i w_i A_ia A_ib x1_i x1_i^T``,
+
+non-zero only for the anchor pairs ``(a, b)`` that share a sample's top k. At
+``k = 4`` and 1024 clustered anchors that is under 1% of the pairs, so only those
+blocks are kept (``a <= b``; ``G_ba = G_ab^T``) and the system is solved by a
+sparse factorisation (SuperLU with a fill-reducing ordering) instead of a dense
+Cholesky of a matrix that is 99% zeros.
+
+On numpy the accumulation groups each chunk's (sample, pair) entries by pair
+with one linear counting sort (``scipy.sparse``'s COO to CSR conversion) and
+runs one small GEMM per pair on the gathered rows, on all BLAS threads' cores;
+CuPy uses ``cupyx.scipy.sparse`` products, and other namespaces dense one-hot
+products (correct, for small problems and tests). Solving always runs on the
+host with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from array_api_compat import is_cupy_array
+from scipy import linalg
+
+from .._kernels._solve import centered_rhs, solve_ridge
+from .._utils._arrays import device_of, is_numpy, to_numpy
+from .._utils._memory import available_memory_bytes
+from .._utils._threads import _WorkerPool
+from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
+
+# A system of at most this many unknowns is solved densely (a Cholesky of a
+# 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there), and so
+# is any system whose pairs cover more than this share of the upper triangle.
+_DENSE_SOLVE_MAX_SIZE = 2048
+_DENSE_SOLVE_MIN_FILL = 0.25
+
+# SuperLU's factorisation was measured this many times slower per flop than
+# LAPACK's dpotrf on the same machine (benchmarks/bench_kernels.py): the sparse
+# solve is used when its estimated flops times this are below the dense p^3 / 3.
+_SUPERLU_SLOWDOWN = 20.0
+
+# Same threshold as the dense Cholesky: a pivot of the symmetric LU (= LDL^T)
+# below this times the largest one marks the system numerically singular.
+_RCOND_THRESHOLD = 1e-13
+
+# Entries (rows x pairs) per batched matmul of small pairs: bounds its gathers.
+_PAIR_BATCH_ROWS = 16384
+
+# Chunks of a factor solve: bounds the dense right-hand side held at once.
+_SOLVE_COLUMNS = 4096
+
+
+def _like(a, host, xp):
+    """``host`` (a numpy array) moved to the namespace and device of ``a``."""
+    if is_numpy(a):
+        return host
+    device = getattr(a, "device", None)
+    if is_cupy_array(a):
+        import cupy
+
+        with cupy.cuda.Device(device.id if device is not None else None):
+            return cupy.asarray(host)
+    return xp.asarray(host, device=device)
+
+
+def _pair_count_estimate(n_anchors, top_k):
+    """Upper estimate of the stored pairs: ``min(m (m + 1) / 2, m (1 + k^2))``.
+
+    Each anchor has its diagonal block and a few times ``k`` partners: 4.7
+    stored pairs per anchor on the issue's clustered 30-d data at ``k = 4``,
+    11.8 on 300 Gaussian clusters in 30-d (``benchmarks/paper_scale.py``),
+    9 on Gaussian 4-d data at ``k = 3``; ``1 + k^2`` (17 at ``k = 4``) covers
+    those.
+    """
+    m, k = n_anchors, min(top_k, n_anchors)
+    return int(min(m * (m + 1) // 2, m * (1 + k * k)))
+
+
+def chunk_row_bytes(top_k, n_features, n_targets=1):
+    """Bytes per chunk row of :meth:`BlockSparseStatistics.accumulate`'s temporaries.
+
+    ``[x, 1]`` and ``[y, 1]`` copies, and about 48 bytes per (sample, anchor)
+    and per (sample, anchor pair) entry for the grouping; the similarity block
+    of the assignment is bounded separately (row blocks of about 2 MiB). The
+    per-pair GEMMs want many rows per pair: chunks of 10^5 rows or more.
+    """
+    k = top_k
+    return 8 * (n_features + n_targets + 2) + 48 * (k + k * (k - 1) // 2)
+
+
+@dataclass
+class BlockSparseStatistics:
+    """Sufficient statistics of a top-k ARN with a block-sparse Gram matrix.
+
+    Attributes
+    ----------
+    n_anchors : int
+    n_features : int
+    pair_keys : int64 array of shape (n_pairs,)
+        Sorted keys ``a * n_anchors + b``, ``a <= b``, of the stored blocks.
+    blocks : float64 array of shape (n_pairs, d + 1, d + 1)
+        ``sum_i w_i A_ia A_ib x1_i x1_i^T`` with ``x1 = [x, 1]``: the block of the
+        lifted Gram matrix at rows ``a (d + 1) + j``, columns ``b (d + 1) + l``.
+    zty : array of shape (p, n_targets)
+        ``sum_i w_i z_i y_i^T``, ``p = n_anchors (d + 1)``, lifted column
+        ``a (d + 1) + j`` as in :func:`arn_sklearn._kernels._lifting.lift`.
+    z_sum : array of shape (p,)
+    y_sum : array of shape (n_targets,)
+    y_sq_sum : array of shape (n_targets,)
+        ``sum_i w_i y_i^2`` per target.
+    weight_sum : float
+    n_samples : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from array_api_compat import array_namespace
+    >>> from arn_sklearn._kernels._lifting import iter_chunks
+    >>> from arn_sklearn._kernels._topk import top_k_assignments
+    >>> rng = np.random.RandomState(0)
+    >>> X, Y = rng.normal(size=(200, 2)), rng.normal(size=(200, 1))
+    >>> anchors, xp = X[:6], array_namespace(X)
+    >>> stats = BlockSparseStatistics.zeros(6, 2, 1, xp).accumulate(
+    ...     iter_chunks(X, Y, np.ones(200), 64),
+    ...     lambda c: top_k_assignments(c, anchors, "euclidean", 1.0, 2, xp),
+    ...     xp,
+    ... )
+    >>> W, y_mean = stats.solve(1.0, xp)
+    >>> W_dense, _ = stats.to_dense().solve(1.0, xp)
+    >>> bool(np.allclose(W, W_dense))
+    True
+    """
+
+    n_anchors: int
+    n_features: int
+    pair_keys: object
+    blocks: object
+    zty: object
+    z_sum: object
+    y_sum: object
+    y_sq_sum: object
+    weight_sum: float
+    n_samples: int
+
+    # -- construction and arithmetic -------------------------------------------------
+
+    @classmethod
+    def zeros(cls, n_anchors, n_features, n_targets, xp, device=None):
+        """Empty statistics (no pairs yet) in namespace ``xp``."""
+        dtype = getattr(xp, ACCUMULATION_DTYPE)
+        kw = {"dtype": dtype} if device is None else {"dtype": dtype, "device": device}
+        d1 = n_features + 1
+        p = n_anchors * d1
+        key_kw = {"dtype": xp.int64} if device is None else {"dtype": xp.int64, "device": device}
+        return cls(
+            n_anchors=int(n_anchors),
+            n_features=int(n_features),
+            pair_keys=xp.zeros((0,), **key_kw),
+            blocks=xp.zeros((0, d1, d1), **kw),
+            zty=xp.zeros((p, n_targets), **kw),
+            z_sum=xp.zeros((p,), **kw),
+            y_sum=xp.zeros((n_targets,), **kw),
+            y_sq_sum=xp.zeros((n_targets,), **kw),
+            weight_sum=0.0,
+            n_samples=0,
+        )
+
+    def map_arrays(self, convert):
+        """The same statistics with every array passed through ``convert``."""
+        return BlockSparseStatistics(
+            n_anchors=self.n_anchors,
+            n_features=self.n_features,
+            pair_keys=convert(self.pair_keys),
+            blocks=convert(self.blocks),
+            zty=convert(self.zty),
+            z_sum=convert(self.z_sum),
+            y_sum=convert(self.y_sum),
+            y_sq_sum=convert(self.y_sq_sum),
+            weight_sum=self.weight_sum,
+            n_samples=self.n_samples,
+        )
+
+    def copy(self):
+        return self.map_arrays(lambda a: a * 1)
+
+    def __add__(self, other):
+        if (self.n_anchors, self.n_features) != (other.n_anchors, other.n_features):
+            raise ValueError(
+                "Cannot add block-sparse statistics of different shapes: "
+                f"{(self.n_anchors, self.n_features)} and {(other.n_anchors, other.n_features)}."
+            )
+        xp = _namespace(self.zty)
+        keys, blocks = _merge(self.pair_keys, self.blocks, other.pair_keys, other.blocks, xp)
+        return BlockSparseStatistics(
+            n_anchors=self.n_anchors,
+            n_features=self.n_features,
+            pair_keys=keys,
+            blocks=blocks,
+            zty=self.zty + other.zty,
+            z_sum=self.z_sum + other.z_sum,
+            y_sum=self.y_sum + other.y_sum,
+            y_sq_sum=self.y_sq_sum + other.y_sq_sum,
+            weight_sum=self.weight_sum + other.weight_sum,
+            n_samples=self.n_samples + other.n_samples,
+        )
+
+    @property
+    def n_lifted(self):
+        return self.n_anchors * (self.n_features + 1)
+
+    # -- accumulation ----------------------------------------------------------------
+
+    def accumulate(self, chunks, assign_top_k, xp, verbose=0):
+        """These statistics plus those of ``chunks``; ``self`` is not modified.
+
+        Parameters
+        ----------
+        chunks : iterable of (X, Y, w)
+            ``X`` of shape (b, d), ``Y`` of shape (b, n_targets), ``w`` of shape (b,).
+        assign_top_k : callable
+            ``assign_top_k(X) -> (idx, vals)``, each of shape (b, k), as
+            :func:`arn_sklearn._kernels._topk.top_k_assignments` returns.
+        xp : array namespace
+        verbose : int
+            Print a line per chunk when > 1.
+
+        Returns
+        -------
+        BlockSparseStatistics
+        """
+        dtype = getattr(xp, ACCUMULATION_DTYPE)
+        out = self.copy()
+        pool = None
+        try:
+            for i, (X, Y, w) in enumerate(chunks):
+                X = xp.astype(X, dtype)
+                Y = xp.astype(Y, dtype)
+                w = xp.astype(w, dtype)
+                idx, vals = assign_top_k(X)
+                if is_numpy(X):
+                    if pool is None:
+                        pool = _WorkerPool()
+                    keys, blocks = _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool)
+                else:
+                    keys, blocks = _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp)
+                out.pair_keys, out.blocks = _merge(
+                    out.pair_keys, out.blocks, keys, blocks, xp, inplace=True
+                )
+                Yw = Y * w[:, None]
+                out.y_sum = out.y_sum + xp.sum(Yw, axis=0)
+                out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
+                out.weight_sum += float(xp.sum(w))
+                out.n_samples += X.shape[0]
+                if verbose > 1:
+                    print(
+                        f"[ARN] chunk {i}: {out.n_samples} rows accumulated "
+                        f"({out.pair_keys.shape[0]} anchor pairs)"
+                    )
+        finally:
+            if pool is not None:
+                pool.close()
+        return out
+
+    # -- views of the Gram matrix ----------------------------------------------------
+
+    def to_dense(self):
+        """The dense :class:`~arn_sklearn._model._statistics.SufficientStatistics` (full gram)."""
+        xp = _namespace(self.zty)
+        m, d1 = self.n_anchors, self.n_features + 1
+        p = m * d1
+        if is_numpy(self.blocks) or is_cupy_array(self.blocks):
+            gram = xp.zeros((p, p), dtype=self.blocks.dtype, device=device_of(self.blocks))
+            gram4 = xp.reshape(gram, (m, d1, m, d1))
+            lo, hi = self.pair_keys // m, self.pair_keys % m
+            off = lo != hi
+            gram4[hi[off], :, lo[off], :] = xp.permute_dims(self.blocks[off], (0, 2, 1))
+            gram4[lo, :, hi, :] = self.blocks
+        else:
+            lo, hi = self.pair_keys // m, self.pair_keys % m
+            E_lo, E_hi = _onehot(lo, m, xp), _onehot(hi, m, xp)
+            n = self.blocks.shape[0]
+            B = xp.reshape(self.blocks, (n, d1 * d1))
+            Bt = xp.reshape(xp.permute_dims(self.blocks, (0, 2, 1)), (n, d1 * d1))
+            off = xp.astype(lo != hi, B.dtype)[:, None]
+            upper = xp.reshape(E_lo[:, :, None] * E_hi[:, None, :], (n, m * m)).T @ B
+            lower = xp.reshape(E_hi[:, :, None] * E_lo[:, None, :], (n, m * m)).T @ (Bt * off)
+            gram4 = xp.reshape(upper + lower, (m, m, d1, d1))
+            gram = xp.reshape(xp.permute_dims(gram4, (0, 2, 1, 3)), (p, p))
+        return SufficientStatistics(
+            gram=gram,
+            zty=self.zty,
+            z_sum=self.z_sum,
+            y_sum=self.y_sum,
+            y_sq_sum=self.y_sq_sum,
+            weight_sum=self.weight_sum,
+            n_samples=self.n_samples,
+        )
+
+    def gram_matmul(self, V):
+        """``G @ V`` for ``V`` of shape (p, k), without forming ``G``."""
+        if is_numpy(V):
+            return self._sparse_matrix(0.0, fmt="bsr") @ V
+        xp = _namespace(V)
+        m, d1 = self.n_anchors, self.n_features + 1
+        ncol = V.shape[1]
+        V3 = xp.reshape(V, (m, d1, ncol))
+        lo, hi = self.pair_keys // m, self.pair_keys % m
+        n = self.blocks.shape[0]
+        upper = xp.reshape(self.blocks @ xp.take(V3, hi, axis=0), (n, d1 * ncol))
+        lower = xp.reshape(
+            xp.permute_dims(self.blocks, (0, 2, 1)) @ xp.take(V3, lo, axis=0), (n, d1 * ncol)
+        )
+        off = xp.astype(lo != hi, V.dtype)[:, None]
+        out = _onehot(lo, m, xp).T @ upper + _onehot(hi, m, xp).T @ (lower * off)
+        return xp.reshape(out, (m * d1, ncol))
+
+    def _sparse_matrix(self, alpha, fmt="csc"):
+        """The full symmetric ``G + alpha I`` as a ``scipy.sparse`` matrix (host)."""
+        import scipy.sparse as sp
+
+        m, d1 = self.n_anchors, self.n_features + 1
+        keys = to_numpy(self.pair_keys)
+        blocks = to_numpy(self.blocks)
+        lo, hi = keys // m, keys % m
+        off = lo != hi
+        # Every diagonal block is stored, zero where an anchor was never used,
+        # so that alpha lands on the whole diagonal.
+        missing = np.setdiff1d(np.arange(m), lo[~off], assume_unique=True)
+        rows = np.concatenate([lo, hi[off], missing])
+        cols = np.concatenate([hi, lo[off], missing])
+        data = np.concatenate(
+            [blocks, blocks[off].transpose(0, 2, 1), np.zeros((missing.size, d1, d1))]
+        )
+        if alpha:
+            first_missing = off.size + int(off.sum())  # after the pairs and their mirrors
+            diagonal = np.concatenate(
+                [np.flatnonzero(~off), first_missing + np.arange(missing.size)]
+            )
+            data[diagonal] += alpha * np.eye(d1)
+        order = np.argsort(rows * m + cols, kind="stable")
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
+        G = sp.bsr_matrix((data[order], cols[order], indptr), shape=(m * d1, m * d1))
+        return G if fmt == "bsr" else G.asformat(fmt)
+
+    # -- solving ---------------------------------------------------------------------
+
+    def _anchor_ordering(self):
+        """Fill-reducing anchor order and the sparse factor's estimated flops.
+
+        The ordering (minimum degree on ``A + A^T``, SuperLU's) is computed on
+        the ``m x m`` anchor graph, milliseconds, and expanded to the blocks:
+        each anchor's ``d + 1`` unknowns stay together, as in a supernode.
+        """
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import splu
+
+        m, d1 = self.n_anchors, self.n_features + 1
+        keys = to_numpy(self.pair_keys)
+        lo, hi = keys // m, keys % m
+        pattern = sp.coo_matrix((np.ones(keys.size), (lo, hi)), shape=(m, m))
+        pattern = (pattern + pattern.T + (keys.size + 1.0) * sp.identity(m)).tocsc()
+        lu = splu(
+            pattern,
+            permc_spec="MMD_AT_PLUS_A",
+            diag_pivot_thresh=0.0,
+            options={"SymmetricMode": True},
+        )
+        counts = np.diff(lu.L.tocsc().indptr).astype(np.float64)
+        flops = float(np.sum(counts * counts)) * d1**3
+        return lu.perm_c, flops
+
+    def _use_dense_solve(self):
+        m, p = self.n_anchors, self.n_lifted
+        fill = self.pair_keys.shape[0] / (m * (m + 1) / 2)
+        if p <= _DENSE_SOLVE_MAX_SIZE:
+            return True
+        available = available_memory_bytes()
+        if available is not None and 8 * p * p > available:
+            # The dense p x p factor cannot be held: the sparse factor is the only way.
+            return False
+        if fill > _DENSE_SOLVE_MIN_FILL:
+            return True
+        _, sparse_flops = self._anchor_ordering()
+        return sparse_flops * _SUPERLU_SLOWDOWN > p**3 / 3
+
+    def solve(self, alpha, xp):
+        """Ridge solution ``(W, y_mean)``, the objective of
+        :func:`~arn_sklearn._kernels._solve.solve_ridge`.
+
+        A small or dense-ish system goes to the dense Cholesky; otherwise a
+        sparse LU with a symmetric fill-reducing ordering (``MMD_AT_PLUS_A``)
+        and no pivoting, i.e. an ``LDL^T`` factorisation, plus one step of
+        iterative refinement. A numerically singular system warns with a
+        ``LinAlgWarning`` and still returns a finite solution.
+        """
+
+        if not self.weight_sum > 0:
+            raise ValueError("The sum of sample weights is zero; nothing to fit.")
+        if self._use_dense_solve():
+            # The dense gram is a temporary here: factor it in place.
+            return solve_ridge(self.to_dense(), alpha, xp, overwrite=True)
+        rhs, y_mean = centered_rhs(self, xp)
+        factor = self.factorize(alpha, xp)
+        return factor.solve(rhs), y_mean
+
+    def factorize(self, alpha, xp):
+        """Factor of ``G + alpha I``; its ``solve(B)`` returns ``(G + alpha I)^{-1} B``."""
+        if self._use_dense_solve():
+            return self.to_dense().factorize(alpha, xp)
+        perm, _ = self._anchor_ordering()
+        try:
+            return SparseFactor(self._sparse_matrix(alpha), alpha, like=self.zty, xp=xp, perm=perm)
+        except MemoryError as exc:
+            raise MemoryError(
+                f"The sparse factor of the {self.n_lifted}-square ARN system "
+                f"({self.pair_keys.shape[0]} anchor pairs) does not fit in memory (SuperLU: "
+                f"{exc}). Use fewer anchors, a smaller top_k, or fewer features."
+            ) from exc
+
+    @staticmethod
+    def estimate_bytes(n_anchors, n_features, n_targets, top_k, n_pairs=None):
+        """Peak bytes of :meth:`accumulate` plus :meth:`solve`, for a memory guard.
+
+        Parameters
+        ----------
+        n_anchors, n_features, n_targets, top_k : int
+        n_pairs : int, optional
+            Number of stored anchor pairs; when None, the upper estimate
+            ``min(m (m + 1) / 2, m (1 + k^2))`` (diagonal blocks plus ``k^2``
+            stored partners per anchor, above what was measured).
+
+        Returns
+        -------
+        int
+            Bytes of the statistics, twice the blocks (a merge that adds new
+            pairs reallocates them), the per-chunk block buffer, and the solve:
+            the full symmetric sparse matrix in BSR and CSC form (12 bytes per
+            non-zero each) and a factor estimated at twice its non-zeros. The
+            chunk's own rows are the caller's (see
+            :func:`arn_sklearn._kernels._topk.chunk_row_bytes`).
+
+        Examples
+        --------
+        >>> BlockSparseStatistics.estimate_bytes(1024, 30, 81, 4) < 2**31
+        True
+        """
+        d1 = n_features + 1
+        p = n_anchors * d1
+        if n_pairs is None:
+            n_pairs = _pair_count_estimate(n_anchors, top_k)
+        block_bytes = 8 * n_pairs * d1 * d1
+        vectors = 8 * (p * (n_targets + 1) + 2 * n_targets)
+        accumulate = 3 * block_bytes + 2 * vectors
+        nnz = (2 * n_pairs + n_anchors) * d1 * d1
+        solve = block_bytes + 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets + vectors
+        return int(max(accumulate, solve))
+
+
+class SparseFactor:
+    """Sparse ``LDL^T`` (SuperLU, symmetric mode) of ``G + alpha I``; ``solve(B)``.
+
+    ``B`` may be in any namespace; it is solved on the host in column blocks
+    and returned in ``B``'s namespace. A numerically singular system is held as
+    that of ``G + (alpha + eps) I`` with ``eps`` relative to its largest
+    diagonal entry, after a ``LinAlgWarning``.
+    """
+
+    def __init__(self, matrix, alpha, like=None, xp=None, perm=None):
+        from scipy.sparse.linalg import splu
+
+        self.like = like
+        self.xp = xp
+        self.order = None
+        spec = "MMD_AT_PLUS_A"
+        if perm is not None:
+            # Anchor order expanded to the blocks, applied symmetrically.
+            d1 = matrix.shape[0] // perm.size
+            self.order = (perm[:, None] * d1 + np.arange(d1)[None, :]).ravel()
+            matrix = matrix[self.order][:, self.order].tocsc()
+            matrix.sort_indices()
+            spec = "NATURAL"
+        self.matrix = matrix
+        options = {"SymmetricMode": True}
+        try:
+            lu = splu(matrix, permc_spec=spec, diag_pivot_thresh=0.0, options=options)
+            pivots = lu.U.diagonal()
+            if not pivots.min() > _RCOND_THRESHOLD * pivots.max():
+                raise RuntimeError("ill-conditioned")
+        except RuntimeError:
+            warnings.warn(
+                f"The ARN normal equations are singular or ill-conditioned (alpha={alpha!r}); "
+                "solving them with a small extra ridge instead. Increase alpha, or remove "
+                "collinear features.",
+                linalg.LinAlgWarning,
+                stacklevel=4,
+            )
+            import scipy.sparse as sp
+
+            diag = matrix.diagonal()
+            eps = max(float(np.abs(diag).max()), 1.0) * 1e-10
+            self.matrix = matrix = (matrix + eps * sp.identity(matrix.shape[0])).tocsc()
+            lu = splu(matrix, permc_spec=spec, diag_pivot_thresh=0.0, options=options)
+        self.lu = lu
+
+    def solve(self, B):
+        host = np.asarray(to_numpy(B), dtype=np.float64)
+        one_d = host.ndim == 1
+        host = host[:, None] if one_d else host
+        if self.order is not None:
+            host = host[self.order]
+        out = np.empty_like(host)
+        for start in range(0, host.shape[1], _SOLVE_COLUMNS):
+            cols = slice(start, start + _SOLVE_COLUMNS)
+            b = np.ascontiguousarray(host[:, cols])
+            x = self.lu.solve(b)
+            # One step of iterative refinement: the LDL^T without pivoting is
+            # backward stable for SPD systems; this removes its residual growth.
+            x += self.lu.solve(b - self.matrix @ x)
+            out[:, cols] = x
+        if self.order is not None:
+            unpermuted = np.empty_like(out)
+            unpermuted[self.order] = out
+            out = unpermuted
+        out = out[:, 0] if one_d else out
+        like = B if self.like is None else self.like
+        return _like(like, out, self.xp)
+
+
+# -- chunk kernels ---------------------------------------------------------------------
+
+
+def _csr_groups(rows, cols, data, n_rows, n_cols):
+    """Group entries by ``rows`` with one linear counting sort (COO -> CSR).
+
+    Returns ``indptr, cols, data`` in row order; ``cols`` keep their order of
+    appearance within a row (increasing here), which keeps gathers local.
+    """
+    import scipy.sparse as sp
+
+    M = sp.csr_matrix((data, (rows, cols)), shape=(n_rows, n_cols))
+    return M.indptr, M.indices, M.data
+
+
+def _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool):
+    """Add a chunk's zty and z_sum into ``out``; return its (keys, blocks)."""
+    b, k = idx.shape
+    m, d1 = out.n_anchors, out.n_features + 1
+    idx = np.asarray(idx, dtype=np.int64)
+    vals = np.asarray(vals, dtype=np.float64)
+    X1 = np.empty((b, d1))
+    X1[:, :-1] = X
+    X1[:, -1] = 1.0
+    Y1 = np.empty((b, Y.shape[1] + 1))
+    Y1[:, :-1] = Y
+    Y1[:, -1] = 1.0
+    rows = np.repeat(np.arange(b, dtype=np.int64), k)
+    # Per anchor: its diagonal block and its slice of zty and z_sum.
+    a_ptr, a_rows, a_v = _csr_groups(idx.ravel(), rows, vals.ravel(), m, b)
+    anchors = np.flatnonzero(np.diff(a_ptr))
+    # Per pair a < b of a sample's top k: the off-diagonal blocks.
+    iu, ju = np.triu_indices(k, 1)
+    lo = np.minimum(idx[:, iu], idx[:, ju])
+    hi = np.maximum(idx[:, iu], idx[:, ju])
+    pw = vals[:, iu] * vals[:, ju] * w[:, None]
+    n_pair_slots = iu.size
+    p_rows = np.repeat(np.arange(b, dtype=np.int64), n_pair_slots)
+    p_ptr, p_rows, p_w = _csr_groups((lo * m + hi).ravel(), p_rows, pw.ravel(), m * m, b)
+    pairs = np.flatnonzero(np.diff(p_ptr))
+    keys = np.concatenate([anchors * (m + 1), pairs])
+    # One block buffer reused across chunks: fresh pages cost as much as the GEMMs.
+    if pool.buffer is None or pool.buffer.shape[0] < keys.size:
+        pool.buffer = np.empty((keys.size + keys.size // 4, d1, d1))
+    blocks = pool.buffer[: keys.size]
+    zty1 = np.zeros((m, d1, Y1.shape[1]))
+
+    def anchor_task(j_list):
+        for j in j_list:
+            a = anchors[j]
+            s, e = a_ptr[a], a_ptr[a + 1]
+            r = a_rows[s:e]
+            Va = X1[r]
+            Va *= a_v[s:e, None]
+            Lw = Va * w[r, None]
+            np.matmul(Lw.T, Va, out=blocks[j])
+            np.matmul(Lw.T, Y1[r], out=zty1[a])
+
+    # Off-diagonal pairs: bucketed by entry count (padded to the next power of
+    # two with a zero row) and run as batched matmuls, a C loop over pairs.
+    X1z = np.vstack([X1, np.zeros((1, d1))])
+    counts = np.diff(p_ptr)[pairs]
+    size = np.maximum(1, 2 ** np.ceil(np.log2(np.maximum(counts, 1)))).astype(np.int64)
+    batches = []
+    for L in np.unique(size):
+        sel = np.flatnonzero(size == L)
+        per = max(1, _PAIR_BATCH_ROWS // int(L))
+        batches.extend(sel[i : i + per] for i in range(0, sel.size, per))
+
+    def pair_task(batch_list):
+        for sel in batch_list:
+            L = int(size[sel[0]])
+            start = p_ptr[pairs[sel]]
+            pos = start[:, None] + np.arange(L)[None, :]
+            valid = pos < (start + counts[sel])[:, None]
+            pos = np.where(valid, pos, 0)
+            r = np.where(valid, p_rows[pos], b)  # row b of X1z is zero
+            Xs = X1z[r]  # (n_sel, L, d1)
+            Xw = Xs * np.where(valid, p_w[pos], 0.0)[:, :, None]
+            blocks[anchors.size + sel] = np.matmul(Xw.transpose(0, 2, 1), Xs)
+
+    n = pool.n_threads
+    # Interleaved split: neighbouring anchors/batches have similar sizes.
+    tasks = [
+        (lambda t=t: (anchor_task(range(t, anchors.size, n)), pair_task(batches[t::n])))
+        for t in range(n)
+    ]
+    pool.run(tasks)
+    out.zty += np.reshape(zty1[:, :, :-1], out.zty.shape)
+    out.z_sum += np.reshape(zty1[:, :, -1], out.z_sum.shape)
+    return keys, blocks  # not sorted: _merge places them by search
+
+
+def _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp):
+    """Same as the numpy kernel with array products (CuPy: sparse; others: one-hot)."""
+    b, k = idx.shape
+    m, d1 = out.n_anchors, out.n_features + 1
+    t = Y.shape[1]
+    dtype = X.dtype
+    device = device_of(X)
+    X1 = xp.concat([X, xp.ones((b, 1), dtype=dtype, device=device)], axis=1)
+    idx = xp.astype(idx, xp.int64)
+    vals = xp.astype(vals, dtype)
+    iu, ju = np.triu_indices(k)  # a <= b, diagonal included
+    iu_x = xp.asarray(iu, device=device)
+    ju_x = xp.asarray(ju, device=device)
+    ia, ib = xp.take(idx, iu_x, axis=1), xp.take(idx, ju_x, axis=1)
+    lo, hi = xp.minimum(ia, ib), xp.maximum(ia, ib)
+    pw = xp.take(vals, iu_x, axis=1) * xp.take(vals, ju_x, axis=1) * w[:, None]
+    pair_keys = xp.reshape(lo * m + hi, (-1,))
+    keys, inverse = xp.unique_inverse(pair_keys)
+    # unique_inverse need not sort its values: relabel them in sorted order.
+    order = xp.argsort(keys)
+    rank = xp.take(xp.argsort(order), xp.reshape(inverse, (-1,)))
+    keys = xp.take(keys, order)
+    inverse = xp.reshape(rank, (b, iu.size))
+    Q = xp.reshape(X1[:, :, None] * X1[:, None, :], (b, d1 * d1))
+    wv = vals * w[:, None]
+    if is_cupy_array(X):
+        import cupyx.scipy.sparse as csp
+
+        rows = xp.reshape(xp.broadcast_to(xp.arange(b)[:, None], (b, iu.size)), (-1,))
+        P = csp.csr_matrix(
+            (xp.reshape(pw, (-1,)), (xp.reshape(inverse, (-1,)), rows)), shape=(keys.shape[0], b)
+        )
+        rows_k = xp.reshape(xp.broadcast_to(xp.arange(b)[:, None], (b, k)), (-1,))
+        B = csp.csr_matrix((xp.reshape(wv, (-1,)), (xp.reshape(idx, (-1,)), rows_k)), shape=(m, b))
+        blocks = P @ Q
+        zty = B @ xp.reshape(X1[:, :, None] * Y[:, None, :], (b, d1 * t))
+        z_sum = B @ X1
+    else:
+        u = keys.shape[0]
+        P = xp.zeros((b, u), dtype=dtype, device=device)
+        Bd = xp.zeros((b, m), dtype=dtype, device=device)
+        for s in range(iu.size):
+            P = P + _onehot(inverse[:, s], u, xp) * pw[:, s : s + 1]
+        for s in range(k):
+            Bd = Bd + _onehot(idx[:, s], m, xp) * wv[:, s : s + 1]
+        blocks = P.T @ Q
+        zty = Bd.T @ xp.reshape(X1[:, :, None] * Y[:, None, :], (b, d1 * t))
+        z_sum = Bd.T @ X1
+    out.zty = out.zty + xp.reshape(zty, (m * d1, t))
+    out.z_sum = out.z_sum + xp.reshape(z_sum, (m * d1,))
+    return keys, xp.reshape(blocks, (keys.shape[0], d1, d1))
+
+
+def _merge(keys1, blocks1, keys2, blocks2, xp, inplace=False):
+    """Union of two sets of pair blocks, summing the blocks of equal keys.
+
+    ``keys1`` is sorted; ``keys2`` need not be; the result is sorted.
+    """
+    if keys2.shape[0] == 0:
+        return keys1, (blocks1 if inplace else blocks1 * 1)
+    if keys1.shape[0] == 0:
+        order = xp.argsort(keys2)
+        return xp.take(keys2, order), xp.take(blocks2, order, axis=0)
+    if is_numpy(keys1) or is_cupy_array(keys1):
+        pos = xp.searchsorted(keys1, keys2)
+        hit = keys1[xp.minimum(pos, keys1.shape[0] - 1)] == keys2
+        if bool(xp.all(hit)):
+            blocks = blocks1 if inplace else blocks1 * 1
+            # Keys are unique within each set, so the fancy += has no repeats.
+            blocks[pos] += blocks2
+            return keys1, blocks
+        # unique_values need not sort (numpy >= 2.3 hashes): sort explicitly.
+        keys = xp.sort(xp.unique_values(xp.concat([keys1, keys2])))
+        blocks = xp.zeros((keys.shape[0],) + tuple(blocks1.shape[1:]), dtype=blocks1.dtype)
+        blocks[xp.searchsorted(keys, keys1)] = blocks1
+        blocks[xp.searchsorted(keys, keys2)] += blocks2
+        return keys, blocks
+    keys = xp.sort(xp.unique_values(xp.concat([keys1, keys2])))
+    u = keys.shape[0]
+    shape = tuple(blocks1.shape[1:])
+    flat = []
+    for k_, b_ in ((keys1, blocks1), (keys2, blocks2)):
+        onehot = _onehot(xp.searchsorted(keys, k_), u, xp)
+        flat.append(onehot.T @ xp.reshape(b_, (k_.shape[0], -1)))
+    return keys, xp.reshape(flat[0] + flat[1], (u,) + shape)
+
+
+def _onehot(index, n, xp):
+    """``(len(index), n)`` float64 matrix with a one at ``[i, index[i]]``."""
+    device = device_of(index)
+    return xp.astype(
+        index[:, None] == xp.arange(n, dtype=index.dtype, device=device)[None, :], xp.float64
+    )
+
+
+def _namespace(a):
+    from array_api_compat import array_namespace
+
+    return array_namespace(a)

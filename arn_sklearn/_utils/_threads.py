@@ -1,0 +1,77 @@
+"""BLAS threads: one-thread sections and the worker pools of the row-block kernels."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from threadpoolctl import threadpool_info, threadpool_limits
+
+
+@contextmanager
+def single_threaded_blas():
+    """Run the block with one BLAS thread (numpy's OpenBLAS and friends).
+
+    A small multithreaded GEMM (the similarity, ``b x d`` by ``d x m``, or
+    ``Z^T y``) between two large ``syrk`` calls was measured to make the next
+    ``syrk`` about twice slower with OpenBLAS (``benchmarks/efficiency.py``),
+    and the kernels that spread row blocks over Python threads would
+    oversubscribe the cores; a large ``dpotrf`` is only correct on one thread.
+
+    BLAS thread limits are process-wide, and a limit must be restored by the
+    thread that set it (overlapping set/restore sequences from concurrent fits
+    were seen to leave the process on one thread). So one thread at a time
+    holds the limited section (a re-entrant lock: nested blocks of the same
+    thread share it); concurrent fits wait for each other's sections.
+    """
+    with _BLAS_LIMIT_LOCK:
+        if _BLAS_LIMIT_DEPTH.value == 0:
+            limiter = threadpool_limits(limits=1, user_api="blas")
+        _BLAS_LIMIT_DEPTH.value += 1
+        try:
+            yield
+        finally:
+            _BLAS_LIMIT_DEPTH.value -= 1
+            if _BLAS_LIMIT_DEPTH.value == 0:
+                limiter.restore_original_limits()
+
+
+def blas_thread_count():
+    """Threads of the loaded BLAS (the smallest if several are loaded), at least 1."""
+    n = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return max(1, min(n) if n else 1)
+
+
+class _Depth(threading.local):
+    value = 0
+
+
+_BLAS_LIMIT_LOCK = threading.RLock()
+_BLAS_LIMIT_DEPTH = _Depth()
+
+
+class _WorkerPool:
+    """Threads for the per-pair GEMMs, with BLAS on one thread meanwhile.
+
+    The GEMMs are small ((d + 1) x n_pair x (d + 1)) and each runs on one core;
+    numpy releases the GIL in gathers, products and BLAS, so one Python thread
+    per BLAS thread keeps every core busy.
+    """
+
+    def __init__(self):
+        self.n_threads = blas_thread_count()
+        self.buffer = None
+        self.executor = ThreadPoolExecutor(self.n_threads) if self.n_threads > 1 else None
+
+    def run(self, tasks):
+        """Run the callables of ``tasks`` (a list of lists), one list per thread."""
+        with single_threaded_blas():
+            if self.executor is None:
+                for group in tasks:
+                    group()
+                return
+            for future in [self.executor.submit(group) for group in tasks]:
+                future.result()
+
+    def close(self):
+        if self.executor is not None:
+            self.executor.shutdown()
