@@ -1,7 +1,8 @@
 """Learned anchors against scikit-learn's MLP: test error and fit time, same run.
 
 Per task, the test error and fit time of ``ARNRegressor(solver="gauss_newton")``
-(and, with ``--lbfgs``, of ``solver="lbfgs"``) against ``MLPRegressor`` with
+with and without ``early_stopping`` (and, with ``--lbfgs``, of ``solver="lbfgs"``)
+against ``MLPRegressor`` with
 ``early_stopping=True`` at (128, 128) and (256, 256) hidden units; the ratios
 are to the MLP with the lower test error. Every model is fitted behind a
 ``StandardScaler`` on the inputs and the targets (``TransformedTargetRegressor``),
@@ -69,11 +70,18 @@ def scaled(model):
 
 
 def models(n_anchors, lbfgs, skip_mlp, seed=0):
+    """``(label, factory)`` of every model: ARN first, then the MLPs."""
     out = [
+        (
+            f"ARN gauss_newton m={n_anchors}, early_stopping",
+            lambda: ARNRegressor(
+                n_anchors, solver="gauss_newton", early_stopping=True, random_state=seed
+            ),
+        ),
         (
             f"ARN gauss_newton m={n_anchors}",
             lambda: ARNRegressor(n_anchors, solver="gauss_newton", random_state=seed),
-        )
+        ),
     ]
     if lbfgs:
         out.append(
