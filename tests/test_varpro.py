@@ -234,3 +234,20 @@ def weighted_objective(model, X, y, w, kind):
     }
     value = objective([layer], X, (y - y_mean)[:, None], w, model.alpha / np.sum(w), kind, xp)
     return float(value[0])
+
+
+@pytest.mark.parametrize("solver", VARPRO_SOLVERS)
+def test_varpro_verbose_prints_one_line_per_iteration(solver, capsys):
+    X, y, _ = cells(400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = ARNRegressor(
+            4, solver=solver, early_stopping=True, max_iter=6, verbose=1, random_state=0
+        ).fit(X, y)
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith(f"[ARN] {solver} ") and "objective" in line
+    ]
+    assert len(lines) == model.n_iter_
+    assert all("validation score" in line and line.endswith(" s") for line in lines)
