@@ -20,7 +20,7 @@ Prints one line per model as it finishes, then a Markdown table. With
 ``--efficiency``, first the time of one Gauss-Newton step's two passes over
 the rows (the closed form at the trial point; the Jacobian pass) against the
 BLAS time of the same products on arrays of the same shapes (best of 5, same
-run): the similarity GEMM, the lifted block's ``syrk`` and ``Z^T [Y, 1]``;
+run, one BLAS thread): the similarity GEMM, the lifted block's ``syrk`` and ``Z^T [Y, 1]``;
 ``B^T B`` (``syrk``), ``Z^T B`` and ``B^T r``.
 """
 
@@ -128,6 +128,7 @@ def efficiency(n, n_anchors, repeats=5):
     """Seconds of each pass of a step and of its BLAS products, best of ``repeats``."""
     from array_api_compat import array_namespace
     from scipy.linalg.blas import dsyrk
+    from threadpoolctl import threadpool_limits
 
     from arn_sklearn._kernels._lifting import lift
     from arn_sklearn._kernels._parametrisation import _Parametrisation
@@ -151,6 +152,9 @@ def efficiency(n, n_anchors, repeats=5):
     Z = np.ascontiguousarray(lift(X, np.full((n, n_anchors), 1.0 / n_anchors), xp))
     B = np.random.RandomState(1).normal(size=(n, theta.size))
     Y1 = np.hstack([Y, np.ones((n, 1))])
+    # One BLAS thread for both sides: on a shared machine thread contention,
+    # not the code, decided the ratio otherwise (0.4 to 1.7 in two runs).
+    limit = threadpool_limits(limits=1, user_api="blas")
     for _ in range(repeats):
         p = timed(
             "closed-form pass", lambda: _Point(theta, params, X, Y, w, "euclidean", 1.0, xp, rows)
@@ -163,7 +167,11 @@ def efficiency(n, n_anchors, repeats=5):
         )
         timed("BLAS of the closed-form pass", lambda: (X @ anchors.T, dsyrk(1.0, Z.T), Z.T @ Y1))
         timed("BLAS of the Jacobian pass", lambda: (dsyrk(1.0, B.T), Z.T @ B, B.T @ Y[:, 0]))
-    print(f"one Gauss-Newton step, n={n}, d=16, m={n_anchors}, {theta.size} unknowns:")
+    limit.restore_original_limits()
+    print(
+        f"one Gauss-Newton step (one BLAS thread), n={n}, d=16, m={n_anchors}, "
+        f"{theta.size} unknowns:"
+    )
     for key, value in best.items():
         print(f"  {key}: {value:.4f} s")
     for name in ("closed-form pass", "Jacobian pass"):
