@@ -18,6 +18,8 @@ from pathlib import Path
 from ._utils._optional import import_optional
 
 _PACKAGE = "arn_sklearn"
+_SUFFIX = ".skops"
+_ZIP_MAGIC = b"PK"
 
 # Modules whose classes moved when the package was split into layer subpackages:
 # files saved before record the old paths, which are read as the new ones.
@@ -46,11 +48,17 @@ def save_model(model, path):
     model : estimator
         Any arn_sklearn estimator (or a scikit-learn object made of them).
     path : str or path-like
-        Destination file; ``.skops`` is the conventional suffix.
+        Destination file, ending in ``.skops``.
 
     Returns
     -------
     path : pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        If ``path`` does not end in ``.skops``: a skops file under a pickle
+        name (``.joblib``, ``.pkl``) would fail in ``joblib.load``.
 
     See Also
     --------
@@ -60,8 +68,7 @@ def save_model(model, path):
     --------
     >>> import tempfile, pathlib
     >>> import numpy as np
-    >>> from arn_sklearn import ARNRegressor
-    >>> from arn_sklearn._persistence import load_model, save_model
+    >>> from arn_sklearn import ARNRegressor, load_model, save_model
     >>> X = np.random.RandomState(0).normal(size=(50, 2))
     >>> model = ARNRegressor(2, random_state=0).fit(X, X[:, 0] ** 2)
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.skops"
@@ -70,6 +77,12 @@ def save_model(model, path):
     True
     """
     path = Path(path)
+    if path.suffix.lower() != _SUFFIX:
+        raise ValueError(
+            f"save_model writes the skops format; {path.name!r} should end in "
+            f"{_SUFFIX!r} (e.g. {path.with_suffix(_SUFFIX).name!r}). For a pickle, "
+            "use joblib.dump, which runs code when loaded."
+        )
     _skops_io("Saving models").dump(model, path)
     return path
 
@@ -108,6 +121,7 @@ def load_model(path, *, trust_pickle=False):
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: {path}")
     if not zipfile.is_zipfile(path):  # a skops file is a zip archive; pickles are not
+        _check_not_truncated(path)
         if not trust_pickle:
             raise UntrustedModelError(
                 f"{path} is a pickle/joblib file, and loading one runs any code it "
@@ -117,7 +131,10 @@ def load_model(path, *, trust_pickle=False):
             )
         import joblib  # a scikit-learn dependency; reads plain pickles too
 
-        return joblib.load(path)
+        try:
+            return joblib.load(path)
+        except Exception as exc:  # unpickling raises many types for a damaged file
+            raise ValueError(f"{path} cannot be unpickled (corrupt?): {exc!r}") from exc
     sio = _skops_io("Loading models")
     try:
         data = _with_moved_modules(path)
@@ -134,6 +151,24 @@ def load_model(path, *, trust_pickle=False):
             "trusted=[...]) yourself."
         )
     return sio.load(path, trusted=untrusted) if data is None else sio.loads(data, trusted=untrusted)
+
+
+def _check_not_truncated(path):
+    """Refuse an empty file, or a damaged zip, before it is taken for a pickle.
+
+    A zip archive (skops) starts with ``PK`` and ends with its directory, so a
+    truncated one starts with ``PK`` but is not a zip; a file named ``.skops``
+    that is not a zip is damaged too.
+    """
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if not head:
+        raise ValueError(f"{path} is empty (0 bytes): not a model file; save the model again.")
+    if head == _ZIP_MAGIC or path.suffix.lower() == _SUFFIX:
+        raise ValueError(
+            f"{path} is a truncated or corrupt skops file (not a complete zip archive); "
+            "save the model again or copy the file again."
+        )
 
 
 def _is_own_class(name):

@@ -6,10 +6,13 @@ anchors, dense or ``top_k``, every similarity, one or several targets),
 :class:`~arn_sklearn.ARNRegressorCV` (its refitted model) and
 :class:`~arn_sklearn.DeepARNRegressor`, so that ``skl2onnx.to_onnx`` converts
 them alone or inside a :class:`~sklearn.pipeline.Pipeline`. The graph computes
-the prediction in the input's precision (float32 or float64): the similarity
+the prediction: the similarity
 to every anchor, the softmax (over the ``top_k`` largest logits, through
 ``TopK``, with ``top_k``) and the assignment-weighted sum of the anchors'
-linear regressors. The output has shape ``(n_samples, n_targets)``
+linear regressors. Like ``predict``, it computes in float64 whatever the
+input's type and returns the input's type: float32 inputs of large magnitude
+(``|x|`` of 1e8, or 1e20 whose squared distances overflow float32) get the
+same predictions as ``predict``. The output has shape ``(n_samples, n_targets)``
 (``n_targets = 1`` for a 1-D ``y``, as skl2onnx's regressors do).
 
 Only the prediction is exported: not ``return_std``, ``local_linear``,
@@ -39,6 +42,7 @@ True
 """
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from ._estimators._arn import ARNRegressor
 from ._estimators._cv import ARNRegressorCV
@@ -50,6 +54,7 @@ from ._utils._optional import import_optional
 _PURPOSE = "ONNX export (arn_sklearn.onnx)"
 _skl2onnx = import_optional("skl2onnx", "onnx", _PURPOSE)
 
+from onnx import onnx_pb as onnx_proto  # noqa: E402
 from skl2onnx import update_registered_converter  # noqa: E402
 from skl2onnx.algebra import onnx_ops as ops  # noqa: E402
 from skl2onnx.common.data_types import guess_numpy_type  # noqa: E402
@@ -62,6 +67,7 @@ _NORM_EPS = 1e-12
 
 def _layers(model):
     """``(anchors, coef (m, t, d), intercept (m, t), softness)`` per layer, and top_k."""
+    check_is_fitted(model)
     if isinstance(model, ARNRegressorCV):
         model = model.estimator_
     if isinstance(model, DeepARNRegressor):
@@ -81,12 +87,12 @@ def _similarity(X, anchors, kind, dtype, opv):
     """``s(x, c_k)`` for every anchor: shape (n, m)."""
     m, d = anchors.shape
     if kind == "euclidean":
-        # -||x - c||^2 from the differences: the expansion 2 x.c - |x|^2 - |c|^2
-        # cancels badly in float32 for points near an anchor.
-        X3 = ops.OnnxReshape(X, np.array([-1, 1, d], dtype=np.int64), op_version=opv)
-        diff = ops.OnnxSub(X3, anchors[None, :, :].astype(dtype), op_version=opv)
-        sq = ops.OnnxReduceSumSquareApi18(diff, axes=[2], keepdims=0, op_version=opv)
-        return ops.OnnxNeg(sq, op_version=opv)
+        # -||x - c||^2 without its -||x||^2, the same for every anchor (the
+        # softmax and top-k ignore it), as predict does: 2 x.c - ||c||^2 has
+        # nothing to cancel, so rows far from every anchor still get the nearest.
+        two_c = (2.0 * anchors.T).astype(dtype)
+        c_sq = np.einsum("ij,ij->i", anchors, anchors)[None, :].astype(dtype)
+        return ops.OnnxSub(ops.OnnxMatMul(X, two_c, op_version=opv), c_sq, op_version=opv)
     dot = ops.OnnxMatMul(X, anchors.T.astype(dtype), op_version=opv)
     if kind == "dot":
         return dot
@@ -105,7 +111,7 @@ def _similarity(X, anchors, kind, dtype, opv):
 
 
 def _layer(X, layer, kind, top_k, dtype, opv):
-    """One ARN layer, ``sum_k alpha_k(x) (W_k x + b_k)``: shape (n, t)."""
+    """One ARN layer, ``sum_k pi_k(x) (W_k x + b_k)``: shape (n, t)."""
     anchors, coef, intercept, softness = layer
     m, t, d = coef.shape
     logits = ops.OnnxMul(
@@ -154,15 +160,25 @@ def converter(scope, operator, container):
     """Write the ARN prediction graph of ``operator.raw_operator``."""
     model = operator.raw_operator
     opv = container.target_opset
-    dtype = guess_numpy_type(operator.inputs[0].type)
-    if dtype not in (np.float32, np.float64):
-        dtype = np.float32
+    out_dtype = guess_numpy_type(operator.inputs[0].type)
+    if out_dtype not in (np.float32, np.float64):
+        out_dtype = np.float32
     layers, kind, top_k = _layers(model)
-    h = operator.inputs[0]
+    # float64 inside, as predict: in float32, x @ W + b cancels at |x| ~ 1e8 and
+    # squared distances overflow beyond ~1e19.
+    dtype = np.float64
+    h = ops.OnnxCast(operator.inputs[0], to=onnx_proto.TensorProto.DOUBLE, op_version=opv)
     for layer in layers[:-1]:  # residual layers of a Deep ARN: h <- h + f(h)
         h = ops.OnnxAdd(h, _layer(h, layer, kind, top_k, dtype, opv), op_version=opv)
     out = _layer(h, layers[-1], kind, top_k, dtype, opv)
-    out = ops.OnnxIdentity(out, op_version=opv, output_names=operator.outputs[:1])
+    out = ops.OnnxCast(
+        out,
+        to=onnx_proto.TensorProto.DOUBLE
+        if out_dtype == np.float64
+        else onnx_proto.TensorProto.FLOAT,
+        op_version=opv,
+        output_names=operator.outputs[:1],
+    )
     out.add_to(scope, container)
 
 

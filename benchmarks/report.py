@@ -1,9 +1,22 @@
 """ARN against the regressors a user would pick instead, on the same data, in one process.
 
-``python benchmarks/report.py [--n 20000] [--d 16] [--m 64]`` prints, for each
-model, the test R^2 and the fit and predict times as ratios to ARN's, then
-the BLAS-efficiency ratio of the ARN accumulation (see ``efficiency.py``).
-Peers that are not installed or fail are listed as "not available: <reason>".
+``python benchmarks/report.py [--n 20000] [--d 16] [--m 64] [--skip NAME ...]``
+prints, for each model as it finishes, the test R^2 and the fit and predict
+times as ratios to ARN's, then the BLAS-efficiency ratio of the ARN
+accumulation (see ``efficiency.py``). Peers that are not installed or fail are
+listed as "not available: <reason>"; LightGBM comes with the ``benchmark``
+extra (``pip install ".[benchmark]"``).
+
+Expected run time at the defaults on 2 cores: 3-6 minutes, most of it the MLP
+(2-4 minutes: two hidden layers of 128, early stopping) and the learned anchors
+(``ARNRegressor(solver="lbfgs", max_iter=30)``, about a minute);
+``--skip MLPRegressor`` leaves the MLP out. The time of each row is printed as
+it ends.
+
+linear-tree (``LinearTreeRegressor``) is not a peer: its last release (0.3.5,
+2022) calls ``BaseEstimator._validate_data``, which scikit-learn 1.6 removed,
+so it fails to fit with the scikit-learn this package needs; LightGBM's
+``linear_tree=True`` is the model-tree peer instead.
 """
 
 import argparse
@@ -18,12 +31,14 @@ from arn_benchmarks.common import make_data  # noqa: E402
 from efficiency import measure  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: E402
 from sklearn.kernel_approximation import Nystroem  # noqa: E402
-from sklearn.linear_model import LinearRegression, Ridge  # noqa: E402
+from sklearn.linear_model import Ridge  # noqa: E402
 from sklearn.neighbors import KNeighborsRegressor  # noqa: E402
 from sklearn.neural_network import MLPRegressor  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 
 from arn_sklearn import ARNRegressor  # noqa: E402
+
+LBFGS_ITER = 30
 
 
 def peers(m, seed=0):
@@ -37,14 +52,17 @@ def peers(m, seed=0):
 
         return make
 
-    def linear_tree():
-        from lineartree import LinearTreeRegressor
-
-        return LinearTreeRegressor(base_estimator=LinearRegression(), max_depth=6)
-
     return [
         ("ARN dense", lambda: ARNRegressor(n_anchors=m, random_state=seed)),
         ("ARN top_k=4", lambda: ARNRegressor(n_anchors=m, top_k=4, random_state=seed)),
+        (
+            # 30 L-BFGS iterations (about 2.5 s each at the defaults) keep the
+            # report within minutes; the default max_iter=200 takes about 8.
+            f"ARN lbfgs ({LBFGS_ITER} it.)",
+            lambda: ARNRegressor(
+                n_anchors=m, solver="lbfgs", max_iter=LBFGS_ITER, random_state=seed
+            ),
+        ),
         ("Ridge", lambda: Ridge(alpha=1.0)),
         ("KNeighborsRegressor", lambda: KNeighborsRegressor(n_neighbors=10)),
         (
@@ -60,15 +78,20 @@ def peers(m, seed=0):
         ("HistGradientBoosting", lambda: HistGradientBoostingRegressor(random_state=seed)),
         ("LightGBM", lightgbm(False)),
         ("LightGBM linear_tree", lightgbm(True)),
-        ("LinearTreeRegressor", linear_tree),
     ]
 
 
-def run(n, d, m):
+def run(n, d, m, skip=()):
     X, y, X_test, y_test = make_data(n, d)
     print(f"data: n_train={n}, n_test={len(y_test)}, d={d}; ARN n_anchors={m}")
-    rows = []
+    print("3-6 minutes at the defaults on 2 cores (the MLP 2-4); rows print as they end\n")
+    header = ("test R2", "fit s", "fit/ARN", "pred s", "pred/ARN")
+    print(f"{'model':24s} " + " ".join(f"{h:>8s}" for h in header), flush=True)
+    ref = None
+    start = time.perf_counter()
     for name, factory in peers(m):
+        if name in skip:
+            continue
         try:
             model = factory()
             tic = time.perf_counter()
@@ -76,24 +99,17 @@ def run(n, d, m):
             fit_s = time.perf_counter() - tic
             tic = time.perf_counter()
             y_pred = model.predict(X_test)
-            predict_s = time.perf_counter() - tic
+            pred_s = time.perf_counter() - tic
         except Exception as exc:  # report any peer that cannot run, and go on
-            rows.append((name, f"not available: {type(exc).__name__}: {exc}"))
+            print(f"{name:24s} not available: {type(exc).__name__}: {exc}", flush=True)
             continue
         ss_res = ((y_test - y_pred) ** 2).sum()
         r2 = 1 - ss_res / ((y_test - y_test.mean()) ** 2).sum()
-        rows.append((name, (r2, fit_s, predict_s)))
-    ref = dict(rows)["ARN dense"]
-    header = ("test R2", "fit s", "fit/ARN", "pred s", "pred/ARN")
-    print(f"{'model':24s} " + " ".join(f"{h:>8s}" for h in header))
-    for name, res in rows:
-        if isinstance(res, str):
-            print(f"{name:24s} {res}")
-            continue
-        r2, fit_s, pred_s = res
+        ref = ref or (fit_s, pred_s)  # ARN dense, the first row
         print(
-            f"{name:24s} {r2:8.4f} {fit_s:8.3f} {fit_s / ref[1]:8.3g} "
-            f"{pred_s:8.4f} {pred_s / ref[2]:8.3g}"
+            f"{name:24s} {r2:8.4f} {fit_s:8.3f} {fit_s / ref[0]:8.3g} "
+            f"{pred_s:8.4f} {pred_s / ref[1]:8.3g}   [{time.perf_counter() - start:5.0f} s]",
+            flush=True,
         )
     eff = measure(n, m, d)
     print(
@@ -108,5 +124,10 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--d", type=int, default=16)
     parser.add_argument("--m", type=int, default=64)
+    parser.add_argument(
+        "--skip", nargs="*", default=(), metavar="NAME", help="model names to leave out"
+    )
     args = parser.parse_args()
-    run(args.n, args.d, args.m)
+    if "ARN dense" in args.skip:
+        parser.error("ARN dense is the reference of the ratios; it cannot be skipped")
+    run(args.n, args.d, args.m, set(args.skip))

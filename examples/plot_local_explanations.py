@@ -4,8 +4,8 @@ Exact local explanations
 =======================================
 
 Every ARN prediction is exactly a linear model of its own input,
-``f(x) = A(x) x + a(x)``, with ``A(x) = sum_k alpha_k(x) W_k`` and
-``a(x) = sum_k alpha_k(x) b_k``. ``ARNRegressor.local_linear`` returns that
+``f(x) = A(x) x + a(x)``, with ``A(x) = sum_k pi_k(x) W_k`` and
+``a(x) = sum_k pi_k(x) b_k``. ``ARNRegressor.local_linear`` returns that
 model for each sample, so the per-feature contributions ``A_j(x) x_j`` add up
 to the prediction exactly, with no sampling or surrogate model.
 ``ARNRegressor.jacobian`` gives the exact derivative, which also counts how the

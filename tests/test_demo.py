@@ -73,3 +73,19 @@ def test_arm_kinematics_against_link_lengths():
     # The first joint is at the first link's angle.
     np.testing.assert_allclose(np.arctan2(y[:, 0], x[:, 0]), q[:, 0], atol=1e-12)
     assert q.shape == (500, n_joints) and np.all(np.abs(q) <= np.pi / 2)
+
+
+def test_gain_region_is_the_brute_force_best_window():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(size=(30, 34))
+    ours, theirs = truth + rng.normal(0, 0.1, truth.shape), truth + rng.normal(0, 0.1, truth.shape)
+    size, border = 7, 2
+    gain = (theirs - truth) ** 2 - (ours - truth) ** 2
+    best = max(
+        (gain[r : r + size, c : c + size].sum(), r, c)
+        for r in range(border, 30 - size - border + 1)
+        for c in range(border, 34 - size - border + 1)
+    )
+    assert demo.gain_region(truth, ours, theirs, size, border) == (best[1], best[2], size)
+    with pytest.raises(ValueError, match="does not fit"):
+        demo.gain_region(truth, ours, theirs, 30, border)

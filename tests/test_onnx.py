@@ -73,3 +73,43 @@ def test_export_deep_and_cv():
     assert_agrees(onnx_predict(deep, X), deep.predict(X))
     cv = ARNRegressorCV(8, alphas=[0.1, 1.0], cv=3, random_state=0).fit(X, Y[:, 0])
     assert_agrees(onnx_predict(cv, X), cv.predict(X))
+
+
+# ------------------------------------------------- issue 20: robustness like predict's
+def test_export_of_an_unfitted_model_raises_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    X, _ = _data()
+    for model in (ARNRegressor(4), ARNRegressorCV(4), DeepARNRegressor(2, 4)):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            skl2onnx.to_onnx(model, X[:1])
+
+
+@pytest.mark.parametrize("kind", SIMILARITIES)
+@pytest.mark.parametrize("scale, shift", [(1e8, 0.0), (1.0, 1e8), (1e30, 0.0), (1e-30, 0.0)])
+def test_export_matches_predict_at_extreme_scales(kind, scale, shift):
+    # Before: float32 |x| ~ 1e8 was off by >100% (x @ W + b cancels in float32)
+    # and |x| ~ 1e30 gave NaN (squared distances overflow float32).
+    X, Y = _data()
+    X = (X.astype(np.float64) * scale + shift).astype(np.float32)
+    with warnings.catch_warnings():  # the shifted data are ill-conditioned for the solve
+        warnings.simplefilter("ignore")
+        model = ARNRegressor(8, similarity=kind, alpha=1e-2 * scale**2, random_state=0)
+        model.fit(X, Y[:, 0])
+    X_test = (_data(n=200, seed=1)[0].astype(np.float64) * scale + shift).astype(np.float32)
+    y_onnx = onnx_predict(model, X_test)
+    assert np.all(np.isfinite(y_onnx))
+    assert_agrees(y_onnx, model.predict(X_test))
+
+
+@pytest.mark.parametrize("kind", SIMILARITIES)
+@pytest.mark.parametrize("magnitude", [1e8, 3e19])
+def test_export_matches_predict_far_from_the_anchors(kind, magnitude):
+    # Extrapolation far from every anchor, in float32: the assignments are one-hot.
+    X, Y = _data()
+    model = ARNRegressor(8, similarity=kind, random_state=0).fit(X, Y[:, 0])
+    rows = np.array([[1, 1, 1, 1], [-1, 0.5, 0, 2], [0.5, -1, 1, -3]], dtype=np.float64)
+    X_far = (rows * magnitude).astype(np.float32)
+    y_pred = model.predict(X_far)
+    assert np.all(np.isfinite(y_pred))
+    assert_agrees(onnx_predict(model, X_far), y_pred)

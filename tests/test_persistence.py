@@ -154,3 +154,48 @@ def test_only_classes_defined_in_the_package_are_trusted():
     assert not _is_own_class("arn_sklearn._estimators._cv.ARNRegressor")  # re-exported, not defined
     assert not _is_own_class("arn_sklearn_evil.Model")
     assert not _is_own_class("numpy.ndarray")
+
+
+# ------------------------------------------------- issue 20: suffix and damaged files
+@pytest.mark.parametrize("name", ["m.joblib", "m.pkl", "model", "m.skops.bak"])
+def test_save_model_refuses_a_non_skops_suffix(tmp_path, name):
+    from arn_sklearn import save_model
+
+    _, models = _fitted_models()
+    with pytest.raises(ValueError, match=r"should end in '\.skops'"):
+        save_model(models[0], tmp_path / name)
+    assert not (tmp_path / name).exists()
+    assert save_model(models[0], tmp_path / "M.SKOPS").is_file()  # case-insensitive
+
+
+def test_truncated_or_empty_skops_files_are_reported_as_corrupt(tmp_path):
+    from arn_sklearn import UntrustedModelError, load_model, save_model
+
+    _, models = _fitted_models()
+    data = save_model(models[0], tmp_path / "m.skops").read_bytes()
+    cases = {
+        "truncated.skops": data[: len(data) // 2],
+        "truncated_renamed.bin": data[: len(data) // 2],  # still starts with the zip magic
+        "garbage.skops": b"not a zip at all",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match="truncated or corrupt") as info:
+            load_model(tmp_path / name, trust_pickle=True)
+        assert not isinstance(info.value, UntrustedModelError), name
+        assert "pickle" not in str(info.value)
+    (tmp_path / "empty.skops").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        load_model(tmp_path / "empty.skops")
+    # A damaged pickle, when trusted, is a ValueError too (not an UnpicklingError).
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps(models[0])[:50])
+    with pytest.raises(ValueError, match="cannot be unpickled"):
+        load_model(tmp_path / "bad.pkl", trust_pickle=True)
+
+
+def test_persistence_is_in_the_api_reference():
+    from pathlib import Path
+
+    api = (Path(__file__).parents[1] / "docs" / "api.rst").read_text()
+    for name in ("save_model", "load_model", "UntrustedModelError"):
+        assert f"   {name}\n" in api, name

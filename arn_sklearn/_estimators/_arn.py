@@ -29,6 +29,8 @@ from .._utils._arrays import to_numpy
 from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
     cast_predictions,
+    check_feature_magnitude,
+    check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
     validate_anchor_array,
@@ -46,14 +48,14 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     """Anchored Regression Network: closed-form streaming ridge solve, or learned anchors.
 
     Each input ``x`` is softly assigned to ``n_anchors`` anchors ``c_k`` by
-    ``alpha(x) = softmax(K s(x, c_1..m))``; each anchor owns a linear regressor
-    ``(W_k, b_k)`` and the prediction is ``sum_k alpha_k(x) (W_k x + b_k)``.
+    ``pi(x) = softmax(K s(x, c_1..m))``; each anchor owns a linear regressor
+    ``(W_k, b_k)`` and the prediction is ``sum_k pi_k(x) (W_k x + b_k)``.
     With the anchors fixed, the regressors minimise (paper eq. 10)
 
         ``sum_i w_i ||f(x_i) - y_i||^2 + alpha * sum_k ||[W_k, b_k]||^2``
 
     in closed form (eq. 17): one streaming pass accumulates the Gram matrix of
-    the lifted features ``alpha(x) (x) [x, 1]`` (one BLAS ``syrk`` per chunk),
+    the lifted features ``pi(x) (x) [x, 1]`` (one BLAS ``syrk`` per chunk),
     then a Cholesky factorisation solves the ``m(d+1)``-square system. Targets
     are centred on their weighted mean before the solve; biases are folded
     into the weights and penalised like them.
@@ -86,8 +88,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         small data).
     alpha : float >= 0, default=1.0
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
-    anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
-            (n_anchors, n_features), default="auto"
+    anchors : {"auto", "kmeans", "kplane", "random"} or array-like, default="auto"
         ``"kmeans"``: KMeans centroids of at most ``max(10000, 64 * n_anchors)``
         random rows; ``"kplane"``: a supervised start on the same subsample,
         clusterwise linear regression (Späth 1979: assign each row to the
@@ -98,10 +99,9 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         ``"random"``: distinct random rows of ``X``; ``"auto"``: ``"kmeans"``
         for the closed form; for the solvers that learn anchors, the KMeans or
         the k-plane start, whichever has the lower generalised cross-validation
-        score (of its closed form on the same subsample). An array is used as
-        given.
-    solver : {"closed_form", "gauss_newton", "lbfgs", "adam", "sgd"}, \
-            default="closed_form"
+        score (of its closed form on the same subsample). An array of shape
+        (n_anchors, n_features) is used as given.
+    solver : {"closed_form", "gauss_newton", "lbfgs", "adam", "sgd"}, default="closed_form"
         ``"closed_form"``: anchors stay as initialised, regressors solved
         exactly. ``"gauss_newton"`` (recommended to learn anchors) and
         ``"lbfgs"`` are variable projection: the regressors are always the
@@ -348,6 +348,15 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         warm = learned and self.warm_start and hasattr(self, "coef_")
         X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=not warm)
         backend = Backend(self.device, X)
+        if warm:
+            check_warm_start(
+                [self.anchors_.shape[0]],
+                [self.n_anchors],
+                X.shape[0],
+                self.anchors,
+                self.similarity,
+                self.similarity_,
+            )
         start = self._fitted_layer() if warm else None
         common = dict(random_state=self.random_state, backend=backend)
         if self.solver == "closed_form":
@@ -420,7 +429,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     # -------------------------------------------------------------- predict
     def predict(self, X, return_std=False):
-        """Predict ``sum_k alpha_k(x) (W_k x + b_k)``.
+        """Predict ``sum_k pi_k(x) (W_k x + b_k)``.
 
         Parameters
         ----------
@@ -457,11 +466,12 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         y_pred = self._output(y_pred, Xc, backend, predictions=True)
         if not return_std:
             return y_pred
+        check_feature_magnitude(X)  # the leverage squares the lifted features
         y_std = layer.predict_std(Xc, backend.xp, state, self.batch_size)
         return y_pred, self._output(y_std, Xc, backend)
 
     def soft_assignments(self, X):
-        """Soft assignments ``alpha(X)`` of samples to the anchors (eq. 4).
+        """Soft assignments ``pi(X)`` of samples to the anchors (eq. 4).
 
         Parameters
         ----------
@@ -482,7 +492,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def local_linear(self, X):
         """The exact local linear model of each sample: ``f(x) = A(x) x + a(x)``.
 
-        ``A(x) = sum_k alpha_k(x) W_k`` and ``a(x) = sum_k alpha_k(x) b_k`` (over
+        ``A(x) = sum_k pi_k(x) W_k`` and ``a(x) = sum_k pi_k(x) b_k`` (over
         the kept anchors with ``top_k``), so that
         ``einsum("ntd,nd->nt", coef, X) + intercept`` equals :meth:`predict`
         to rounding. ``coef[i]`` is the linear regressor the model applies at
@@ -519,7 +529,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def jacobian(self, X):
         """The exact derivative ``df/dx`` of the prediction at each sample.
 
-        ``A(x) + sum_k (W_k x + b_k) grad alpha_k(x)^T``: the local linear
+        ``A(x) + sum_k (W_k x + b_k) grad pi_k(x)^T``: the local linear
         coefficients plus the term from the assignments' own variation
         (softmax and similarity derivatives). With ``top_k`` it is the
         derivative of the renormalised softmax over the kept anchors, exact
@@ -532,8 +542,9 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        jacobian : ndarray of shape (n_samples, n_features) or \
-                (n_samples, n_targets, n_features)
+        jacobian : ndarray
+            Of shape (n_samples, n_features), or (n_samples, n_targets,
+            n_features) for a 2-D ``y``.
 
         Examples
         --------
@@ -548,6 +559,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         True
         """
         X, backend, layer = self._predict_setup(X)
+        check_feature_magnitude(X)  # the derivative of the similarities squares x
         Xc = backend.to_compute(X)
         return self._output(layer.jacobian(Xc, backend.xp), Xc, backend)
 

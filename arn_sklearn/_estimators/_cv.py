@@ -52,8 +52,8 @@ class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         :class:`ARNRegressor` computed on all rows.
     alphas : array-like of float >= 0, default=(1e-3, 1e-2, 1e-1, 1, 10, 100)
         Ridge penalties to cross-validate.
-    anchors : {"kmeans", "random"} or array-like of shape (n_anchors, n_features), \
-            default="kmeans"
+    anchors : {"kmeans", "random"} or array-like, default="kmeans"
+        As in :class:`ARNRegressor`; an array has shape (n_anchors, n_features).
     cv : int, cross-validation generator or iterable, default=5
         As in scikit-learn (an int means ``KFold``). The test folds must
         partition the rows (every row held out exactly once).

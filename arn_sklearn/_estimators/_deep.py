@@ -22,6 +22,8 @@ from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
     cast_predictions,
     check_anchor_counts,
+    check_feature_magnitude,
+    check_warm_start,
     resolve_n_anchors,
     rollback_on_error,
     validate_fit_data,
@@ -60,12 +62,12 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         :class:`ARNRegressor` to each layer's anchors on ``X``.
     alpha : float >= 0, default=1.0
         Ridge penalty on the regressors of every layer (biases included).
-    anchors : {"auto", "kmeans", "kplane", "random"} or array-like of shape \
-            (n_anchors[-1], n_features), default="auto"
+    anchors : {"auto", "kmeans", "kplane", "random"} or array-like, default="auto"
         Initial anchors: ``"auto"`` (or ``"kplane"``) gives the last layer
         the supervised k-plane anchors (see :class:`ARNRegressor`) and the
-        residual layers KMeans anchors; an array gives the last layer's (the
-        closed-form start) and the residual layers use KMeans.
+        residual layers KMeans anchors; an array, of shape
+        (n_anchors[-1], n_features), gives the last layer's (the closed-form
+        start) and the residual layers use KMeans.
     solver : {"adam", "sgd"}, default="adam"
         See :class:`ARNRegressor`.
     batch_size : int, default=None
@@ -207,6 +209,14 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "coefs_")
         X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight, reset=not warm)
         if warm:
+            check_warm_start(
+                list(self.n_anchors_),
+                check_anchor_counts(self.n_anchors, self.n_layers),
+                X.shape[0],
+                self.anchors,
+                self.similarity,
+                self.__dict__.get("similarity_", self.similarity),
+            )
             start, counts = self._fitted_network(), self.n_anchors_
         else:
             start, counts = None, self._check_anchor_counts(X)
@@ -260,10 +270,12 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        jacobian : ndarray of shape (n_samples, n_features) or \
-                (n_samples, n_targets, n_features)
+        jacobian : ndarray
+            Of shape (n_samples, n_features), or (n_samples, n_targets,
+            n_features) for a 2-D ``y``.
         """
         Xc, backend, network = self._predict_setup(X)
+        check_feature_magnitude(Xc)  # the derivative of the similarities squares x
         return self._output(network.jacobian(Xc, backend.xp), backend, Xc.dtype)
 
     def local_linear(self, X):

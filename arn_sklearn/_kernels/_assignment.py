@@ -101,7 +101,7 @@ def softmax(S, xp):
 
 
 def soft_assignments(X, anchors, kind, softness, xp, out=None):
-    """Soft assignments ``alpha(x) = softmax(K s(x, c_1..m))`` (paper eq. 4).
+    """Soft assignments ``pi(x) = softmax(K s(x, c_1..m))`` (paper eq. 4).
 
     Parameters
     ----------

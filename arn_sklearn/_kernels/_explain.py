@@ -1,16 +1,16 @@
 """Exact local explanations of ARN layers: the local linear model and the Jacobian.
 
-An ARN layer predicts ``f(x) = sum_k alpha_k(x) (W_k x + b_k)``, so every
-prediction is exactly ``A(x) x + a(x)`` with ``A(x) = sum_k alpha_k(x) W_k`` and
-``a(x) = sum_k alpha_k(x) b_k``. Its derivative adds the assignment term,
+An ARN layer predicts ``f(x) = sum_k pi_k(x) (W_k x + b_k)``, so every
+prediction is exactly ``A(x) x + a(x)`` with ``A(x) = sum_k pi_k(x) W_k`` and
+``a(x) = sum_k pi_k(x) b_k``. Its derivative adds the assignment term,
 
-    ``df/dx = A(x) + sum_k (W_k x + b_k) d alpha_k / dx^T``,
+    ``df/dx = A(x) + sum_k (W_k x + b_k) d pi_k / dx^T``,
 
-and, with ``alpha = softmax(K s)``, ``d alpha_k / dx = K alpha_k (ds_k/dx -
-sum_j alpha_j ds_j/dx)``. The sum over ``k`` is then a vector-Jacobian product
-through the similarity with ``dL/ds_k = K alpha_k (f_k - f)``, one per output,
+and, with ``pi = softmax(K s)``, ``d pi_k / dx = K pi_k (ds_k/dx -
+sum_j pi_j ds_j/dx)``. The sum over ``k`` is then a vector-Jacobian product
+through the similarity with ``dL/ds_k = K pi_k (f_k - f)``, one per output,
 which :func:`~arn_sklearn._kernels._assignment.similarity_backward` already computes.
-With top-k assignments the same formulas hold with ``alpha`` zero outside the
+With top-k assignments the same formulas hold with ``pi`` zero outside the
 kept anchors (the softmax is renormalised over them, so its derivative only
 involves them), away from the points where the kept set changes.
 
@@ -104,7 +104,7 @@ def layer_jacobian(X, anchors, coef, intercept, kind, softness, top_k, xp):
     Returns
     -------
     J : array of shape (n_samples, n_targets, n_features)
-        ``A(x) + sum_k (W_k x + b_k) grad alpha_k(x)^T``.
+        ``A(x) + sum_k (W_k x + b_k) grad pi_k(x)^T``.
     """
     A, S = layer_assignments(X, anchors, kind, softness, top_k, xp)
     J, _ = local_linear(A, coef, intercept, xp)
@@ -112,8 +112,8 @@ def layer_jacobian(X, anchors, coef, intercept, kind, softness, top_k, xp):
     f = xp.sum(A[:, :, None] * F, axis=1)
     parts = []
     for t in range(coef.shape[1]):
-        # d alpha_k/dx = K alpha_k (ds_k/dx - sum_j alpha_j ds_j/dx), contracted
-        # with f_k: a vector-Jacobian product with dL/ds_k = K alpha_k (f_k - f).
+        # d pi_k/dx = K pi_k (ds_k/dx - sum_j pi_j ds_j/dx), contracted
+        # with f_k: a vector-Jacobian product with dL/ds_k = K pi_k (f_k - f).
         grad_S = softness * A * (F[:, :, t] - f[:, t : t + 1])
         _, grad_X = similarity_backward(X, anchors, S, grad_S, kind, xp, input_grad=True)
         parts.append(grad_X[:, None, :])
@@ -191,7 +191,7 @@ def network_local_linear(X, layers, kind, top_k, xp):
 
 
 def layer_output(X, layer, kind, top_k, xp):
-    """One layer's output ``sum_k alpha_k (W_k x + b_k)``: shape (n, t)."""
+    """One layer's output ``sum_k pi_k (W_k x + b_k)``: shape (n, t)."""
     A, _ = layer_assignments(X, layer["anchors"], kind, layer["softness"], top_k, xp)
     c, b = local_linear(A, layer["coef"], layer["intercept"], xp)
     return xp.sum(c * X[:, None, :], axis=2) + b

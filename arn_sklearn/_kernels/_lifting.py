@@ -1,4 +1,4 @@
-"""Lifted features ``x~ = alpha(x) (x) [x, 1]``, the packed weights, and row chunks.
+"""Lifted features ``x~ = pi(x) (x) [x, 1]``, the packed weights, and row chunks.
 
 With fixed anchors, ARN is ridge regression on the lifted features (paper eq. 17);
 the statistics they are accumulated into live in ``_model/_statistics.py``.

@@ -11,6 +11,9 @@ import numpy as np
 # Similarities whose logits K s(x, c) depend on K c only.
 SCALE_FREE_SIMILARITIES = ("dot", "absdot")
 
+# A representable iterate: exp(log K) stays below the float64 maximum (exp(709.8)).
+_MAX_LOG_SOFTNESS = 700.0
+
 
 class _Parametrisation:
     """``theta = [vec(C), log K]`` or ``[vec(K C), log K]``; ``log K`` dropped when
@@ -29,6 +32,14 @@ class _Parametrisation:
         if self.learn_softness:
             theta = np.append(theta, math.log(softness))
         return theta
+
+    def representable(self, theta):
+        """False where ``theta`` has non-finite entries or ``K = exp(log K)`` overflows."""
+        if not np.all(np.isfinite(theta)):
+            return False
+        size = self.shape[0] * self.shape[1]
+        log_softness = float(theta[size]) if self.learn_softness else self.fixed_log_softness
+        return log_softness <= _MAX_LOG_SOFTNESS
 
     def unpack(self, theta):
         """Anchors (numpy) and log-softness of ``theta``."""

@@ -1,13 +1,13 @@
 """Solve the ARN normal equations (paper eq. 17) from sufficient statistics."""
 
 import os
-import warnings
 
 import numpy as np
 from scipy import linalg
 
 from .._utils._memory import available_memory_bytes
 from .._utils._threads import single_threaded_blas
+from .._utils._warnings import warn_user
 
 # A Cholesky factor whose squared diagonal ratio falls below this is treated as
 # numerically singular: its solution would be dominated by rounding errors.
@@ -270,12 +270,11 @@ def _solve_large_numpy(gram, rhs, alpha, overwrite):
     info = _potrf_lower_inplace(A)
     pivots = np.diag(A) ** 2
     if info != 0 or not pivots.min() > _RCOND_THRESHOLD * pivots.max():
-        warnings.warn(
+        warn_user(
             "The ARN normal equations are singular or ill-conditioned (alpha="
             f"{alpha!r}); solving them with a small extra ridge instead. Increase "
             "alpha, or remove collinear features.",
             linalg.LinAlgWarning,
-            stacklevel=4,
         )
         upper = np.triu_indices(p, 1)
         for start in range(0, p, 256):  # restore the lower triangle, block by block
@@ -304,12 +303,11 @@ def _solve_numpy(gram, rhs, alpha):
             raise linalg.LinAlgError("ill-conditioned")
         return linalg.cho_solve(factor, rhs, check_finite=False)
     except (linalg.LinAlgError, np.linalg.LinAlgError):
-        warnings.warn(
+        warn_user(
             "The ARN normal equations are singular or ill-conditioned (alpha="
             f"{alpha!r}); falling back to a minimum-norm least-squares solve. "
             "Increase alpha, or remove collinear features.",
             linalg.LinAlgWarning,
-            stacklevel=4,
         )
         system = _regularized(gram, alpha)
         return linalg.lstsq(system, rhs, lapack_driver="gelsd", check_finite=False)[0]
@@ -345,12 +343,11 @@ def _solve_namespace(gram, rhs, alpha, xp):
             xp.min(diag) > _RCOND_THRESHOLD * xp.max(diag)
         )
     if singular:
-        warnings.warn(
+        warn_user(
             "The ARN normal equations are singular or ill-conditioned (alpha="
             f"{alpha!r}); falling back to a pseudo-inverse. Increase alpha, or "
             "remove collinear features.",
             linalg.LinAlgWarning,
-            stacklevel=4,
         )
         return xp.linalg.pinv(system) @ rhs
     solve_triangular = _solve_triangular(xp)

@@ -10,7 +10,6 @@ closures that ``_optim.run_epochs`` (minibatch solvers) or
 """
 
 import math
-import warnings
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
 
@@ -20,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval
 
 from .._kernels._gradients import network_predict, objective, weight_penalty
+from .._utils._warnings import warn_user
 from ._optim import make_optimizer, run_epochs
 from ._varpro import fit_varpro
 from ._varpro import predict as varpro_predict
@@ -96,11 +96,15 @@ def train_layers(options, layers, X, Y, w, xp, random_state):
 
     def batch_gradient(params, rows):
         X_b, Y_b, w_b = _take_rows(xp, rows, X_train, Y_train, w_train)
-        if not float(xp.sum(w_b)) > 0:  # a batch of zero-weight rows
+        # Zero-weight rows, or a step that overflowed: no gradient (the
+        # epoch's loss is then infinite and the best earlier epoch is kept).
+        if not float(xp.sum(w_b)) > 0 or not _all_finite(params, xp):
             return [{name: 0.0 * value for name, value in layer.items()} for layer in params]
         return objective(params, X_b, Y_b, w_b, penalty, kind, xp)[1]
 
     def training_loss(params):
+        if not _all_finite(params, xp):  # diverged: reported, not raised from deep inside
+            return math.inf
         residual = network_predict(X_train, params, kind, xp) - Y_train
         squared = float(xp.sum(w_train * xp.sum(residual * residual, axis=1)))
         return squared / weight_sum + penalty * float(weight_penalty(params, xp))
@@ -115,21 +119,24 @@ def train_layers(options, layers, X, Y, w, xp, random_state):
     names = ("anchors", "weights") + (("log_softness",) if options.learn_softness else ())
     batch_size = options.batch_size or min(DEFAULT_GRADIENT_BATCH, X_train.shape[0])
     optimizer = make_optimizer(options.solver, options.learning_rate_init, options.momentum)
-    layers, history = run_epochs(
-        layers,
-        names,
-        batch_gradient,
-        training_loss,
-        X_train.shape[0],
-        optimizer=optimizer,
-        batch_size=batch_size,
-        max_iter=options.max_iter,
-        tol=options.tol,
-        n_iter_no_change=options.n_iter_no_change,
-        validation_score=validation_score,
-        random_state=random_state,
-        verbose=options.verbose,
-    )
+    # A diverging rate overflows before the loss shows it; that is reported
+    # once, as a ConvergenceWarning, not as a burst of RuntimeWarnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        layers, history = run_epochs(
+            layers,
+            names,
+            batch_gradient,
+            training_loss,
+            X_train.shape[0],
+            optimizer=optimizer,
+            batch_size=batch_size,
+            max_iter=options.max_iter,
+            tol=options.tol,
+            n_iter_no_change=options.n_iter_no_change,
+            validation_score=validation_score,
+            random_state=random_state,
+            verbose=options.verbose,
+        )
     warn_if_unfinished(history, options)
     return layers, history
 
@@ -182,18 +189,23 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
 def warn_if_unfinished(history, options):
     """A ``ConvergenceWarning`` if training diverged or ran out of iterations."""
     if history.diverged:
-        warnings.warn(
-            f"Training diverged (non-finite loss) at epoch {history.n_iter}; the best "
-            "parameters before it are kept. Lower learning_rate_init.",
+        rate = options.learning_rate_init
+        hint = (
+            f"try a smaller learning_rate_init than {rate:g} (e.g. {rate / 10:g})"
+            if options.solver in GRADIENT_SOLVERS
+            else "scale the features and targets, or increase alpha"
+        )
+        warn_user(
+            f"{options.solver}: the optimiser diverged (non-finite loss or parameters) "
+            f"at epoch {history.n_iter}; the best parameters before it are kept. "
+            f"To train further, {hint}.",
             ConvergenceWarning,
-            stacklevel=3,
         )
     elif not history.converged:
-        warnings.warn(
+        warn_user(
             f"{options.solver}: maximum iterations ({options.max_iter}) reached and the "
             "optimisation hasn't converged yet.",
             ConvergenceWarning,
-            stacklevel=3,
         )
 
 
@@ -231,6 +243,13 @@ def weighted_r2(Y, Y_pred, w, xp):
     constant = xp.where(residual == 0, ones, xp.zeros_like(total))
     scores = xp.where(total > 0, 1.0 - residual / xp.where(total > 0, total, ones), constant)
     return float(xp.mean(scores))
+
+
+def _all_finite(params, xp):
+    """True if every array of every layer is finite (a diverging step makes NaN/inf)."""
+    return all(
+        bool(xp.all(xp.isfinite(xp.asarray(value)))) for layer in params for value in layer.values()
+    )
 
 
 def _validation_split(n_samples, fraction, random_state):

@@ -304,6 +304,10 @@ def fit_varpro(
 
     def evaluate(theta):
         key = theta.tobytes()
+        if key not in last and not params.representable(theta):
+            # A line-search trial beyond float64 (exp(log K) or K C overflows):
+            # an infinite loss makes L-BFGS-B step back, rather than an error.
+            return math.inf, np.zeros_like(theta), None
         if key not in last:
             anchors_np, log_softness = params.unpack(theta)
             loss, g_anchors, g_log_softness, solution = reduced_objective(

@@ -20,7 +20,6 @@ products (correct, for small problems and tests). Solving always runs on the
 host with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 """
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +30,7 @@ from .._kernels._solve import centered_rhs, solve_ridge
 from .._utils._arrays import device_of, is_numpy, to_numpy
 from .._utils._memory import available_memory_bytes
 from .._utils._threads import _WorkerPool
+from .._utils._warnings import warn_user
 from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
 
 # A system of at most this many unknowns is solved densely (a Cholesky of a
@@ -493,12 +493,11 @@ class SparseFactor:
             if not pivots.min() > _RCOND_THRESHOLD * pivots.max():
                 raise RuntimeError("ill-conditioned")
         except RuntimeError:
-            warnings.warn(
+            warn_user(
                 f"The ARN normal equations are singular or ill-conditioned (alpha={alpha!r}); "
                 "solving them with a small extra ridge instead. Increase alpha, or remove "
                 "collinear features.",
                 linalg.LinAlgWarning,
-                stacklevel=4,
             )
             import scipy.sparse as sp
 

@@ -254,7 +254,7 @@ def closed_form_layer(assignment, X, Y, w, alpha, xp, *, stats=None, batch_size=
 # ------------------------------------------------------- the fitted layer
 @dataclass(frozen=True)
 class FittedLayer:
-    """A fitted ARN layer: ``f(x) = sum_k alpha_k(x) (W_k x + b_k)``.
+    """A fitted ARN layer: ``f(x) = sum_k pi_k(x) (W_k x + b_k)``.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Lifted features ``x~ = alpha(x) (x) [x, 1]`` and the streamed sufficient statistics.
+"""Lifted features ``x~ = pi(x) (x) [x, 1]`` and the streamed sufficient statistics.
 
 With fixed anchors, ARN is ridge regression on the lifted features (paper eq. 17).
 The normal equations only need sums over rows, which :class:`SufficientStatistics`

@@ -5,15 +5,16 @@ DeepARNRegressor, APlusRegressor and SuperResolver cannot drift apart.
 """
 
 import functools
-import warnings
 from numbers import Integral
 
 import numpy as np
+from array_api_compat import array_namespace
 from sklearn.utils import assert_all_finite
 from sklearn.utils._array_api import get_namespace
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._arrays import to_numpy
+from ._warnings import warn_user
 
 
 def validate_fit_data(estimator, X, y, sample_weight=None, reset=True):
@@ -39,6 +40,9 @@ def validate_fit_data(estimator, X, y, sample_weight=None, reset=True):
     )
     Y = xp.astype(validate_targets(y), xp.float64, copy=False)  # no copy of a large y
     Y = Y[:, None] if Y.ndim == 1 else Y
+    # Before any work: magnitudes whose squares overflow float64 (issue 20).
+    check_feature_magnitude(X)
+    check_target_magnitude(Y, getattr(estimator, "solver", "closed_form"))
     w = _check_sample_weight(sample_weight, X, dtype=xp.float64, ensure_non_negative=True)
     return X, Y, w, y.ndim
 
@@ -137,6 +141,84 @@ def validate_targets(y):
     return y
 
 
+# Features are squared in float64 (similarities, the Gram matrix of the lifted
+# features), which overflows near 1e154; this bound leaves room for sums over
+# up to 1e100 rows.
+MAX_FEATURE_MAGNITUDE = 1e100
+# Targets are squared once (the training objective of the learned solvers):
+# room for sums over up to 1e20 rows below the float64 maximum.
+MAX_TARGET_MAGNITUDE = 1e140
+
+
+def check_feature_magnitude(X):
+    """Refuse features so large that squaring them overflows float64, before any work.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+        Finite features, in any array namespace.
+
+    Raises
+    ------
+    ValueError
+        If some ``|X|`` exceeds :data:`MAX_FEATURE_MAGNITUDE`; the message
+        names the largest value and the fix (scale the features).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn._utils._validation import check_feature_magnitude
+    >>> check_feature_magnitude(np.ones((2, 2)))
+    >>> try:
+    ...     check_feature_magnitude(np.full((2, 2), 1e300))
+    ... except ValueError as exc:
+    ...     print(str(exc)[:50])
+    X has features as large as 1e+300 in absolute valu
+    """
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        return
+    xp = array_namespace(X)
+    largest = float(xp.max(xp.abs(X)))
+    if largest > MAX_FEATURE_MAGNITUDE:
+        raise ValueError(
+            f"X has features as large as {largest:.3g} in absolute value; ARN squares "
+            "them in float64 (similarities, normal equations), which overflows beyond "
+            f"about 1e150, and it accepts at most {MAX_FEATURE_MAGNITUDE:g}. Scale the "
+            "features first, e.g. with sklearn.preprocessing.StandardScaler in a Pipeline."
+        )
+
+
+def check_target_magnitude(Y, solver):
+    """Refuse targets whose squares overflow the objective of a learned solver.
+
+    The closed form centres and solves in a way that copes with any finite
+    ``y``; the learned solvers evaluate the squared error itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from arn_sklearn._utils._validation import check_target_magnitude
+    >>> check_target_magnitude(np.full(3, 1e300), "closed_form")
+    >>> try:
+    ...     check_target_magnitude(np.full(3, 1e300), "adam")
+    ... except ValueError as exc:
+    ...     print(str(exc)[:40])
+    y has targets as large as 1e+300 in abso
+    """
+    if solver == "closed_form" or Y.size == 0:
+        return
+    xp = array_namespace(Y)
+    largest = float(xp.max(xp.abs(Y)))
+    if largest > MAX_TARGET_MAGNITUDE:
+        raise ValueError(
+            f"y has targets as large as {largest:.3g} in absolute value; solver="
+            f"{solver!r} squares the errors in float64, which overflows beyond about "
+            f"1e150, and it accepts at most {MAX_TARGET_MAGNITUDE:g}. Scale the targets, "
+            "e.g. sklearn.compose.TransformedTargetRegressor(regressor, "
+            "transformer=StandardScaler()), or use solver='closed_form'."
+        )
+
+
 def resolve_n_anchors(n_anchors, n_samples, anchors):
     """Anchors a fit can use: at most ``n_samples`` when they are drawn from the rows.
 
@@ -158,14 +240,58 @@ def resolve_n_anchors(n_anchors, n_samples, anchors):
     10
     """
     if isinstance(anchors, str) and n_samples < n_anchors:
-        warnings.warn(
+        warn_user(
             f"n_anchors={n_anchors} > n_samples={n_samples}: using n_samples={n_samples} "
-            "anchors (n_anchors_). Use fewer anchors or more rows to silence this warning.",
-            UserWarning,
-            stacklevel=3,
+            "anchors (n_anchors_). Use fewer anchors or more rows to silence this warning."
         )
         return int(n_samples)
     return int(n_anchors)
+
+
+def check_warm_start(fitted_counts, n_anchors, n_samples, anchors, similarity, fitted_similarity):
+    """Refuse a warm start whose parameters no longer describe the fitted model.
+
+    ``warm_start=True`` continues the fitted anchors; had ``set_params``
+    changed their number or the similarity since, the model would keep the old
+    ones and ``get_params()`` would not describe it.
+
+    Parameters
+    ----------
+    fitted_counts : list of int
+        Anchors of each fitted layer.
+    n_anchors : list of int
+        The counts the parameters ask for (one per layer).
+    n_samples : int
+    anchors : str or array-like
+        The ``anchors`` parameter: a string option caps the counts at ``n_samples``.
+    similarity, fitted_similarity : str
+
+    Examples
+    --------
+    >>> from arn_sklearn._utils._validation import check_warm_start
+    >>> check_warm_start([4], [4], 100, "auto", "dot", "dot")
+    >>> try:
+    ...     check_warm_start([4], [6], 100, "auto", "dot", "dot")
+    ... except ValueError as exc:
+    ...     print(str(exc)[:58])
+    warm_start=True continues the fitted model's 4 anchors, bu
+    """
+    if isinstance(anchors, str):
+        n_anchors = [min(m, n_samples) for m in n_anchors]
+    if list(fitted_counts) != list(n_anchors):
+        fitted = fitted_counts[0] if len(fitted_counts) == 1 else fitted_counts
+        asked = n_anchors[0] if len(n_anchors) == 1 else n_anchors
+        raise ValueError(
+            f"warm_start=True continues the fitted model's {fitted} anchors, but "
+            f"n_anchors={asked} now. Set warm_start=False to fit {asked} anchors from "
+            "a new start, or set n_anchors back."
+        )
+    if similarity != fitted_similarity:
+        raise ValueError(
+            f"warm_start=True continues a model fitted with similarity="
+            f"{fitted_similarity!r}, but similarity={similarity!r} now. Set "
+            "warm_start=False to fit from a new start, or set similarity back."
+        )
 
 
 def check_anchor_counts(n_anchors, n_layers):

@@ -176,6 +176,37 @@ def _benchmark(args):
     return 0
 
 
+def _positive_int(text):
+    """argparse type: an int of at least 1 (argparse names the flag in the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text):
+    """argparse type: a float of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
+def _skops_path(text):
+    """argparse type: a model path ending in .skops, checked before any training."""
+    if not text.lower().endswith(".skops"):
+        raise argparse.ArgumentTypeError(
+            f"models are saved in the skops format: {text!r} should end in '.skops'"
+        )
+    return text
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="arn-superres",
@@ -190,14 +221,16 @@ def build_parser():
         )
         p.add_argument("--scale", type=int, default=3, choices=(2, 3, 4))
         p.add_argument("--method", choices=("arn", "aplus"), default="arn")
-        p.add_argument("--anchors", type=int, default=64, help="number of anchors")
+        p.add_argument(
+            "--anchors", type=_positive_int, default=64, help="number of anchors"
+        )
         p.add_argument(
             "--similarity",
             default="absdot",
             choices=("absdot", "cosine", "euclidean", "dot"),
             help="ARN only",
         )
-        p.add_argument("--alpha", type=float, default=0.1, help="ridge penalty")
+        p.add_argument("--alpha", type=_non_negative_float, default=0.1, help="ridge penalty")
         p.add_argument(
             "--solver",
             default="closed_form",
@@ -205,7 +238,10 @@ def build_parser():
             help="ARN only: lbfgs learns the anchors (with early stopping)",
         )
         p.add_argument(
-            "--max-patches", type=int, default=20000, help="random training patches per image"
+            "--max-patches",
+            type=_positive_int,
+            default=20000,
+            help="random training patches per image",
         )
         p.add_argument("--seed", type=int, default=0)
 
@@ -219,7 +255,7 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a model and save it (skops format)")
     training_options(p)
-    p.add_argument("--output", "-o", default="model.skops")
+    p.add_argument("--output", "-o", type=_skops_path, default="model.skops")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("upscale", help="super-resolve an image file")

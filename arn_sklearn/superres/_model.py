@@ -39,7 +39,11 @@ class SuperResolver(BaseEstimator):
     normalize : bool, default=True
         Divide each feature vector by its norm, and its target by the same
         norm (or by 1 for nearly flat patches), as A+ does; predictions are
-        multiplied back. Makes the regression invariant to patch contrast.
+        multiplied by the feature norm, so that a patch's predicted residual
+        scales with its contrast (for A+'s bias-free regressors this is A+'s
+        own ``P_k x`` on the raw features). Flat and 8-bit quantised areas,
+        whose tiny features normalise to arbitrary unit vectors, thus get
+        tiny residuals rather than edge-sized ones.
     max_patches_per_image : int, default=None
         Random patches kept per training image (all if None).
     random_state : int, RandomState instance or None, default=None
@@ -162,7 +166,11 @@ class SuperResolver(BaseEstimator):
             X, norms = normalise_rows(X)
         patches = np.asarray(self.regressor_.predict(X))
         if self.normalize:
-            patches = patches * target_scales(norms)[:, None]
+            # Scale back by the norm itself, not by target_scales(norms): the
+            # unit vector of a flat patch's features is noise (quantisation or
+            # rounding), and answering it at full contrast drew maze patterns
+            # over skies (issue 20).
+            patches = patches * norms[:, None]
         return reconstruct_from_patches(patches, mid.shape, self.scale)
 
     def upscale_y(self, lr):
