@@ -256,8 +256,36 @@ def blas_section(p=1344, t=81, size=3000, repeat=5):
     )
 
 
+def cg_section(n=200_000, m=1024, d=30, t=81, k=4):
+    """The Gram product of CG (one GEMM per anchor row) over one dgemm's rate, and a solve."""
+    from arn_sklearn._model._blocksparse import IterativeFactor
+
+    X, Y = clustered(n + m, d, t, n_clusters=200)
+    C, X, Y = X[n:], X[:n], Y[:n]
+    stats = BlockSparseStatistics.zeros(m, d, t, XP).accumulate(
+        iter_chunks(X, Y, np.ones(n), 100_000),
+        lambda c: top_k_assignments(c, C, "euclidean", 0.5, k, XP),
+        XP,
+    )
+    rows = stats.block_rows()
+    V = np.random.default_rng(0).normal(size=(stats.n_lifted, t))
+    gflops = dgemm_gflops()
+    rate = rows.flops(t) / best(lambda: rows.matmul(V, n_threads=2)) / 1e9
+    factor = IterativeFactor(stats, 1.0, xp=XP)
+    rhs, _ = centered_rhs(stats, XP)
+    tic = time.perf_counter()
+    factor.solve(rhs)
+    print(
+        f"\n[cg] m={m}, {stats.pair_keys.size} pairs, {t} targets: Gram product "
+        f"{rate:.1f} GFLOP/s = {rate / gflops:.2f} of dgemm ({gflops:.1f}); block-Jacobi CG at "
+        f"alpha 1: {factor.n_iter_} iterations, {time.perf_counter() - tic:.1f} s; "
+        f"the cost model picks {stats.choose_solver(1.0)}"
+    )
+
+
 SECTIONS = {
     "blas": blas_section,
+    "cg": cg_section,
     "assign": assign_section,
     "accumulate": accumulate_section,
     "dense": dense_section,
