@@ -30,9 +30,8 @@ from .._utils._validation import (
     cast_predictions,
     check_feature_magnitude,
     check_warm_start,
-    resolve_n_anchors,
+    resolve_anchors,
     rollback_on_error,
-    validate_anchor_array,
     validate_fit_data,
     validate_predict_data,
 )
@@ -631,11 +630,9 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return X, Y, w, y_ndim
 
     def _check_anchor_count(self, X):
-        n_samples, n_features = X.shape
-        self.n_anchors_ = resolve_n_anchors(self.n_anchors, n_samples, self.anchors)
-        if not isinstance(self.anchors, str):
-            return validate_anchor_array(self.anchors, self.n_anchors, n_features)
-        return None
+        """Set ``n_anchors_`` for a fit on ``X``; the given anchors validated, or None."""
+        self.n_anchors_, anchor_array = resolve_anchors(self.n_anchors, self.anchors, X.shape)
+        return anchor_array
 
     def _predict_setup(self, X):
         """Validated ``X``, its backend, and the fitted layer in the compute namespace."""

@@ -21,9 +21,8 @@ from .._learning._starts import StartSpec
 from .._utils._arrays import to_numpy
 from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
-    resolve_n_anchors,
+    resolve_anchors,
     rollback_on_error,
-    validate_anchor_array,
     validate_fit_data,
 )
 from ._arn import ARNRegressor
@@ -186,10 +185,9 @@ class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight)
         folds = self._test_folds(X, Y[:, 0] if y_ndim == 1 else Y)
         # Fewer anchors than asked when the rows are fewer (see resolve_n_anchors).
-        self.n_anchors_ = n_anchors = resolve_n_anchors(self.n_anchors, X.shape[0], self.anchors)
-        anchors = self.anchors
-        if not isinstance(anchors, str):
-            anchors = validate_anchor_array(anchors, n_anchors, X.shape[1])
+        n_anchors, anchors = resolve_anchors(self.n_anchors, self.anchors, X.shape)
+        self.n_anchors_ = n_anchors
+        anchors = self.anchors if anchors is None else anchors
         backend = Backend(self.device, X)
         result = cross_validate(
             X,
