@@ -9,6 +9,7 @@ from numbers import Integral
 
 import numpy as np
 from array_api_compat import array_namespace
+from sklearn.base import _fit_context
 from sklearn.utils import assert_all_finite
 from sklearn.utils._array_api import get_namespace
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -109,6 +110,16 @@ def rollback_on_error(method):
             raise
 
     return wrapper
+
+
+def fit_method(method):
+    """Decorate an estimator's ``fit``/``partial_fit``: parameters checked, failures rolled back.
+
+    scikit-learn's ``_fit_context`` validates ``_parameter_constraints`` (and
+    skips that check in nested estimators); :func:`rollback_on_error` then
+    restores the estimator if the fit fails.
+    """
+    return _fit_context(prefer_skip_nested_validation=True)(rollback_on_error(method))
 
 
 def validate_targets(y):
