@@ -77,7 +77,7 @@ def test_auto_anchors_try_kplane_for_learned_solvers_only(capsys):
 
 
 @pytest.mark.parametrize("target", ["cells", "smooth"])
-def test_auto_start_is_the_lower_training_objective(target, capsys):
+def test_auto_start_is_the_lower_gcv_score(target, capsys):
     X, y, _ = cells(2000)
     if target == "smooth":  # KMeans anchors suit a smooth target better
         X = np.random.RandomState(0).uniform(-2, 2, size=(1500, 3))
@@ -90,9 +90,12 @@ def test_auto_start_is_the_lower_training_objective(target, capsys):
         np.random.RandomState(0),
         y=y[:, None],
     )
-    line = next(s for s in capsys.readouterr().out.splitlines() if "training objective" in s)
+    line = next(
+        s for s in capsys.readouterr().out.splitlines() if "generalised cross-validation" in s
+    )
     tried = dict(
-        part.rsplit(": ", 1) for part in line.split("(training objective ")[1][:-1].split(", ")
+        part.rsplit(": ", 1)
+        for part in line.split("(generalised cross-validation ")[1][:-1].split(", ")
     )
     chosen = line.split("[ARN] start ")[1].split(" (")[0]
     assert len(tried) == 3 and float(tried[chosen]) == min(float(v) for v in tried.values())

@@ -117,8 +117,10 @@ def layering_violations(root):
                 problems.append(f"{where} inside a function")
             target_rank = _rank(target)
             same_group = _group(target) == _group(module)
-            if target_rank is None or target_rank > rank or (
-                target_rank == rank and not same_group
+            if (
+                target_rank is None
+                or target_rank > rank
+                or (target_rank == rank and not same_group)
             ):
                 problems.append(f"{where}, which is not in a layer below")
     problems += [f"import cycle: {' -> '.join(c)}" for c in _cycles(edges)]
@@ -155,9 +157,7 @@ def longest_chain(root):
     def chain(v):
         if v not in memo:
             open_.add(v)  # an edge back into the open path (a cycle) is not followed
-            memo[v] = [v] + max(
-                (chain(w) for w in edges[v] if w not in open_), key=len, default=[]
-            )
+            memo[v] = [v] + max((chain(w) for w in edges[v] if w not in open_), key=len, default=[])
             open_.discard(v)
         return memo[v]
 

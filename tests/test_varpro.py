@@ -1,4 +1,4 @@
-"""Variable projection (solver="lbfgs") against independent references."""
+"""Variable projection (solver="lbfgs" and "gauss_newton") against independent references."""
 
 import math
 import warnings
@@ -15,6 +15,7 @@ from arn_sklearn._kernels._assignment import SIMILARITIES
 from arn_sklearn._kernels._gradients import objective
 from arn_sklearn._kernels._lifting import pack_weights
 from arn_sklearn._kernels._parametrisation import _Parametrisation
+from arn_sklearn._learning._training import VARPRO_SOLVERS
 from arn_sklearn._learning._varpro import reduced_objective
 from arn_sklearn._model._layer import as_2d, as_3d
 
@@ -30,6 +31,7 @@ EXPECTED_FAILURES = {
 @parametrize_with_checks(
     [
         ARNRegressor(n_anchors=3, solver="lbfgs", max_iter=3, random_state=0),
+        ARNRegressor(n_anchors=3, solver="gauss_newton", max_iter=3, random_state=0),
         ARNRegressor(n_anchors=3, anchors="kplane", random_state=0),
     ],
     expected_failed_checks=lambda est: EXPECTED_FAILURES,
@@ -111,28 +113,32 @@ def training_objective(model, X, y, kind="euclidean"):
     return float(value[0])
 
 
+@pytest.mark.parametrize("solver", VARPRO_SOLVERS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_lbfgs_never_ends_above_the_closed_form(seed):
+def test_varpro_never_ends_above_the_closed_form(solver, seed):
     X, y, _ = cells(1500, seed)
     anchors = np.random.RandomState(seed).normal(size=(4, 4))
     params = dict(anchors=anchors, softness=0.5, random_state=seed)
     closed = ARNRegressor(4, **params).fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        learned = ARNRegressor(4, solver="lbfgs", max_iter=15, **params).fit(X, y)
+        learned = ARNRegressor(4, solver=solver, max_iter=15, **params).fit(X, y)
     start = training_objective(closed, X, y)
     assert learned.best_loss_ == pytest.approx(training_objective(learned, X, y), rel=1e-9)
     assert learned.best_loss_ < start
     curve = np.array(learned.loss_curve_)
-    assert np.all(np.diff(curve) <= 1e-12 * start)  # monotone: L-BFGS line searches
+    assert np.all(
+        np.diff(curve) <= 1e-12 * start
+    )  # monotone: line searches, or only decreasing steps accepted
     assert len(learned.loss_curve_) == learned.n_iter_
 
 
-def test_lbfgs_regressors_are_the_closed_form_of_its_anchors():
+@pytest.mark.parametrize("solver", VARPRO_SOLVERS)
+def test_varpro_regressors_are_the_closed_form_of_its_anchors(solver):
     X, y, _ = cells(800)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        learned = ARNRegressor(4, solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+        learned = ARNRegressor(4, solver=solver, max_iter=5, random_state=0).fit(X, y)
     again = ARNRegressor(4, anchors=learned.anchors_, softness=learned.softness_).fit(X, y)
     np.testing.assert_allclose(learned.coef_, again.coef_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(learned.intercept_, again.intercept_, rtol=1e-9, atol=1e-12)
@@ -140,42 +146,108 @@ def test_lbfgs_regressors_are_the_closed_form_of_its_anchors():
     np.testing.assert_allclose(learned._stats.gram, again._stats.gram, rtol=1e-12)
 
 
-def test_lbfgs_defaults_recover_cells_cut_along_low_variance_directions():
+@pytest.mark.parametrize("solver", VARPRO_SOLVERS)
+def test_varpro_defaults_recover_cells_cut_along_low_variance_directions(solver):
     # What a user writes: no rate, no softness, no anchors.
     X, y, _ = cells(4000)
     X_test, y_test, _ = cells(2000, seed=1)
     closed = ARNRegressor(4, random_state=0).fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        learned = ARNRegressor(4, solver="lbfgs", random_state=0).fit(X, y)
+        learned = ARNRegressor(4, solver=solver, random_state=0).fit(X, y)
     closed_mse = np.mean((closed.predict(X_test) - y_test) ** 2)
     learned_mse = np.mean((learned.predict(X_test) - y_test) ** 2)
     assert learned_mse < closed_mse / 10
 
 
-def test_lbfgs_early_stopping_keeps_the_best_validation_iterate():
+@pytest.mark.parametrize("solver", VARPRO_SOLVERS)
+def test_varpro_early_stopping_keeps_the_best_validation_iterate(solver):
     X, y, _ = cells(1000)
     model = ARNRegressor(
-        4, solver="lbfgs", early_stopping=True, n_iter_no_change=3, max_iter=40, random_state=0
+        4, solver=solver, early_stopping=True, n_iter_no_change=3, max_iter=40, random_state=0
     ).fit(X, y)
     assert len(model.validation_scores_) == model.n_iter_ == len(model.loss_curve_)
     assert model.best_validation_score_ >= max(model.validation_scores_)
 
 
+@pytest.mark.parametrize("solver", VARPRO_SOLVERS)
 @pytest.mark.parametrize("kind", ["dot", "absdot"])
-def test_scale_free_similarities_keep_the_softness(kind):
+def test_scale_free_similarities_keep_the_softness(solver, kind):
     # K s(x, c) = s(x, K c): only the scaled anchors are searched.
     X, y, _ = cells(500)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = ARNRegressor(
-            4, similarity=kind, softness=2.0, solver="lbfgs", max_iter=3, random_state=0
+            4, similarity=kind, softness=2.0, solver=solver, max_iter=3, random_state=0
         ).fit(X, y)
     assert model.softness_ == pytest.approx(2.0, rel=1e-12)
 
 
-def test_lbfgs_refuses_what_it_cannot_do():
+@pytest.mark.parametrize("solver", VARPRO_SOLVERS)
+def test_varpro_refuses_what_it_cannot_do(solver):
     X, y, _ = cells(100)
     with pytest.raises(ValueError, match="top_k"):
-        ARNRegressor(4, solver="lbfgs", top_k=2).fit(X, y)
-    assert not hasattr(ARNRegressor(solver="lbfgs"), "partial_fit")
+        ARNRegressor(4, solver=solver, top_k=2).fit(X, y)
+    assert not hasattr(ARNRegressor(solver=solver), "partial_fit")
+
+
+@pytest.mark.parametrize("solver", VARPRO_SOLVERS)
+@pytest.mark.parametrize("kind", SIMILARITIES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_varpro_learns_on_every_similarity_with_and_without_weights(solver, kind, weighted):
+    # The kept anchors' weighted training objective is never above the start's
+    # (the closed form at the same anchors and softness), and zero weights are
+    # the same as dropping the rows.
+    X, y, _ = cells(600)
+    w = np.random.RandomState(3).uniform(0.0, 2.0, len(y)) if weighted else None
+    start = np.random.RandomState(4).normal(size=(4, 4))
+    params = dict(similarity=kind, anchors=start, softness=1.0, random_state=0)
+    closed = ARNRegressor(4, **params).fit(X, y, sample_weight=w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        learned = ARNRegressor(4, solver=solver, max_iter=20, **params).fit(X, y, sample_weight=w)
+    weights = np.ones(len(y)) if w is None else w
+    assert learned.best_loss_ <= weighted_objective(closed, X, y, weights, kind) * (1 + 1e-12)
+    assert learned.best_loss_ == pytest.approx(
+        weighted_objective(learned, X, y, weights, kind), rel=1e-8
+    )
+    if weighted:
+        zero = weights.copy()
+        zero[::3] = 0.0
+        keep = zero > 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            a = ARNRegressor(4, solver=solver, max_iter=5, **params).fit(X, y, sample_weight=zero)
+            b = ARNRegressor(4, solver=solver, max_iter=5, **params).fit(
+                X[keep], y[keep], sample_weight=zero[keep]
+            )
+        np.testing.assert_allclose(a.anchors_, b.anchors_, rtol=1e-6, atol=1e-8)
+
+
+def weighted_objective(model, X, y, w, kind):
+    """Eq. (10) over the total weight, with sample weights, independently of the solver."""
+    y_mean = np.sum(w * y) / np.sum(w)
+    layer = {
+        "anchors": model.anchors_,
+        "weights": pack_weights(as_3d(model.coef_), as_2d(model.intercept_) - y_mean, xp),
+        "log_softness": np.asarray(np.log(model.softness_)),
+    }
+    value = objective([layer], X, (y - y_mean)[:, None], w, model.alpha / np.sum(w), kind, xp)
+    return float(value[0])
+
+
+@pytest.mark.parametrize("solver", VARPRO_SOLVERS)
+def test_varpro_verbose_prints_one_line_per_iteration(solver, capsys):
+    X, y, _ = cells(400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = ARNRegressor(
+            4, solver=solver, early_stopping=True, max_iter=6, verbose=1, random_state=0
+        ).fit(X, y)
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith(f"[ARN] {solver} ") and "objective" in line
+    ]
+    assert len(lines) == model.n_iter_
+    assert all("validation score" in line and line.endswith(" s") for line in lines)

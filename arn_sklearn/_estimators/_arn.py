@@ -18,6 +18,7 @@ from .._kernels._topk import sparse_top_k
 from .._learning._starts import StartSpec
 from .._learning._training import (
     GRADIENT_PARAMETER_CONSTRAINTS,
+    GRADIENT_SOLVERS,
     HISTORY_ATTRIBUTES,
     LEARNED_SOLVERS,
     TrainingOptions,
@@ -58,10 +59,11 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     are centred on their weighted mean before the solve; biases are folded
     into the weights and penalised like them.
 
-    With ``solver="lbfgs"``, ``"adam"`` or ``"sgd"`` the anchors (and, with
-    ``learn_softness``, the softness) are learned on the same objective
-    (paper section 3.2), with analytic gradients: by variable projection
-    (the regressors stay the exact closed form, L-BFGS on the anchors), or
+    With ``solver="gauss_newton"``, ``"lbfgs"``, ``"adam"`` or ``"sgd"`` the
+    anchors (and, with ``learn_softness``, the softness) are learned on the
+    same objective (paper section 3.2), with analytic gradients: by variable
+    projection (the regressors stay the exact closed form, Levenberg-Marquardt
+    or L-BFGS on the anchors), or
     jointly with the regressors by minibatch gradient descent.
 
     Parameters
@@ -80,7 +82,9 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         sample weighs ``exp(-0.5)`` of the nearest. For a learned solver it is
         the start: the k-plane classifier's softness with k-plane anchors, else
         the rule or 4 times it (``GRADIENT_START_SOFTNESS``), whichever has the
-        lower training objective.
+        lower generalised cross-validation score of its closed form (the
+        training objective alone prefers the harder start, which over-fits
+        small data).
     alpha : float >= 0, default=1.0
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
     anchors : {"auto", "kmeans", "kplane", "random"} or array-like, default="auto"
@@ -93,17 +97,24 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         (centroids, or leading directions for ``"absdot"``, as the start);
         ``"random"``: distinct random rows of ``X``; ``"auto"``: ``"kmeans"``
         for the closed form; for the solvers that learn anchors, the KMeans or
-        the k-plane start, whichever has the lower training objective (its
-        closed form on the same subsample). An array of shape (n_anchors, n_features)
-        is used as given.
-    solver : {"closed_form", "lbfgs", "adam", "sgd"}, default="closed_form"
+        the k-plane start, whichever has the lower generalised cross-validation
+        score (of its closed form on the same subsample). An array of shape
+        (n_anchors, n_features) is used as given.
+    solver : {"closed_form", "gauss_newton", "lbfgs", "adam", "sgd"}, default="closed_form"
         ``"closed_form"``: anchors stay as initialised, regressors solved
-        exactly. ``"lbfgs"`` (recommended to learn anchors) is variable
-        projection: the regressors are always the exact ridge solution for
-        the current anchors and softness, and only the anchors and
-        ``log K`` are searched, with scipy's L-BFGS-B on that reduced
-        objective; ``max_iter`` counts its iterations. The model keeps the
-        closed-form statistics of the final anchors. ``"sgd"``
+        exactly. ``"gauss_newton"`` (recommended to learn anchors) and
+        ``"lbfgs"`` are variable projection: the regressors are always the
+        exact ridge solution for the current anchors and softness, and only
+        the anchors and ``log K`` are searched, on that reduced objective.
+        ``"gauss_newton"`` takes Levenberg-Marquardt steps with Kaufman's
+        Gauss-Newton matrix (the joint problem's, the regressors eliminated;
+        about two closed-form passes per step): tens of steps where
+        ``"lbfgs"`` (scipy's L-BFGS-B on the envelope gradient) needs
+        hundreds of iterations (``benchmarks/learned_vs_mlp.py``). Both are
+        deterministic, need no learning rate and never accept a step that
+        raises the training objective; ``max_iter`` counts their iterations
+        (steps tried). The model keeps the closed-form statistics of the
+        final anchors. ``"sgd"
         (minibatch SGD with ``momentum`` and a rate halved every 20 epochs,
         the paper's super-resolution recipe) and ``"adam"`` start from the
         closed-form solution and learn anchors and regressors together. For
@@ -355,7 +366,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             )
             history = None
         else:
-            driver = fit_lbfgs if self.solver == "lbfgs" else fit_minibatch
+            driver = fit_minibatch if self.solver in GRADIENT_SOLVERS else fit_lbfgs
             layer, history = driver(
                 X,
                 Y,

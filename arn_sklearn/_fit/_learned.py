@@ -11,8 +11,10 @@ from sklearn.utils import check_random_state
 
 from .._kernels._gradients import make_layer
 from .._kernels._lifting import unpack_weights
+from .._learning._gauss_newton import fit_gauss_newton
 from .._learning._starts import initial_anchors
 from .._learning._training import learn_varpro, train_layers
+from .._learning._varpro import fit_varpro
 from .._model._layer import (
     DenseAssignment,
     FittedLayer,
@@ -25,7 +27,8 @@ from .._utils._validation import check_target_count
 
 
 def fit_lbfgs(X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None):
-    """``solver="lbfgs"``: learn anchors and softness, then the closed form on all rows.
+    """Variable projection (``solver="lbfgs"`` or ``"gauss_newton"``): learn anchors and
+    softness, then the closed form on all rows.
 
     Parameters
     ----------
@@ -63,9 +66,13 @@ def fit_lbfgs(X, Y, w, n_anchors, spec, options, *, random_state, backend, start
         wc,
         xp,
         check_random_state(random_state),
+        minimise=fit_gauss_newton if options.solver == "gauss_newton" else fit_varpro,
     )
     if options.verbose:
-        print(f"[ARN] lbfgs: {history.n_iter} iterations in {time.perf_counter() - tic:.2f} s")
+        print(
+            f"[ARN] {options.solver}: {history.n_iter} iterations in "
+            f"{time.perf_counter() - tic:.2f} s"
+        )
     # The regressors are the exact ridge solution for the kept anchors on
     # all rows, so the statistics kept in the model are theirs.
     assignment = make_assignment(backend.to_compute(to_numpy(anchors)), spec.similarity, softness)

@@ -202,15 +202,12 @@ def _potrf_lower_inplace(A):
     import ctypes
     from contextlib import nullcontext
 
-
     potrf, _ = _lapack64()
     n = ctypes.c_int64(A.shape[0])
     info = ctypes.c_int64(0)
     # OpenBLAS 0.3.31's threaded dpotrf was seen to segfault from n = 16,000 on
     # (fine at 12,000; single-threaded fine at 16,000): run it on one thread there.
-    guard = (
-        single_threaded_blas() if A.shape[0] > _THREADED_POTRF_MAX else nullcontext()
-    )
+    guard = single_threaded_blas() if A.shape[0] > _THREADED_POTRF_MAX else nullcontext()
     with guard:
         potrf(
             ctypes.c_char_p(b"L"),

@@ -2,7 +2,8 @@
 
 ``anchors="auto"`` with a learned solver tries the KMeans and the k-plane
 starts (and, with ``softness="auto"``, the rule and a harder softness); the
-start with the lowest training objective on a bounded subsample is kept
+start with the lowest generalised cross-validation score of its closed form
+on a bounded subsample is kept
 (:func:`~arn_sklearn._learning._varpro.best_start`).
 """
 
@@ -51,7 +52,7 @@ class StartSpec:
     learned : bool
         Whether the anchors will be learned: with ``softness="auto"``,
         unsupervised anchors then also try ``GRADIENT_START_SOFTNESS`` times
-        the rule, and the start with the lowest training objective on a
+        the rule, and the start with the lowest GCV score of its closed form on a
         bounded subsample is kept.
     verbose : int
     """
@@ -102,7 +103,7 @@ def initial_anchors(X, sample_weight, n_anchors, spec, random_state, y=None):
             labels.append(f"{name} K={start[1]:.4g}")
     centres, value = starts[0]
     if len(starts) > 1:
-        # Every start on the same bounded subsample, ranked by the training objective.
+        # Every start on the same bounded subsample, ranked by GCV of its closed form.
         rows = subsample_indices(X.shape[0], anchor_sample_size(n_anchors), random_state)
         Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)[rows]
         X_rows = np.asarray(X[rows], dtype=np.float64)
@@ -118,7 +119,7 @@ def initial_anchors(X, sample_weight, n_anchors, spec, random_state, y=None):
         centres, value = starts[index]
         if spec.verbose:
             tried = ", ".join(f"{a}: {v:.4g}" for a, v in zip(labels, values, strict=True))
-            print(f"[ARN] start {labels[index]} (training objective {tried})")
+            print(f"[ARN] start {labels[index]} (generalised cross-validation {tried})")
     if spec.verbose:
         print(
             f"[ARN] anchors ({method}) and softness={value:.4g} in "

@@ -1,9 +1,10 @@
-"""Learned anchors for ARNRegressor (solver="sgd"/"adam"/"lbfgs") and DeepARNRegressor.
+"""Learned anchors for ARNRegressor (solver="sgd"/"adam"/"lbfgs"/"gauss_newton") and Deep ARN.
 
 :func:`train_layers` and :func:`learn_varpro` turn the solver options
 (:class:`TrainingOptions`) into an optimiser, a validation split and the
 closures that ``_optim.run_epochs`` (minibatch solvers) or
-``_varpro.fit_varpro`` (``solver="lbfgs"``) call; the numerics live in
+``_varpro.fit_varpro`` (``solver="lbfgs"``) or ``_gauss_newton.fit_gauss_newton``
+(``solver="gauss_newton"``) call; the numerics live in
 ``_gradients`` (forward/backward), ``_optim`` (updates, epoch loop) and
 ``_varpro`` (reduced objective, L-BFGS driver).
 """
@@ -23,10 +24,11 @@ from ._optim import make_optimizer, run_epochs
 from ._varpro import fit_varpro
 from ._varpro import predict as varpro_predict
 
-# Minibatch solvers (ARN and Deep ARN); "lbfgs" (variable projection, one layer)
-# completes the solvers that learn anchors.
+# Minibatch solvers (ARN and Deep ARN); the variable-projection solvers (one
+# layer, the regressors always the closed form) complete those that learn anchors.
 GRADIENT_SOLVERS = ("sgd", "adam")
-LEARNED_SOLVERS = (*GRADIENT_SOLVERS, "lbfgs")
+VARPRO_SOLVERS = ("lbfgs", "gauss_newton")
+LEARNED_SOLVERS = (*GRADIENT_SOLVERS, *VARPRO_SOLVERS)
 
 # The paper's minibatch size; batch_size=None uses min(1000, n_samples).
 DEFAULT_GRADIENT_BATCH = 1000
@@ -139,12 +141,14 @@ def train_layers(options, layers, X, Y, w, xp, random_state):
     return layers, history
 
 
-def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state):
-    """``solver="lbfgs"``: anchors and softness by variable projection.
+def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise=fit_varpro):
+    """``solver="lbfgs"`` or ``"gauss_newton"``: anchors and softness by variable projection.
 
     ``X``, ``Y`` (2-D, not centred) and ``w`` are float64 arrays in ``xp``.
     Returns the kept anchors (numpy) and softness; the regressors are then
-    the closed form for them, solved by the caller on all rows.
+    the closed form for them, solved by the caller on all rows. ``minimise``
+    is :func:`~arn_sklearn._learning._varpro.fit_varpro` (L-BFGS) or
+    :func:`~arn_sklearn._learning._gauss_newton.fit_gauss_newton` (same signature).
     """
     kind = options.similarity
     if options.early_stopping:
@@ -162,7 +166,7 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state):
         validation_score = None
     if not float(xp.sum(w_train)) > 0:
         raise ValueError("The sum of sample weights of the training rows is zero.")
-    anchors, softness, history = fit_varpro(
+    anchors, softness, history = minimise(
         X_train,
         Y_train,
         w_train,
@@ -249,8 +253,9 @@ def _all_finite(params, xp):
 
 
 def _validation_split(n_samples, fraction, random_state):
-    n_validation = math.ceil(fraction * n_samples)
-    if n_validation < 2 or n_samples - n_validation < 2:
+    # At least 2 validation rows (an R^2 needs them), so that small data still fits.
+    n_validation = max(2, math.ceil(fraction * n_samples))
+    if n_samples - n_validation < 2:
         raise ValueError(
             f"early_stopping needs at least 2 training and 2 validation rows; "
             f"validation_fraction={fraction} of n_samples={n_samples} gives {n_validation}."

@@ -22,6 +22,7 @@ Nothing here knows the estimator API.
 """
 
 import math
+import time
 
 import numpy as np
 from scipy.optimize import minimize
@@ -30,6 +31,7 @@ from .._kernels._assignment import similarity as similarity_matrix
 from .._kernels._assignment import similarity_backward, soft_assignments, softmax
 from .._kernels._lifting import iter_chunks, lift, lifted_size, predict_lifted
 from .._kernels._parametrisation import _Parametrisation
+from .._kernels._solve import centered_rhs
 from .._model._statistics import SufficientStatistics
 from .._utils._arrays import device_of
 from .._utils._chunks import rows_for
@@ -42,7 +44,7 @@ def _chunk_rows(n_lifted):
     return rows_for(n_lifted, _CHUNK_BYTES)
 
 
-def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None):
+def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None, rows=None):
     """Sufficient statistics and the ridge solution for fixed anchors and softness.
 
     The one place where this module calls the closed-form kernels.
@@ -59,7 +61,9 @@ def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, ke
     xp : array namespace
     keep : list, optional
         Receives ``(S, A)`` (similarities and assignments) of each chunk of
-        :func:`_chunk_rows` rows, so that the gradient pass need not recompute them.
+        ``rows`` rows, so that the gradient pass need not recompute them.
+    rows : int, optional
+        Rows per chunk; default :func:`_chunk_rows` of the lifted size.
 
     Returns
     -------
@@ -80,7 +84,8 @@ def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, ke
         return A
 
     # The statistics type's own accumulate and solve: the closed form's code path.
-    stats = stats.accumulate(iter_chunks(X, Y, w, _chunk_rows(n_lifted)), assign, xp)
+    rows = _chunk_rows(n_lifted) if rows is None else rows
+    stats = stats.accumulate(iter_chunks(X, Y, w, rows), assign, xp)
     W, y_mean = stats.solve(alpha, xp)
     return W, y_mean, stats
 
@@ -159,22 +164,44 @@ def reduced_objective(anchors, log_softness, X, Y, w, similarity, alpha, xp, *, 
 
 
 def best_start(X, Y, w, starts, similarity, alpha, xp):
-    """Index of the ``(anchors, softness)`` start with the lowest reduced objective."""
-    values = [
-        reduced_objective(
-            xp.asarray(anchors),
-            math.log(softness),
-            X,
-            Y,
-            w,
-            similarity,
-            alpha,
-            xp,
-            gradient=False,
-        )[0]
-        for anchors, softness in starts
-    ]
+    """Index of the ``(anchors, softness)`` start whose closed form generalises best.
+
+    Starts are ranked by generalised cross-validation of their closed form,
+    ``(RSS / n) / (1 - tr(P) / n)^2`` with ``tr(P) = p - alpha tr((G + alpha
+    I)^{-1})`` the effective number of parameters and ``n`` the total weight
+    (Golub, Heath & Wahba 1979): the training objective alone always prefers
+    the harder, more flexible start, which over-fits small data (on
+    scikit-learn's diabetes it halved Deep ARN's cross-validated R^2).
+
+    Returns
+    -------
+    index : int
+    values : list of float
+        The criterion of each start (``inf`` where it is undefined).
+    """
+    values = []
+    for anchors, softness in starts:
+        W, _, stats = closed_form_weights(
+            X, Y, w, xp.asarray(anchors), softness, similarity, alpha, xp
+        )
+        values.append(generalised_cross_validation(stats, W, alpha, xp))
     return int(np.nanargmin(np.where(np.isfinite(values), values, np.nan))), values
+
+
+def generalised_cross_validation(stats, W, alpha, xp):
+    """GCV score of the ridge solution ``W`` of ``stats`` (lower is better)."""
+    rhs, y_mean = centered_rhs(stats, xp)
+    n = stats.weight_sum
+    total = float(xp.sum(stats.y_sq_sum)) - n * float(xp.sum(y_mean * y_mean))
+    # At the ridge optimum RSS = total - <W, rhs> - alpha ||W||^2.
+    rss = total - float(xp.sum(W * rhs)) - alpha * float(xp.sum(W * W))
+    p = stats.gram.shape[0]
+    eye = xp.eye(p, dtype=stats.gram.dtype)
+    inverse_trace = float(xp.sum(xp.linalg.diagonal(stats.factorize(alpha, xp).solve(eye))))
+    dof = p - alpha * inverse_trace
+    if not (math.isfinite(rss) and dof < n):
+        return math.inf
+    return (max(rss, 0.0) / n) / (1.0 - dof / n) ** 2
 
 
 def predict(X, anchors, softness, similarity, W, y_mean, xp):
@@ -304,6 +331,7 @@ def fit_varpro(
     theta0 = params.pack(anchors, softness)
     history.best_loss = evaluate(theta0)[0]
     best = {"theta": theta0, "stalled": 0}
+    tic = time.perf_counter()
     if validation_score is not None:
         history.best_validation_score = score(theta0)
 
@@ -327,10 +355,10 @@ def fit_varpro(
                 history.best_loss = loss
         best["stalled"] = 0 if improved else best["stalled"] + 1
         if verbose:
-            message = f"Iteration {history.n_iter}: loss {loss:.6g}"
+            message = f"[ARN] lbfgs iteration {history.n_iter}: objective {loss:.6g}"
             if validation_score is not None:
                 message += f", validation score {history.validation_scores[-1]:.6g}"
-            print(message)
+            print(f"{message}, {time.perf_counter() - tic:.2f} s")
         if best["stalled"] >= n_iter_no_change:
             history.converged = True
             raise StopIteration

@@ -403,7 +403,6 @@ class BlockSparseStatistics:
         if not self.weight_sum > 0:
             raise ValueError("The sum of sample weights is zero; nothing to fit.")
         if self._use_dense_solve():
-
             # The dense gram is a temporary here: factor it in place.
             return solve_ridge(self.to_dense(), alpha, xp, overwrite=True)
         rhs, y_mean = centered_rhs(self, xp)

@@ -34,9 +34,7 @@ def models():
             "topk": (ARNRegressor(5, top_k=2, random_state=0).fit(X, Y), X_test),
             "cv": (ARNRegressorCV(3, alphas=[0.1, 1.0], cv=3, random_state=0).fit(X, y), X_test),
             "deep": (
-                DeepARNRegressor(
-                    n_layers=2, n_anchors=3, max_iter=3, random_state=0
-                ).fit(X, y),
+                DeepARNRegressor(n_layers=2, n_anchors=3, max_iter=3, random_state=0).fit(X, y),
                 X_test,
             ),
             "lbfgs": (

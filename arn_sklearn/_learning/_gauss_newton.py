@@ -1,0 +1,410 @@
+"""Levenberg-Marquardt on the variable-projection residual (Golub-Pereyra, Kaufman).
+
+With the regressors eliminated (``W*(theta)``, the ridge solution for the
+anchors and softness ``theta``, see :mod:`arn_sklearn._learning._varpro`), the training
+objective is a sum of squares again,
+
+    ``J(theta) = [sum_i w_i ||r_i(theta)||^2 + alpha ||W*||^2] / sum_i w_i``,
+    ``r_i = Phi_i(theta) W* - (y_i - y_mean)``.
+
+Gauss-Newton on the joint problem in ``(theta, W)``, with ``W`` eliminated by
+its Schur complement, gives the step
+
+    ``(H + mu D) delta = -B^T r``,  ``H = B^T B - M^T (G + alpha I)^{-1} M``,
+
+where ``B = d(Phi W)/d theta`` at fixed ``W = W*`` (the per-row Jacobian that
+the envelope gradient ``2 B^T r / sum w`` already contracts), ``G = Phi^T Phi``
+the closed form's Gram matrix and ``M = Phi^T B``. ``H`` is Kaufman's
+approximation of the reduced Hessian (``(I - P) B`` with ``P`` the ridge hat
+matrix): the second-order terms in the residual are dropped. It typically
+converges in tens of iterations where L-BFGS on the same objective needs
+hundreds (``benchmarks/learned_vs_mlp.py``). ``D = diag(H)`` (Marquardt's
+scaling) and ``mu`` follows Nielsen's update of the gain ratio.
+
+One accepted iteration is two passes over the rows: the closed form at the
+trial point (similarities, assignments, Gram matrix, solve; the objective then
+comes from the statistics) and, if the step is accepted, the Jacobian pass
+(residuals, ``B``, ``B^T B``, ``Phi^T B`` from the kept similarities and
+assignments). A rejected step costs the first pass only.
+
+Nothing here knows the estimator API: arrays and a namespace ``xp`` in,
+arrays out. ``theta`` itself (a few hundred numbers) lives on the host.
+"""
+
+import contextlib
+import math
+import time
+
+import numpy as np
+from scipy import linalg
+
+from .._kernels._assignment import _NORM_EPS
+from .._kernels._lifting import lift, lifted_size
+from .._kernels._parametrisation import _Parametrisation
+from .._kernels._solve import centered_rhs
+from .._utils._arrays import to_numpy
+from .._utils._threads import single_threaded_blas
+from ._varpro import VarproHistory, closed_form_weights
+
+# Rows per chunk of the Jacobian pass: its widest block, ``B`` of shape
+# (rows, n_targets, n_theta), about this many bytes.
+_JACOBIAN_CHUNK_BYTES = 32 * 2**20
+
+# Products of a chunk below this many flops run on one BLAS thread.
+_THREADED_FLOPS = 2**28
+
+# Levenberg-Marquardt damping: the first mu (relative to diag(H)), and the
+# bounds past which the step is hopeless (mu large) or plain Gauss-Newton.
+INITIAL_DAMPING = 1e-3
+MAX_DAMPING = 1e10
+MIN_DAMPING = 1e-12
+
+# A step is accepted when it achieves at least this fraction of the predicted decrease.
+ACCEPT_RATIO = 1e-4
+
+
+def chunk_rows(n_anchors, n_features, n_targets, n_theta):
+    """Rows per chunk shared by the closed-form and the Jacobian passes."""
+    n_lifted = lifted_size(n_anchors, n_features)
+    width = n_targets * n_theta + n_lifted + 3 * n_anchors * n_targets
+    return max(256, _JACOBIAN_CHUNK_BYTES // (8 * width))
+
+
+def similarity_slopes(X, anchors, S, kind, xp):
+    """``(a, b)`` with ``ds(x_i, c_k)/dc_k = a_ik x_i + b_ik c_k``.
+
+    Returns
+    -------
+    a, b : arrays of shape (n_samples, n_anchors)
+    """
+    if kind == "euclidean":  # s = -||x - c||^2
+        two = xp.full_like(S, 2.0)
+        return two, -two
+    if kind == "dot":
+        return xp.ones_like(S), xp.zeros_like(S)
+    if kind == "absdot":
+        return xp.sign(X @ anchors.T), xp.zeros_like(S)
+    if kind == "cosine":  # s = x.c / (|x| |c|), with similarity_backward's guards
+        x_norm = xp.linalg.vector_norm(X, axis=1)
+        c_norm = xp.linalg.vector_norm(anchors, axis=1)
+        denominator = xp.maximum(x_norm[:, None] * c_norm[None, :], xp.full_like(S, _NORM_EPS))
+        c_sq = xp.maximum(c_norm * c_norm, xp.full_like(c_norm, _NORM_EPS))
+        return 1.0 / denominator, -S / c_sq[None, :]
+    raise ValueError(f"Unknown similarity {kind!r}.")
+
+
+def output_jacobian(X, anchors, softness, S, A, P, params, kind, xp):
+    """``d out / d theta`` for one chunk, at fixed regressors.
+
+    Parameters
+    ----------
+    X : array of shape (b, d)
+    anchors : array of shape (m, d)
+    softness : float
+    S, A : arrays of shape (b, m)
+        Similarities and assignments of the rows.
+    P : array of shape (b, m, t)
+        Per-anchor predictions ``W_k^T [x_i, 1]``.
+    params : _Parametrisation
+    kind : str
+    xp : array namespace
+
+    Returns
+    -------
+    out : array of shape (b, t)
+        The model output (centred targets).
+    B : array of shape (b, t, n_theta)
+    """
+    n_rows, n_anchors, n_targets = P.shape
+    n_features = X.shape[1]
+    out = xp.sum(A[:, :, None] * P, axis=1)
+    # d out / d S_ik = K A_ik (P_ik - out_i): through the softmax.
+    E = softness * (A[:, :, None] * (P - out[:, None, :]))
+    slope_x, slope_c = similarity_slopes(X, anchors, S, kind, xp)
+    Ex = xp.permute_dims(E * slope_x[:, :, None], (0, 2, 1))  # (b, t, m)
+    Ec = xp.permute_dims(E * slope_c[:, :, None], (0, 2, 1))
+    B_anchors = Ex[:, :, :, None] * X[:, None, None, :] + Ec[:, :, :, None] * anchors[None, None]
+    B_anchors = xp.reshape(B_anchors, (n_rows, n_targets, n_anchors * n_features))
+    columns = []
+    if params.scaled:
+        # C = U / K: d/dU = d/dC / K; at fixed U, d/dlog K = d/dlog K|_C - <d/dC, C>.
+        scale = math.exp(-math.log(softness))
+        columns.append(B_anchors * scale)
+    else:
+        columns.append(B_anchors)
+    if params.learn_softness:
+        B_log = xp.sum(E * S[:, :, None], axis=1)  # (b, t): d out / d log K at fixed C
+        if params.scaled:
+            B_log = B_log - B_anchors @ xp.reshape(anchors, (n_anchors * n_features,))
+        columns.append(B_log[:, :, None])
+    B = columns[0] if len(columns) == 1 else xp.concat(columns, axis=2)
+    return out, B
+
+
+def jacobian_pass(
+    X, Y, w, anchors, softness, kind, W, y_mean, kept, rows, params, xp, *, matrices=True
+):
+    """Residuals, the envelope gradient and (``matrices``) the Gauss-Newton matrices.
+
+    Returns
+    -------
+    squared : float
+        ``sum_i w_i ||r_i||^2``.
+    Btr : ndarray of shape (n_theta,)
+        ``B^T r`` (weighted); the gradient of ``J`` is ``2 Btr / sum w``.
+    BtB : ndarray of shape (n_theta, n_theta) or None
+    M : array of shape (n_lifted, n_targets, n_theta) or None
+        ``Phi^T B`` (weighted), per target.
+    """
+    n_anchors, n_features = anchors.shape
+    n_targets = W.shape[1]
+    W_by_input = xp.reshape(
+        xp.permute_dims(xp.reshape(W, (n_anchors, n_features + 1, n_targets)), (1, 0, 2)),
+        (n_features + 1, n_anchors * n_targets),
+    )
+    squared, Btr, BtB, M = 0.0, 0.0, 0.0, 0.0
+    for start, (S, A) in zip(range(0, X.shape[0], rows), kept, strict=True):
+        stop = min(start + rows, X.shape[0])
+        X_c, Y_c, w_c = X[start:stop, ...], Y[start:stop, ...], w[start:stop]
+        n_rows = stop - start
+        # Small products on one BLAS thread: threads were measured to make this
+        # pass 10x slower on a busy 2-core machine (2,000 rows, 17 unknowns).
+        with single_threaded_blas():
+            X1 = xp.concat([X_c, xp.ones((n_rows, 1), dtype=X_c.dtype)], axis=1)
+            P = xp.reshape(X1 @ W_by_input, (n_rows, n_anchors, n_targets))
+            out, B = output_jacobian(X_c, anchors, softness, S, A, P, params, kind, xp)
+            sqrt_w = xp.sqrt(w_c)
+            residual = (out - (Y_c - y_mean[None, :])) * sqrt_w[:, None]
+            squared += float(xp.sum(residual * residual))
+            Bw = B * sqrt_w[:, None, None]
+            n_theta = Bw.shape[2]
+            B2 = xp.reshape(Bw, (n_rows * n_targets, n_theta))
+            Btr = Btr + B2.T @ xp.reshape(residual, (n_rows * n_targets,))
+            if matrices:
+                Zw = lift(X_c, A * sqrt_w[:, None], xp)
+        if not matrices:
+            continue
+        flops = n_rows * n_targets * n_theta * (n_theta + Zw.shape[1])
+        with contextlib.nullcontext() if flops > _THREADED_FLOPS else single_threaded_blas():
+            BtB = BtB + B2.T @ B2
+            ZtB = Zw.T @ xp.reshape(Bw, (n_rows, n_targets * n_theta))
+        M = M + xp.reshape(ZtB, (-1, n_targets, n_theta))
+    if not matrices:
+        return squared, _host(Btr), None, None
+    return squared, _host(Btr), _host(BtB), M
+
+
+def schur_hessian(BtB, M, factor, xp):
+    """``H = B^T B - sum_t M_t^T (G + alpha I)^{-1} M_t``: Gauss-Newton with ``W`` eliminated."""
+    n_lifted, n_targets, n_theta = M.shape
+    M2 = xp.reshape(M, (n_lifted, n_targets * n_theta))
+    GinvM = factor.solve(M2)
+    # sum over the lifted rows and the targets of M * G^{-1} M, per (theta, theta) pair
+    M3 = xp.reshape(xp.permute_dims(M, (1, 0, 2)), (n_targets * n_lifted, n_theta))
+    G3 = xp.reshape(
+        xp.permute_dims(xp.reshape(GinvM, (n_lifted, n_targets, n_theta)), (1, 0, 2)),
+        (n_targets * n_lifted, n_theta),
+    )
+    H = BtB - _host(M3.T @ G3)
+    return 0.5 * (H + H.T)
+
+
+def statistics_objective(stats, W, alpha, xp):
+    """``sum_i w_i ||r_i||^2 + alpha ||W||^2`` of the ridge solution, from the statistics.
+
+    At the ridge optimum it equals ``sum_i w_i ||y_i - y_mean||^2 - <W, rhs>``,
+    so the trial point of a step needs no second pass over the rows.
+    """
+    rhs, y_mean = centered_rhs(stats, xp)
+    total = float(xp.sum(stats.y_sq_sum)) - stats.weight_sum * float(xp.sum(y_mean * y_mean))
+    return total - float(xp.sum(W * rhs))
+
+
+def _host(a):
+    if isinstance(a, np.ndarray) or isinstance(a, float):
+        return np.asarray(a, dtype=np.float64)
+    return np.asarray(to_numpy(a), dtype=np.float64)
+
+
+class _Point:
+    """The closed form at ``theta``: solution, statistics, kept assignments, objective."""
+
+    def __init__(self, theta, params, X, Y, w, kind, alpha, xp, rows):
+        self.theta = theta
+        anchors_np, self.log_softness = params.unpack(theta)
+        self.softness = math.exp(self.log_softness)
+        self.anchors = xp.asarray(anchors_np)
+        self.kept = []
+        self.W, self.y_mean, self.stats = closed_form_weights(
+            X, Y, w, self.anchors, self.softness, kind, alpha, xp, keep=self.kept, rows=rows
+        )
+        self.loss = statistics_objective(self.stats, self.W, alpha, xp) / self.stats.weight_sum
+
+
+def fit_gauss_newton(
+    X,
+    Y,
+    w,
+    anchors,
+    softness,
+    similarity,
+    alpha,
+    xp,
+    *,
+    learn_softness=True,
+    max_iter=200,
+    tol=1e-4,
+    n_iter_no_change=10,
+    validation_score=None,
+    parametrisation="plain",
+    verbose=0,
+):
+    """Minimise the reduced objective by Levenberg-Marquardt from ``anchors``, ``softness``.
+
+    Same parameters and return values as :func:`arn_sklearn._learning._varpro.fit_varpro`;
+    ``max_iter`` counts steps tried (accepted or not), each one closed-form
+    pass, and ``history.loss_curve`` holds the objective after each of them.
+    Stopping: ``n_iter_no_change`` steps in a row that do not improve the best
+    objective (or validation score) by ``tol`` times its magnitude, a full
+    Gauss-Newton step predicted to gain less than ``tol`` of the objective,
+    or a step that cannot decrease the objective at any damping (a
+    stationary point).
+    """
+    params = _Parametrisation(
+        anchors.shape, softness, similarity, learn_softness, parametrisation == "scaled"
+    )
+    n_anchors, n_features = anchors.shape
+    n_targets = Y.shape[1]
+    theta = params.pack(anchors, softness)
+    rows = chunk_rows(n_anchors, n_features, n_targets, theta.size)
+    weight_sum = float(xp.sum(w))
+    history = VarproHistory()
+    tic = time.perf_counter()
+
+    def point(theta):
+        return _Point(theta, params, X, Y, w, similarity, alpha, xp, rows)
+
+    def linearise(current):
+        squared, Btr, BtB, M = jacobian_pass(
+            X,
+            Y,
+            w,
+            current.anchors,
+            current.softness,
+            similarity,
+            current.W,
+            current.y_mean,
+            current.kept,
+            rows,
+            params,
+            xp,
+        )
+        current.kept = None  # not needed any more
+        # The exact objective from the residuals (the statistics' one cancels digits).
+        current.loss = (squared + alpha * float(xp.sum(current.W * current.W))) / weight_sum
+        return Btr, schur_hessian(BtB, M, current.stats.factorize(alpha, xp), xp)
+
+    def score(current):
+        return validation_score(current.anchors, current.softness, current.W, current.y_mean)
+
+    current = point(theta)
+    Btr, H = linearise(current)
+    history.best_loss = current.loss
+    best = current
+    if validation_score is not None:
+        history.best_validation_score = score(current)
+    mu, nu, stalled = INITIAL_DAMPING, 2.0, 0
+    while history.n_iter < max_iter:
+        diagonal = np.maximum(np.diag(H), 1e-12 * max(float(np.max(np.diag(H))), 1e-300))
+        if (
+            mu <= INITIAL_DAMPING
+            and _model_decrease(H, diagonal, Btr) < tol * current.loss * weight_sum
+        ):
+            # The Gauss-Newton model itself predicts less than tol of the objective.
+            history.converged = True
+            break
+        step = _damped_step(H, diagonal, mu, Btr)
+        if step is None:
+            mu, nu = mu * nu, 2 * nu
+            if mu > MAX_DAMPING:
+                break
+            continue
+        # Predicted decrease of J by the Gauss-Newton model.
+        predicted = -(2.0 * float(Btr @ step) + float(step @ H @ step)) / weight_sum
+        trial = _try_point(point, current.theta + step)
+        history.n_iter += 1
+        actual = current.loss - (math.inf if trial is None else trial.loss)
+        ratio = actual / predicted if predicted > 0 else -1.0
+        accepted = trial is not None and math.isfinite(trial.loss) and ratio > ACCEPT_RATIO
+        if accepted:
+            current = trial
+            Btr, H = linearise(current)
+            mu *= max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
+            mu, nu = max(mu, MIN_DAMPING), 2.0
+        else:
+            mu, nu = mu * nu, 2 * nu
+        history.loss_curve.append(current.loss)
+        improved = False
+        if validation_score is None:
+            if current.loss < history.best_loss:
+                improved = current.loss < history.best_loss - tol * abs(history.best_loss)
+                history.best_loss, best = current.loss, current
+        else:
+            if accepted:
+                value = score(current)
+                if value > history.best_validation_score:
+                    improved = value > history.best_validation_score + tol * abs(
+                        history.best_validation_score
+                    )
+                    history.best_validation_score, best = value, current
+                    history.best_loss = current.loss
+            else:
+                value = (
+                    history.validation_scores[-1]
+                    if history.validation_scores
+                    else (history.best_validation_score)
+                )
+            history.validation_scores.append(value)
+        stalled = 0 if improved else stalled + 1
+        if verbose:
+            message = f"[ARN] gauss_newton step {history.n_iter}: objective {current.loss:.6g}"
+            if validation_score is not None:
+                message += f", validation score {history.validation_scores[-1]:.6g}"
+            if not accepted:
+                message += " (rejected)"
+            print(f"{message}, {X.shape[0]} rows, {time.perf_counter() - tic:.2f} s")
+        if stalled >= n_iter_no_change or mu > MAX_DAMPING:
+            # No progress, or no damping decreases the objective (a stationary point).
+            history.converged = True
+            break
+    history.message = "converged" if history.converged else "maximum iterations reached"
+    anchors_np, log_softness = params.unpack(best.theta)
+    return anchors_np, math.exp(log_softness), history
+
+
+def _try_point(point, theta):
+    """The closed form at ``theta``, or None where it is not finite (a step too far)."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            trial = point(theta)
+    except (OverflowError, FloatingPointError, ValueError, np.linalg.LinAlgError):
+        return None
+    return trial if math.isfinite(trial.loss) else None
+
+
+def _damped_step(H, diagonal, mu, Btr):
+    """``-(H + mu diag) \\ B^T r``, or None when the damped matrix is not positive definite."""
+    system = H + mu * np.diag(diagonal)
+    try:
+        with single_threaded_blas():
+            factor = linalg.cho_factor(system, lower=True, check_finite=False)
+            step = -linalg.cho_solve(factor, Btr, check_finite=False)
+    except linalg.LinAlgError:
+        return None
+    return step if np.all(np.isfinite(step)) else None
+
+
+def _model_decrease(H, diagonal, Btr):
+    """``B^T r . H^{-1} B^T r``: the decrease that a full Gauss-Newton step predicts."""
+    step = _damped_step(H, diagonal, MIN_DAMPING, Btr)
+    return math.inf if step is None else -float(Btr @ step)

@@ -1,0 +1,176 @@
+"""Levenberg-Marquardt on the variable-projection residual against independent references."""
+
+import math
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace
+
+from arn_sklearn._kernels._assignment import SIMILARITIES, similarity, softmax
+from arn_sklearn._kernels._lifting import lift
+from arn_sklearn._kernels._parametrisation import _Parametrisation
+from arn_sklearn._learning._gauss_newton import (
+    _Point,
+    chunk_rows,
+    fit_gauss_newton,
+    jacobian_pass,
+    output_jacobian,
+    schur_hessian,
+)
+from arn_sklearn._learning._varpro import fit_varpro, reduced_objective
+
+xp = array_namespace(np.empty(0))
+
+
+def problem(seed=0, n=40, d=3, t=2):
+    rng = np.random.RandomState(seed)
+    return rng.normal(size=(n, d)), rng.normal(size=(n, t)), rng.uniform(0.5, 2.0, size=n)
+
+
+def model_output(X, anchors, log_softness, W, kind):
+    """The ARN output for lifted weights W, written out independently of the kernels."""
+    n, d = X.shape
+    A = softmax(math.exp(log_softness) * similarity(X, anchors, kind, xp), xp)
+    X1 = np.hstack([X, np.ones((n, 1))])
+    per_anchor = np.einsum("ij,kjt->ikt", X1, W.reshape(anchors.shape[0], d + 1, -1))
+    return np.einsum("ik,ikt->it", A, per_anchor)
+
+
+def central_jacobian(f, theta, eps=1e-6):
+    columns = []
+    for j in range(theta.size):
+        step = np.zeros(theta.size)
+        step[j] = eps
+        columns.append((f(theta + step) - f(theta - step)) / (2 * eps))
+    return np.stack(columns, axis=-1)
+
+
+@pytest.mark.parametrize("kind", SIMILARITIES)
+@pytest.mark.parametrize("scaled, n_targets", [(False, 1), (True, 2), (False, 3)])
+def test_output_jacobian_matches_central_differences(kind, scaled, n_targets):
+    X, _, _ = problem(t=n_targets)
+    anchors = np.random.RandomState(1).normal(size=(4, 3))
+    W = np.random.RandomState(2).normal(size=(4 * 4, n_targets))
+    params = _Parametrisation(anchors.shape, 0.8, kind, learn_softness=True, scaled=scaled)
+    theta = params.pack(anchors, 0.8)
+    C, log_k = params.unpack(theta)
+    S = similarity(X, C, kind, xp)
+    A = softmax(math.exp(log_k) * S, xp)
+    X1 = np.hstack([X, np.ones((X.shape[0], 1))])
+    P = np.einsum("ij,kjt->ikt", X1, W.reshape(4, 4, n_targets))
+    out, B = output_jacobian(X, C, math.exp(log_k), S, A, P, params, kind, xp)
+    np.testing.assert_allclose(out, model_output(X, C, log_k, W, kind), rtol=1e-12)
+    expected = central_jacobian(lambda t: model_output(X, *params.unpack(t), W, kind), theta)
+    assert np.linalg.norm(B - expected) <= 1e-7 * np.linalg.norm(expected)
+
+
+@pytest.mark.parametrize("kind", SIMILARITIES)
+def test_jacobian_pass_gradient_is_the_reduced_gradient(kind):
+    # 2 B^T r / sum(w) at the ridge solution against central differences of the
+    # reduced objective (which re-solves the regressors), in small chunks.
+    X, Y, w = problem()
+    anchors = np.random.RandomState(1).normal(size=(4, 3))
+    params = _Parametrisation(anchors.shape, 0.8, kind, learn_softness=True)
+    theta = params.pack(anchors, 0.8)
+    point = _Point(theta, params, X, Y, w, kind, 0.3, xp, rows=7)
+    squared, Btr, _, _ = jacobian_pass(
+        X,
+        Y,
+        w,
+        point.anchors,
+        point.softness,
+        kind,
+        point.W,
+        point.y_mean,
+        point.kept,
+        7,
+        params,
+        xp,
+    )
+
+    def loss(t):
+        return reduced_objective(*params.unpack(t), X, Y, w, kind, 0.3, xp, gradient=False)[0]
+
+    expected = central_jacobian(loss, theta)
+    assert np.linalg.norm(2 * Btr / w.sum() - expected) <= 1e-6 * np.linalg.norm(expected)
+    # The objective from the statistics equals the one from the residuals.
+    assert point.loss == pytest.approx((squared + 0.3 * np.sum(point.W**2)) / w.sum(), rel=1e-10)
+    assert point.loss == pytest.approx(loss(theta), rel=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["euclidean", "cosine"])
+def test_schur_hessian_is_the_joint_gauss_newton_matrix_with_w_eliminated(kind):
+    # Dense reference: the Jacobian of the joint residual [sqrt(w) (Phi W - y); sqrt(alpha) W]
+    # in (theta, W), by central differences in theta; its normal matrix's Schur
+    # complement on the theta block.
+    X, Y, w = problem()
+    alpha = 0.3
+    anchors = np.random.RandomState(1).normal(size=(4, 3))
+    params = _Parametrisation(anchors.shape, 0.8, kind, learn_softness=True)
+    theta = params.pack(anchors, 0.8)
+    point = _Point(theta, params, X, Y, w, kind, alpha, xp, rows=11)
+    _, _, BtB, M = jacobian_pass(
+        X,
+        Y,
+        w,
+        point.anchors,
+        point.softness,
+        kind,
+        point.W,
+        point.y_mean,
+        point.kept,
+        11,
+        params,
+        xp,
+    )
+    H = schur_hessian(BtB, M, point.stats.factorize(alpha, xp), xp)
+
+    sw = np.sqrt(w)[:, None, None]
+    B = sw * central_jacobian(lambda t: model_output(X, *params.unpack(t), point.W, kind), theta)
+    n, t, p = B.shape
+    C, log_k = params.unpack(theta)
+    Phi = np.sqrt(w)[:, None] * lift(
+        X, softmax(math.exp(log_k) * similarity(X, C, kind, xp), xp), xp
+    )
+    q = Phi.shape[1]
+    # Rows (i, target), columns [theta, W[:, 0], ..., W[:, t-1]].
+    J = np.zeros((n * t + q * t, p + q * t))
+    for target in range(t):
+        J[target::t, :p][:n] = B[:, target, :]
+        J[target : n * t : t, p + target * q : p + (target + 1) * q] = Phi
+        J[n * t + target * q : n * t + (target + 1) * q, p + target * q : p + (target + 1) * q] = (
+            math.sqrt(alpha) * np.eye(q)
+        )
+    N = J.T @ J
+    expected = N[:p, :p] - N[:p, p:] @ np.linalg.solve(N[p:, p:], N[p:, :p])
+    np.testing.assert_allclose(H, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+
+
+def teacher_problem(n=1000, seed=0):
+    """Targets that an ARN of 3 anchors reproduces exactly (a zero-residual problem)."""
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, 2))
+    anchors = np.array([[1.0, 0.0], [-1.0, 0.5], [0.0, -1.2]])
+    W = rng.normal(size=(9, 1))
+    start = anchors + 0.15 * rng.normal(size=anchors.shape)
+    return X, model_output(X, anchors, math.log(2.0), W, "euclidean"), start
+
+
+def test_gauss_newton_converges_in_a_few_steps_on_a_zero_residual_problem():
+    # Where the residual vanishes Gauss-Newton converges fast; L-BFGS, from the
+    # same start on the same objective, needs several times more passes.
+    X, Y, start = teacher_problem()
+    w = np.ones(X.shape[0])
+    settings = dict(max_iter=200, tol=1e-10, n_iter_no_change=5)
+    _, _, lbfgs = fit_varpro(X, Y, w, start, 1.5, "euclidean", 1e-10, xp, **settings)
+    _, _, newton = fit_gauss_newton(X, Y, w, start, 1.5, "euclidean", 1e-10, xp, **settings)
+    assert newton.converged
+    assert newton.best_loss <= 1e-10 * Y.var()
+    assert newton.n_iter <= 10 and newton.n_iter < lbfgs.n_iter / 2
+    curve = np.array(newton.loss_curve)
+    assert np.all(np.diff(curve) <= 0)  # only decreasing steps are accepted
+
+
+def test_chunk_rows_bounds_the_jacobian_block():
+    rows = chunk_rows(64, 30, 8, 64 * 30 + 1)
+    assert 256 <= rows and rows * 8 * (64 * 30 + 1) * 8 <= 64 * 2**20
