@@ -3,7 +3,7 @@
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import (
@@ -31,9 +31,8 @@ from .._utils._validation import (
     cast_predictions,
     check_feature_magnitude,
     check_warm_start,
-    resolve_n_anchors,
-    rollback_on_error,
-    validate_anchor_array,
+    fit_method,
+    resolve_anchors,
     validate_fit_data,
     validate_predict_data,
 )
@@ -315,22 +314,24 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fit
-    @_fit_context(prefer_skip_nested_validation=True)
-    @rollback_on_error
+    @fit_method
     def fit(self, X, y, sample_weight=None):
         """Fit anchors, softness and regressors on all rows.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            A Dask array or DataFrame is fitted block by block on its workers.
+            Training rows. A Dask array or DataFrame is fitted block by block on
+            its workers.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets; a 2-D ``y`` fits one regressor per output and anchor.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights; an integer weight equals repeating the row.
 
         Returns
         -------
         self : ARNRegressor
+            The fitted estimator.
         """
         learned = self.solver in LEARNED_SOLVERS
         if learned and sparse_top_k(self.n_anchors, self.top_k) is not None:
@@ -380,8 +381,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return self
 
     @available_if(_closed_form_solver)
-    @_fit_context(prefer_skip_nested_validation=True)
-    @rollback_on_error
+    @fit_method
     def partial_fit(self, X, y, sample_weight=None):
         """Add a batch of rows to the accumulated statistics and re-solve.
 
@@ -392,12 +392,16 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            A batch of rows, with the first batch's features.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            The batch's targets, with the first batch's number of outputs.
         sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the batch's rows, on the scale of the other batches'.
 
         Returns
         -------
         self : ARNRegressor
+            The estimator, solved on all batches so far.
         """
         first_call = not hasattr(self, "_stats")
         X, Y, w, y_ndim = self._validate_fit_data(X, y, sample_weight, reset=first_call)
@@ -476,6 +480,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to assign.
 
         Returns
         -------
@@ -502,11 +507,14 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples at which to read the local model.
 
         Returns
         -------
         coef : ndarray of shape (n_samples, n_features) or (n_samples, n_targets, n_features)
+            ``A(x) = sum_k pi_k(x) W_k`` at each sample.
         intercept : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            ``a(x) = sum_k pi_k(x) b_k`` at each sample.
 
         Examples
         --------
@@ -539,12 +547,12 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples at which to differentiate.
 
         Returns
         -------
-        jacobian : ndarray
-            Of shape (n_samples, n_features), or (n_samples, n_targets,
-            n_features) for a 2-D ``y``.
+        jacobian : ndarray of shape (n_samples, n_features) or (n_samples, n_targets, n_features)
+            ``df/dx`` at each sample; the second shape for a 2-D ``y``.
 
         Examples
         --------
@@ -642,11 +650,9 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return X, Y, w, y_ndim
 
     def _check_anchor_count(self, X):
-        n_samples, n_features = X.shape
-        self.n_anchors_ = resolve_n_anchors(self.n_anchors, n_samples, self.anchors)
-        if not isinstance(self.anchors, str):
-            return validate_anchor_array(self.anchors, self.n_anchors, n_features)
-        return None
+        """Set ``n_anchors_`` for a fit on ``X``; the given anchors validated, or None."""
+        self.n_anchors_, anchor_array = resolve_anchors(self.n_anchors, self.anchors, X.shape)
+        return anchor_array
 
     def _predict_setup(self, X):
         """Validated ``X``, its backend, and the fitted layer in the compute namespace."""

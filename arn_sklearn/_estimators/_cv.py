@@ -9,7 +9,7 @@ the refitted :class:`ARNRegressor`.
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -21,9 +21,8 @@ from .._learning._starts import StartSpec
 from .._utils._arrays import to_numpy
 from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
-    resolve_n_anchors,
-    rollback_on_error,
-    validate_anchor_array,
+    fit_method,
+    resolve_anchors,
     validate_fit_data,
 )
 from ._arn import ARNRegressor
@@ -167,29 +166,31 @@ class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             raise ValueError("softness grid is empty.")
         return alphas, grid
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    @rollback_on_error
+    @fit_method
     def fit(self, X, y, sample_weight=None):
         """Cross-validate alpha (and softness), then refit on all rows.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Rows that ``cv`` splits into folds; the refit uses all of them.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets; the score of a 2-D ``y`` averages its outputs.
         sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows in every fold's fit and score.
 
         Returns
         -------
         self : ARNRegressorCV
+            The estimator, with the scores and the refitted model.
         """
         alphas, grid = self._grid()
         X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight)
         folds = self._test_folds(X, Y[:, 0] if y_ndim == 1 else Y)
         # Fewer anchors than asked when the rows are fewer (see resolve_n_anchors).
-        self.n_anchors_ = n_anchors = resolve_n_anchors(self.n_anchors, X.shape[0], self.anchors)
-        anchors = self.anchors
-        if not isinstance(anchors, str):
-            anchors = validate_anchor_array(anchors, n_anchors, X.shape[1])
+        n_anchors, anchors = resolve_anchors(self.n_anchors, self.anchors, X.shape)
+        self.n_anchors_ = n_anchors
+        anchors = self.anchors if anchors is None else anchors
         backend = Backend(self.device, X)
         result = cross_validate(
             X,

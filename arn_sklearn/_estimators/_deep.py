@@ -2,7 +2,7 @@
 
 from numbers import Integral, Real
 
-from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._fit._deep import fit_deep
@@ -24,8 +24,8 @@ from .._utils._validation import (
     check_anchor_counts,
     check_feature_magnitude,
     check_warm_start,
+    fit_method,
     resolve_n_anchors,
-    rollback_on_error,
     validate_fit_data,
     validate_predict_data,
 )
@@ -191,20 +191,24 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    @rollback_on_error
+    @fit_method
     def fit(self, X, y, sample_weight=None):
         """Initialise from the closed-form ARN, then train all layers end to end.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Training rows; the start (closed-form head, KMeans anchors of the
+            residual layers) is computed on them too.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets of the last layer.
         sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of each row's squared error in the objective.
 
         Returns
         -------
         self : DeepARNRegressor
+            The fitted estimator, at its best epoch.
         """
         warm = self.warm_start and hasattr(self, "coefs_")
         X, Y, w, y_ndim = validate_fit_data(self, X, y, sample_weight, reset=not warm)
@@ -248,10 +252,12 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples to pass through the residual layers and the head.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            The head's output, in the dtype of ``X``.
         """
         Xc, backend, network = self._predict_setup(X)
         y_pred = cast_predictions(network.predict(Xc, backend.xp), Xc.dtype, backend.xp)
@@ -267,12 +273,12 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples at which to differentiate the whole stack.
 
         Returns
         -------
-        jacobian : ndarray
-            Of shape (n_samples, n_features), or (n_samples, n_targets,
-            n_features) for a 2-D ``y``.
+        jacobian : ndarray of shape (n_samples, n_features) or (n_samples, n_targets, n_features)
+            The chain-rule product at each sample; the second shape for a 2-D ``y``.
         """
         Xc, backend, network = self._predict_setup(X)
         check_feature_magnitude(Xc)  # the derivative of the similarities squares x
@@ -292,11 +298,14 @@ class DeepARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples at which to compose the layers' affine maps.
 
         Returns
         -------
         coef : ndarray of shape (n_samples, n_features) or (n_samples, n_targets, n_features)
+            The composed ``A(x)`` at each sample.
         intercept : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            The composed ``a(x)`` at each sample.
         """
         Xc, backend, network = self._predict_setup(X)
         coef, intercept = network.local_linear(Xc, backend.xp)

@@ -54,9 +54,8 @@ def cross_validate(
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-    Y : ndarray of shape (n_samples, n_targets), float64
-    w : ndarray of shape (n_samples,), float64
+    X, Y, w : ndarray
+        The rows, their targets (2-D, float64) and weights (float64).
     folds : list of ndarray
         Test rows of each fold; they partition the rows.
     n_anchors : int

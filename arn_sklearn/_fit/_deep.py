@@ -34,9 +34,8 @@ def fit_deep(X, Y, w, counts, spec, options, *, random_state, backend, start=Non
 
     Parameters
     ----------
-    X : array of shape (n_samples, n_features)
-    Y : array of shape (n_samples, n_targets), float64
-    w : array of shape (n_samples,), float64
+    X, Y, w : arrays
+        The rows, their targets (2-D, float64) and weights (float64), in any namespace.
     counts : list of int
         Anchors of each layer, the last one included.
     spec : StartSpec

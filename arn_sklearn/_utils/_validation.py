@@ -9,6 +9,7 @@ from numbers import Integral
 
 import numpy as np
 from array_api_compat import array_namespace
+from sklearn.base import _fit_context
 from sklearn.utils import assert_all_finite
 from sklearn.utils._array_api import get_namespace
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -111,6 +112,16 @@ def rollback_on_error(method):
     return wrapper
 
 
+def fit_method(method):
+    """Decorate an estimator's ``fit``/``partial_fit``: parameters checked, failures rolled back.
+
+    scikit-learn's ``_fit_context`` validates ``_parameter_constraints`` (and
+    skips that check in nested estimators); :func:`rollback_on_error` then
+    restores the estimator if the fit fails.
+    """
+    return _fit_context(prefer_skip_nested_validation=True)(rollback_on_error(method))
+
+
 def validate_targets(y):
     """Refuse targets with NaN or infinity, as scikit-learn's ``Ridge`` does.
 
@@ -150,6 +161,14 @@ MAX_FEATURE_MAGNITUDE = 1e100
 MAX_TARGET_MAGNITUDE = 1e140
 
 
+def _largest_magnitude(A):
+    """The largest absolute entry of ``A`` (any namespace) as a float, 0 when empty."""
+    if 0 in A.shape:
+        return 0.0
+    xp = array_namespace(A)
+    return float(xp.max(xp.abs(A)))
+
+
 def check_feature_magnitude(X):
     """Refuse features so large that squaring them overflows float64, before any work.
 
@@ -175,10 +194,7 @@ def check_feature_magnitude(X):
     ...     print(str(exc)[:50])
     X has features as large as 1e+300 in absolute valu
     """
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        return
-    xp = array_namespace(X)
-    largest = float(xp.max(xp.abs(X)))
+    largest = _largest_magnitude(X)
     if largest > MAX_FEATURE_MAGNITUDE:
         raise ValueError(
             f"X has features as large as {largest:.3g} in absolute value; ARN squares "
@@ -205,10 +221,9 @@ def check_target_magnitude(Y, solver):
     ...     print(str(exc)[:40])
     y has targets as large as 1e+300 in abso
     """
-    if solver == "closed_form" or Y.size == 0:
+    if solver == "closed_form":
         return
-    xp = array_namespace(Y)
-    largest = float(xp.max(xp.abs(Y)))
+    largest = _largest_magnitude(Y)
     if largest > MAX_TARGET_MAGNITUDE:
         raise ValueError(
             f"y has targets as large as {largest:.3g} in absolute value; solver="
@@ -246,6 +261,23 @@ def resolve_n_anchors(n_anchors, n_samples, anchors):
         )
         return int(n_samples)
     return int(n_anchors)
+
+
+def resolve_anchors(n_anchors, anchors, shape):
+    """The anchor count a fit on rows of ``shape`` uses, and the given anchors checked.
+
+    Returns
+    -------
+    n_anchors : int
+        See :func:`resolve_n_anchors`.
+    anchor_array : ndarray of shape (n_anchors, n_features) or None
+        ``anchors`` validated by :func:`validate_anchor_array`; ``None`` for a
+        string option.
+    """
+    n_anchors = resolve_n_anchors(n_anchors, shape[0], anchors)
+    if isinstance(anchors, str):
+        return n_anchors, None
+    return n_anchors, validate_anchor_array(anchors, n_anchors, shape[1])
 
 
 def check_warm_start(fitted_counts, n_anchors, n_samples, anchors, similarity, fitted_similarity):

@@ -4,12 +4,12 @@ import numbers
 
 import numpy as np
 from scipy.sparse import csr_matrix
-from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._utils._validation import rollback_on_error, validate_anchor_array, validate_targets
+from .._utils._validation import fit_method, validate_anchor_array, validate_targets
 
 # A+ divides each LR feature vector by its norm and the HR target by the
 # same norm, except for nearly flat patches (norm < 0.1) whose targets are
@@ -191,19 +191,22 @@ class APlusRegressor(RegressorMixin, BaseEstimator):
         self.max_anchor_samples = max_anchor_samples
         self.random_state = random_state
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    @rollback_on_error
+    @fit_method
     def fit(self, X, y):
         """Learn anchors and one ridge regressor per anchor neighbourhood.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Training features (e.g. low-resolution patch features); normalised
+            to unit length before anchoring and solving.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets (e.g. the high-resolution detail of each patch).
 
         Returns
         -------
         self : APlusRegressor
+            The fitted estimator.
         """
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
         validate_targets(y)
@@ -260,10 +263,12 @@ class APlusRegressor(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Features as in :meth:`fit`; they need no normalisation.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            Each sample's regressor applied to it, float64.
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
