@@ -98,3 +98,32 @@ def test_return_std(monkeypatch):
     _force(monkeypatch, "dense")
     _, std_dense = dense.predict(X[:40], return_std=True)
     np.testing.assert_allclose(std_iterative, std_dense, rtol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["dense", "sparse", "iterative"])
+def test_linear_solver_parameter(monkeypatch, solver):
+    """The public parameter reaches the solver choice, and every forced solver agrees."""
+    requested = []
+
+    def spy(*args, **kwargs):
+        requested.append(kwargs["requested"])
+        return _choose(*args, **kwargs)
+
+    monkeypatch.setattr(bs, "choose_linear_solver", spy)
+    X, Y = _data()
+    reference = ARNRegressor(**PARAMS).fit(X, Y)
+    model = ARNRegressor(**PARAMS, linear_solver=solver).fit(X, Y)
+    assert requested == ["auto", solver]
+    _close(model.predict(X), reference.predict(X))
+    cv = ARNRegressorCV(12, top_k=3, alphas=[0.1, 1.0], cv=3, linear_solver=solver, random_state=0)
+    cv_auto = ARNRegressorCV(12, top_k=3, alphas=[0.1, 1.0], cv=3, random_state=0)
+    _close(cv.fit(X, Y).predict(X), cv_auto.fit(X, Y).predict(X))
+    assert solver in requested[2:]
+
+
+def test_iterative_needs_a_penalty():
+    X, Y = _data(300)
+    model = ARNRegressor(12, top_k=3, alpha=0.0, linear_solver="iterative", random_state=0)
+    with pytest.raises(ValueError, match="linear_solver='iterative' needs alpha > 0"):
+        model.fit(X, Y)
+    assert not hasattr(model, "coef_")

@@ -183,6 +183,7 @@ ESTIMATOR_IMPORTS_BELOW_FIT = {
         "FittedNetwork",
         "DenseAssignment",
         "make_assignment",
+        "LINEAR_SOLVERS",
         "as_2d",
         "as_3d",
     },

@@ -18,6 +18,7 @@ from .._fit import _dask
 from .._fit._cv import cross_validate
 from .._kernels._assignment import SIMILARITIES
 from .._learning._starts import StartSpec
+from .._model._blocksparse import LINEAR_SOLVERS
 from .._utils._arrays import to_numpy
 from .._utils._backend import DEVICES, Backend
 from .._utils._validation import (
@@ -66,6 +67,9 @@ class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         :class:`ARNRegressor`; the folds then hold block-sparse statistics and
         each alpha costs one sparse solve per fold instead of sharing an
         eigendecomposition.
+    linear_solver : {"auto", "dense", "sparse", "iterative"}, default="auto"
+        How the block-sparse systems of a ``top_k`` model are solved, as in
+        :class:`ARNRegressor`.
     device : {"auto", "cpu", "cuda"}, default="auto"
         Where the statistics are accumulated and solved, as in :class:`ARNRegressor`.
     random_state : int, RandomState instance or None, default=None
@@ -121,6 +125,7 @@ class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "scoring": [StrOptions({"r2", "neg_mean_squared_error"})],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
         "top_k": [None, Interval(Integral, 1, None, closed="left")],
+        "linear_solver": [StrOptions(set(LINEAR_SOLVERS))],
         "device": [StrOptions(set(DEVICES))],
         "random_state": ["random_state"],
     }
@@ -137,6 +142,7 @@ class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         scoring="r2",
         batch_size=None,
         top_k=None,
+        linear_solver="auto",
         device="auto",
         random_state=None,
     ):
@@ -149,6 +155,7 @@ class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.scoring = scoring
         self.batch_size = batch_size
         self.top_k = top_k
+        self.linear_solver = linear_solver
         self.device = device
         self.random_state = random_state
 
@@ -198,7 +205,12 @@ class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             w,
             folds,
             n_anchors,
-            StartSpec(anchors=anchors, similarity=self.similarity, top_k=self.top_k),
+            StartSpec(
+                anchors=anchors,
+                similarity=self.similarity,
+                top_k=self.top_k,
+                linear_solver=self.linear_solver,
+            ),
             alphas,
             grid,
             scoring=self.scoring,
@@ -219,6 +231,7 @@ class ARNRegressorCV(MultiOutputMixin, RegressorMixin, BaseEstimator):
             anchors=to_numpy(result.layer.assignment.anchors),
             batch_size=self.batch_size,
             top_k=self.top_k,
+            linear_solver=self.linear_solver,
             device=self.device,
             random_state=self.random_state,
         )

@@ -39,7 +39,9 @@ def fit_closed_form(X, Y, w, n_anchors, spec, *, batch_size, random_state, backe
     anchors, softness = initial_anchors(
         to_numpy(X), to_numpy(w), n_anchors, spec, check_random_state(random_state), to_numpy(Y)
     )
-    assignment = make_assignment(backend.to_compute(anchors), spec.similarity, softness, spec.top_k)
+    assignment = make_assignment(
+        backend.to_compute(anchors), spec.similarity, softness, spec.top_k, spec.linear_solver
+    )
     xp = backend.xp
     X, Y, w = (backend.to_compute(a) for a in (X, Y, w))
     return closed_form_layer(

@@ -104,7 +104,7 @@ def cross_validate(
     totals = []
     for s, softness in enumerate(softnesses):
         assignment = make_assignment(
-            backend.to_compute(anchors), spec.similarity, softness, spec.top_k
+            backend.to_compute(anchors), spec.similarity, softness, spec.top_k, spec.linear_solver
         )
         fold_stats = []
         for idx in folds:

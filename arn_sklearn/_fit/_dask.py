@@ -187,7 +187,7 @@ def fit_dask(X, Y, w, n_anchors, spec, anchor_array, *, batch_size, random_state
         )
     else:
         anchors, softness = anchor_array.copy(), spec.softness
-    assignment = make_assignment(anchors, spec.similarity, softness, spec.top_k)
+    assignment = make_assignment(anchors, spec.similarity, softness, spec.top_k, spec.linear_solver)
     stats = accumulate(assignment, X, Y, w, batch_size)
     return solve_layer(
         stats.map_arrays(backend.to_compute),

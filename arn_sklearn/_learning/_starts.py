@@ -47,6 +47,8 @@ class StartSpec:
     similarity : str
     softness : "auto" or float
     top_k : int or None
+    linear_solver : {"auto", "dense", "sparse", "iterative"}
+        How a top-k model's system is solved.
     alpha : float
         Ridge penalty of the k-plane regressors and of the start ranking.
     learned : bool
@@ -61,6 +63,7 @@ class StartSpec:
     similarity: str = "euclidean"
     softness: object = "auto"
     top_k: int | None = None
+    linear_solver: str = "auto"
     alpha: float = 1.0
     learned: bool = False
     verbose: int = 0

@@ -103,9 +103,13 @@ class TopKAssignment(_Assignment):
         As :class:`DenseAssignment`'s.
     top_k : int
         Anchors kept per sample, fewer than ``n_anchors``.
+    linear_solver : {"auto", "dense", "sparse", "iterative"}
+        How its block-sparse system is solved (see
+        :class:`BlockSparseStatistics`); ``"auto"`` lets the cost model decide.
     """
 
     top_k: int = 1
+    linear_solver: str = "auto"
 
     def assign(self, X, xp):
         """``(idx, vals)`` of shape ``(n, k)``: the kept anchors and their weights."""
@@ -122,15 +126,21 @@ class TopKAssignment(_Assignment):
 
     def new_statistics(self, n_features, n_targets, xp, device=None):
         """Zero statistics of this model: the block-sparse Gram matrix."""
-        return BlockSparseStatistics.zeros(self.n_anchors, n_features, n_targets, xp, device)
+        return BlockSparseStatistics.zeros(
+            self.n_anchors, n_features, n_targets, xp, device, linear_solver=self.linear_solver
+        )
 
 
-def make_assignment(anchors, similarity, softness, top_k=None):
-    """The strategy of a model; ``top_k`` None or ``>= n_anchors`` is the dense model."""
+def make_assignment(anchors, similarity, softness, top_k=None, linear_solver="auto"):
+    """The strategy of a model; ``top_k`` None or ``>= n_anchors`` is the dense model.
+
+    ``linear_solver`` only concerns top-k models (a dense system is always
+    factorised by Cholesky).
+    """
     top_k = sparse_top_k(anchors.shape[0], top_k)
     if top_k is None:
         return DenseAssignment(anchors, similarity, float(softness))
-    return TopKAssignment(anchors, similarity, float(softness), top_k)
+    return TopKAssignment(anchors, similarity, float(softness), top_k, linear_solver)
 
 
 # ----------------------------------------------------------------- sizes
