@@ -46,7 +46,7 @@ def fit_lbfgs(X, Y, w, n_anchors, spec, options, *, random_state, backend, start
     -------
     layer : FittedLayer
         The closed form of the kept anchors on all rows (with its statistics).
-    history : VarproHistory
+    history : TrainingHistory
     """
     if start is None:
         check_fits_memory(n_anchors, None, X.shape[1], Y.shape[1], options.batch_size)

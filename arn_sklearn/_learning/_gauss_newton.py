@@ -44,7 +44,8 @@ from .._kernels._parametrisation import _Parametrisation
 from .._kernels._solve import centered_rhs
 from .._utils._arrays import to_numpy
 from .._utils._threads import single_threaded_blas
-from ._varpro import VarproHistory, closed_form_weights
+from ._history import TrainingHistory
+from ._varpro import closed_form_weights
 
 # Rows per chunk of the Jacobian pass: its widest block, ``B`` of shape
 # (rows, n_targets, n_theta), about this many bytes.
@@ -278,7 +279,7 @@ def fit_gauss_newton(
     theta = params.pack(anchors, softness)
     rows = chunk_rows(n_anchors, n_features, n_targets, theta.size)
     weight_sum = float(xp.sum(w))
-    history = VarproHistory()
+    history = TrainingHistory()
     tic = time.perf_counter()
 
     def point(theta):
@@ -309,11 +310,8 @@ def fit_gauss_newton(
 
     current = point(theta)
     Btr, H = linearise(current)
-    history.best_loss = current.loss
-    best = current
-    if validation_score is not None:
-        history.best_validation_score = score(current)
-    mu, nu, stalled = INITIAL_DAMPING, 2.0, 0
+    history.start(current.loss, current, None if validation_score is None else score(current))
+    mu, nu = INITIAL_DAMPING, 2.0
     while history.n_iter < max_iter:
         diagonal = np.maximum(np.diag(H), 1e-12 * max(float(np.max(np.diag(H))), 1e-300))
         if (
@@ -343,29 +341,11 @@ def fit_gauss_newton(
             mu, nu = max(mu, MIN_DAMPING), 2.0
         else:
             mu, nu = mu * nu, 2 * nu
-        history.loss_curve.append(current.loss)
-        improved = False
-        if validation_score is None:
-            if current.loss < history.best_loss:
-                improved = current.loss < history.best_loss - tol * abs(history.best_loss)
-                history.best_loss, best = current.loss, current
-        else:
-            if accepted:
-                value = score(current)
-                if value > history.best_validation_score:
-                    improved = value > history.best_validation_score + tol * abs(
-                        history.best_validation_score
-                    )
-                    history.best_validation_score, best = value, current
-                    history.best_loss = current.loss
-            else:
-                value = (
-                    history.validation_scores[-1]
-                    if history.validation_scores
-                    else (history.best_validation_score)
-                )
-            history.validation_scores.append(value)
-        stalled = 0 if improved else stalled + 1
+        value = None
+        if validation_score is not None:
+            # A rejected step leaves the model as it was: its score is the last one.
+            value = score(current) if accepted else _last_score(history)
+        history.record(current.loss, current, tol, value)
         if verbose:
             message = f"[ARN] gauss_newton step {history.n_iter}: objective {current.loss:.6g}"
             if validation_score is not None:
@@ -373,13 +353,18 @@ def fit_gauss_newton(
             if not accepted:
                 message += " (rejected)"
             print(f"{message}, {X.shape[0]} rows, {time.perf_counter() - tic:.2f} s")
-        if stalled >= n_iter_no_change or mu > MAX_DAMPING:
+        if history.stalled >= n_iter_no_change or mu > MAX_DAMPING:
             # No progress, or no damping decreases the objective (a stationary point).
             history.converged = True
             break
     history.message = "converged" if history.converged else "maximum iterations reached"
-    anchors_np, log_softness = params.unpack(best.theta)
+    anchors_np, log_softness = params.unpack(history.best.theta)
     return anchors_np, math.exp(log_softness), history
+
+
+def _last_score(history):
+    scores = history.validation_scores
+    return scores[-1] if scores else history.best_validation_score
 
 
 def _try_point(point, theta):

@@ -8,7 +8,8 @@ kept. Nothing here knows the estimator API.
 
 import math
 import time
-from dataclasses import dataclass, field
+
+from ._history import TrainingHistory
 
 # The paper's super-resolution recipe: the rate is halved every 20 epochs.
 STEP_DECAY = 0.5
@@ -87,19 +88,6 @@ def make_optimizer(solver, learning_rate, momentum):
     raise ValueError(f"Unknown gradient solver {solver!r}.")
 
 
-@dataclass
-class TrainingHistory:
-    """What the epoch loop reports back to the estimator."""
-
-    n_iter: int = 0
-    loss_curve: list = field(default_factory=list)
-    validation_scores: list = field(default_factory=list)
-    best_loss: float = math.inf
-    best_validation_score: float = -math.inf
-    diverged: bool = False
-    converged: bool = False
-
-
 def run_epochs(
     params,
     names,
@@ -151,10 +139,8 @@ def run_epochs(
     history : TrainingHistory
     """
     history = TrainingHistory()
-    history.best_loss = training_loss(params)
-    if validation_score is not None:
-        history.best_validation_score = validation_score(params)
-    best_params, stalled = params, 0
+    score = None if validation_score is None else validation_score(params)
+    history.start(training_loss(params), params, score)
     for epoch in range(max_iter):
         tic = time.perf_counter()
         order = random_state.permutation(n_samples)
@@ -163,32 +149,19 @@ def run_epochs(
             params = optimizer.step(params, grads, names, epoch)
         loss = training_loss(params)
         history.n_iter = epoch + 1
-        history.loss_curve.append(loss)
         if not math.isfinite(loss):
+            history.loss_curve.append(loss)
             history.diverged = True
             break
-        if validation_score is None:
-            # Relative: the objective's scale is the targets' squared scale.
-            improved = loss < history.best_loss - tol * abs(history.best_loss)
-            if loss < history.best_loss:
-                history.best_loss, best_params = loss, params
-        else:
-            score = validation_score(params)
-            history.validation_scores.append(score)
-            improved = score > history.best_validation_score + tol * abs(
-                history.best_validation_score
-            )
-            if score > history.best_validation_score:
-                history.best_validation_score, best_params = score, params
-                history.best_loss = loss
-        stalled = 0 if improved else stalled + 1
+        score = None if validation_score is None else validation_score(params)
+        history.record(loss, params, tol, score)
         if verbose:
             message = f"Epoch {epoch + 1}: loss {loss:.6g}"
             if validation_score is not None:
                 message += f", validation score {history.validation_scores[-1]:.6g}"
             rate = optimizer.rate(epoch)
             print(f"{message}, learning rate {rate:.3g}, {time.perf_counter() - tic:.2f} s")
-        if stalled >= n_iter_no_change:
+        if history.stalled >= n_iter_no_change:
             history.converged = True
             break
-    return best_params, history
+    return history.best, history

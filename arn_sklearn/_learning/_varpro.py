@@ -35,6 +35,7 @@ from .._kernels._solve import centered_rhs
 from .._model._statistics import SufficientStatistics
 from .._utils._arrays import device_of
 from .._utils._chunks import rows_for
+from ._history import TrainingHistory
 
 # Rows per chunk: a lifted block of about this many bytes, as in the closed form.
 _CHUNK_BYTES = 64 * 2**20
@@ -224,20 +225,6 @@ def predict(X, anchors, softness, similarity, W, y_mean, xp):
 PARAMETRISATIONS = ("plain", "scaled")
 
 
-class VarproHistory:
-    """What :func:`fit_varpro` reports back (same fields as ``_optim.TrainingHistory``)."""
-
-    def __init__(self):
-        self.n_iter = 0
-        self.loss_curve = []
-        self.validation_scores = []
-        self.best_loss = math.inf
-        self.best_validation_score = -math.inf
-        self.converged = False
-        self.diverged = False
-        self.message = ""
-
-
 def fit_varpro(
     X,
     Y,
@@ -290,7 +277,7 @@ def fit_varpro(
     anchors : ndarray of shape (n_anchors, n_features)
         The kept iterate's anchors (numpy).
     softness : float
-    history : VarproHistory
+    history : TrainingHistory
         ``loss_curve`` holds the objective after each iteration; the start
         competes as iteration 0, so the kept objective (or validation score)
         is never worse than the start's.
@@ -299,7 +286,7 @@ def fit_varpro(
         raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}.")
     scaled = parametrisation == "scaled"
     params = _Parametrisation(anchors.shape, softness, similarity, learn_softness, scaled)
-    history = VarproHistory()
+    history = TrainingHistory()
     last = {}
 
     def evaluate(theta):
@@ -329,37 +316,22 @@ def fit_varpro(
         return validation_score(xp.asarray(anchors_np), math.exp(log_softness), W, y_mean)
 
     theta0 = params.pack(anchors, softness)
-    history.best_loss = evaluate(theta0)[0]
-    best = {"theta": theta0, "stalled": 0}
     tic = time.perf_counter()
-    if validation_score is not None:
-        history.best_validation_score = score(theta0)
+    history.start(
+        evaluate(theta0)[0], theta0, None if validation_score is None else score(theta0)
+    )
 
     def callback(intermediate_result):
         theta = np.array(intermediate_result.x, copy=True)
         loss = evaluate(theta)[0]
         history.n_iter += 1
-        history.loss_curve.append(loss)
-        if validation_score is None:
-            improved = loss < history.best_loss - tol * abs(history.best_loss)
-            if loss < history.best_loss:
-                history.best_loss, best["theta"] = loss, theta
-        else:
-            value = score(theta)
-            history.validation_scores.append(value)
-            improved = value > history.best_validation_score + tol * abs(
-                history.best_validation_score
-            )
-            if value > history.best_validation_score:
-                history.best_validation_score, best["theta"] = value, theta
-                history.best_loss = loss
-        best["stalled"] = 0 if improved else best["stalled"] + 1
+        history.record(loss, theta, tol, None if validation_score is None else score(theta))
         if verbose:
             message = f"[ARN] lbfgs iteration {history.n_iter}: objective {loss:.6g}"
             if validation_score is not None:
                 message += f", validation score {history.validation_scores[-1]:.6g}"
             print(f"{message}, {time.perf_counter() - tic:.2f} s")
-        if best["stalled"] >= n_iter_no_change:
+        if history.stalled >= n_iter_no_change:
             history.converged = True
             raise StopIteration
 
@@ -377,5 +349,5 @@ def fit_varpro(
     if history.n_iter < max_iter and not history.converged:
         # scipy stopped on its own (stationary point or a failed line search).
         history.converged = True
-    anchors_np, log_softness = params.unpack(best["theta"])
+    anchors_np, log_softness = params.unpack(history.best)
     return anchors_np, math.exp(log_softness), history
