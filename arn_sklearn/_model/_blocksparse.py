@@ -20,7 +20,7 @@ products (correct, for small problems and tests). Solving always runs on the
 host with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,7 +42,13 @@ from .._utils._memory import available_memory_bytes
 from .._utils._progress import Progress
 from .._utils._threads import _WorkerPool, blas_thread_count, single_threaded_blas
 from .._utils._warnings import warn_user
-from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
+from ._statistics import (
+    ACCUMULATION_DTYPE,
+    SufficientStatistics,
+    map_statistics_arrays,
+    target_sums_added,
+    target_zeros,
+)
 
 # The ways to solve ``(G + alpha I) W = R``; "auto" asks the cost model.
 LINEAR_SOLVERS = ("auto", "dense", "sparse", "iterative")
@@ -193,30 +199,13 @@ class BlockSparseStatistics:
             n_features=int(n_features),
             pair_keys=xp.zeros((0,), **key_kw),
             blocks=xp.zeros((0, d1, d1), **kw),
-            zty=xp.zeros((p, n_targets), **kw),
-            z_sum=xp.zeros((p,), **kw),
-            y_sum=xp.zeros((n_targets,), **kw),
-            y_sq_sum=xp.zeros((n_targets,), **kw),
-            weight_sum=0.0,
-            n_samples=0,
             linear_solver=linear_solver,
+            **target_zeros(p, n_targets, xp, **kw),
         )
 
     def map_arrays(self, convert):
         """The same statistics with every array passed through ``convert``."""
-        return BlockSparseStatistics(
-            n_anchors=self.n_anchors,
-            n_features=self.n_features,
-            pair_keys=convert(self.pair_keys),
-            blocks=convert(self.blocks),
-            zty=convert(self.zty),
-            z_sum=convert(self.z_sum),
-            y_sum=convert(self.y_sum),
-            y_sq_sum=convert(self.y_sq_sum),
-            weight_sum=self.weight_sum,
-            n_samples=self.n_samples,
-            linear_solver=self.linear_solver,
-        )
+        return map_statistics_arrays(self, convert, ("pair_keys", "blocks"))
 
     def copy(self):
         return self.map_arrays(lambda a: a * 1)
@@ -229,19 +218,7 @@ class BlockSparseStatistics:
             )
         xp = _namespace(self.zty)
         keys, blocks = _merge(self.pair_keys, self.blocks, other.pair_keys, other.blocks, xp)
-        return BlockSparseStatistics(
-            n_anchors=self.n_anchors,
-            n_features=self.n_features,
-            pair_keys=keys,
-            blocks=blocks,
-            zty=self.zty + other.zty,
-            z_sum=self.z_sum + other.z_sum,
-            y_sum=self.y_sum + other.y_sum,
-            y_sq_sum=self.y_sq_sum + other.y_sq_sum,
-            weight_sum=self.weight_sum + other.weight_sum,
-            n_samples=self.n_samples + other.n_samples,
-            linear_solver=self.linear_solver,
-        )
+        return replace(self, pair_keys=keys, blocks=blocks, **target_sums_added(self, other))
 
     @property
     def n_lifted(self):

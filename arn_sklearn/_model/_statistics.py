@@ -6,7 +6,7 @@ holds; they can be accumulated chunk by chunk (``fit``), continued later
 (``partial_fit``) and added across data blocks (``a + b``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -19,6 +19,36 @@ from .._utils._threads import single_threaded_blas
 # The normal equations square the condition number of the lifted design, so the
 # statistics are always accumulated and solved in float64, whatever the input dtype.
 ACCUMULATION_DTYPE = "float64"
+
+# The target side, shared by the dense and the block-sparse statistics: the
+# arrays below are summed by ``+`` and moved by ``map_arrays``; ``weight_sum``
+# and ``n_samples`` are plain numbers.
+TARGET_ARRAYS = ("zty", "z_sum", "y_sum", "y_sq_sum")
+
+
+def target_zeros(n_lifted, n_targets, xp, **kw):
+    """Zero target-side sums, as keyword arguments of either statistics type."""
+    return dict(
+        zty=xp.zeros((n_lifted, n_targets), **kw),
+        z_sum=xp.zeros((n_lifted,), **kw),
+        y_sum=xp.zeros((n_targets,), **kw),
+        y_sq_sum=xp.zeros((n_targets,), **kw),
+        weight_sum=0.0,
+        n_samples=0,
+    )
+
+
+def target_sums_added(a, b):
+    """The target-side sums of ``a + b``, as keyword arguments."""
+    out = {name: getattr(a, name) + getattr(b, name) for name in TARGET_ARRAYS}
+    return dict(out, weight_sum=a.weight_sum + b.weight_sum, n_samples=a.n_samples + b.n_samples)
+
+
+def map_statistics_arrays(stats, convert, array_fields):
+    """``stats`` with ``convert`` applied to its ``array_fields`` and target arrays."""
+    return replace(
+        stats, **{name: convert(getattr(stats, name)) for name in (*array_fields, *TARGET_ARRAYS)}
+    )
 
 
 @dataclass
@@ -57,40 +87,18 @@ class SufficientStatistics:
         dtype = getattr(xp, ACCUMULATION_DTYPE)
         kw = {"dtype": dtype} if device is None else {"dtype": dtype, "device": device}
         return cls(
-            gram=xp.zeros((n_lifted, n_lifted), **kw),
-            zty=xp.zeros((n_lifted, n_targets), **kw),
-            z_sum=xp.zeros((n_lifted,), **kw),
-            y_sum=xp.zeros((n_targets,), **kw),
-            y_sq_sum=xp.zeros((n_targets,), **kw),
-            weight_sum=0.0,
-            n_samples=0,
+            gram=xp.zeros((n_lifted, n_lifted), **kw), **target_zeros(n_lifted, n_targets, xp, **kw)
         )
 
     def __add__(self, other):
-        return SufficientStatistics(
-            gram=self.gram + other.gram,
-            zty=self.zty + other.zty,
-            z_sum=self.z_sum + other.z_sum,
-            y_sum=self.y_sum + other.y_sum,
-            y_sq_sum=self.y_sq_sum + other.y_sq_sum,
-            weight_sum=self.weight_sum + other.weight_sum,
-            n_samples=self.n_samples + other.n_samples,
-        )
+        return replace(self, gram=self.gram + other.gram, **target_sums_added(self, other))
 
     def map_arrays(self, convert):
         """The same statistics with every array passed through ``convert``.
 
         Used to move them between devices, e.g. to solve on the GPU.
         """
-        return SufficientStatistics(
-            gram=convert(self.gram),
-            zty=convert(self.zty),
-            z_sum=convert(self.z_sum),
-            y_sum=convert(self.y_sum),
-            y_sq_sum=convert(self.y_sq_sum),
-            weight_sum=self.weight_sum,
-            n_samples=self.n_samples,
-        )
+        return map_statistics_arrays(self, convert, ("gram",))
 
     def accumulate(self, chunks, assign, xp, verbose=0):
         """These statistics plus those of ``chunks``, see :func:`accumulate`."""
@@ -123,15 +131,7 @@ class SufficientStatistics:
                 # them in random order, measured 4x slower for an 8 GB system.
                 fresh.gram.fill(0.0)
             return fresh
-        return SufficientStatistics(
-            gram=self.gram * 1.0,
-            zty=self.zty * 1.0,
-            z_sum=self.z_sum * 1.0,
-            y_sum=self.y_sum * 1.0,
-            y_sq_sum=self.y_sq_sum * 1.0,
-            weight_sum=self.weight_sum,
-            n_samples=self.n_samples,
-        )
+        return self.map_arrays(lambda a: a * 1.0)
 
 
 def _gram_update(gram, Zw, xp):
