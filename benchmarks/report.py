@@ -7,8 +7,8 @@ accumulation (see ``efficiency.py``). Peers that are not installed or fail are
 listed as "not available: <reason>"; LightGBM comes with the ``benchmark``
 extra (``pip install ".[benchmark]"``).
 
-Expected run time at the defaults on 2 cores: 4-7 minutes, most of it the MLP
-(2-4 minutes: two hidden layers of 128, early stopping) and the learned anchors
+Expected run time at the defaults on 2 cores: 2 minutes on a quiet machine, up to 7
+under load, most of it the MLP (two hidden layers of 128, early stopping) and the learned anchors
 (``ARNRegressor(solver="lbfgs", max_iter=30)`` and 16 anchors by Gauss-Newton with
 early stopping, about a minute each);
 ``--skip MLPRegressor`` leaves the MLP out. The time of each row is printed as
@@ -93,7 +93,8 @@ def peers(m, seed=0):
 def run(n, d, m, skip=()):
     X, y, X_test, y_test = make_data(n, d)
     print(f"data: n_train={n}, n_test={len(y_test)}, d={d}; ARN n_anchors={m}")
-    print("4-7 minutes at the defaults on 2 cores (the MLP 2-4); rows print as they end\n")
+    print("2-7 minutes at the defaults on 2 cores (most of it the MLP and learned anchors)")
+    print("rows print as they end\n")
     header = ("test R2", "fit s", "fit/ARN", "pred s", "pred/ARN")
     print(f"{'model':24s} " + " ".join(f"{h:>8s}" for h in header), flush=True)
     ref = None
