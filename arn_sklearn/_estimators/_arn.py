@@ -12,7 +12,7 @@ from sklearn.utils.validation import (
 
 from .._fit import _dask
 from .._fit._closed_form import fit_closed_form, partial_fit_closed_form
-from .._fit._learned import fit_lbfgs, fit_minibatch
+from .._fit._learned import fit_variable_projection, fit_minibatch
 from .._kernels._assignment import SIMILARITIES
 from .._kernels._topk import sparse_top_k
 from .._learning._starts import StartSpec
@@ -382,7 +382,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             )
             history = None
         else:
-            driver = fit_minibatch if self.solver in GRADIENT_SOLVERS else fit_lbfgs
+            driver = fit_minibatch if self.solver in GRADIENT_SOLVERS else fit_variable_projection
             layer, history = driver(
                 X,
                 Y,

@@ -26,7 +26,7 @@ from .._utils._arrays import to_numpy
 from .._utils._validation import check_target_count
 
 
-def fit_lbfgs(X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None):
+def fit_variable_projection(X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None):
     """Variable projection (``solver="lbfgs"`` or ``"gauss_newton"``): learn anchors and
     softness, then the closed form on all rows.
 
@@ -88,7 +88,7 @@ def fit_minibatch(X, Y, w, n_anchors, spec, options, *, random_state, backend, s
 
     The start is the closed form (or, with ``start``, the fitted layer); the
     returned layer keeps no statistics (they belong to the start's anchors).
-    Parameters as :func:`fit_lbfgs`'s.
+    Parameters as :func:`fit_variable_projection`'s.
     """
     xp = backend.xp
     if start is None:
