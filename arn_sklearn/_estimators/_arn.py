@@ -12,7 +12,7 @@ from sklearn.utils.validation import (
 
 from .._fit import _dask
 from .._fit._closed_form import fit_closed_form, partial_fit_closed_form
-from .._fit._learned import fit_variable_projection, fit_minibatch
+from .._fit._learned import fit_minibatch, fit_variable_projection
 from .._kernels._assignment import SIMILARITIES
 from .._kernels._topk import sparse_top_k
 from .._learning._starts import StartSpec

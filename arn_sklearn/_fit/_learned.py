@@ -26,7 +26,9 @@ from .._utils._arrays import to_numpy
 from .._utils._validation import check_target_count
 
 
-def fit_variable_projection(X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None):
+def fit_variable_projection(
+    X, Y, w, n_anchors, spec, options, *, random_state, backend, start=None
+):
     """Variable projection (``solver="lbfgs"`` or ``"gauss_newton"``): learn anchors and
     softness, then the closed form on all rows.
 
