@@ -1,10 +1,11 @@
 """BLAS threads: one-thread sections and the worker pools of the row-block kernels."""
 
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 
 @contextmanager
@@ -25,7 +26,7 @@ def single_threaded_blas():
     """
     with _BLAS_LIMIT_LOCK:
         if _BLAS_LIMIT_DEPTH.value == 0:
-            limiter = threadpool_limits(limits=1, user_api="blas")
+            limiter = _controller().limit(limits=1, user_api="blas")
         _BLAS_LIMIT_DEPTH.value += 1
         try:
             yield
@@ -37,8 +38,20 @@ def single_threaded_blas():
 
 def blas_thread_count():
     """Threads of the loaded BLAS (the smallest if several are loaded), at least 1."""
-    n = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    n = [info["num_threads"] for info in _controller().info() if info["user_api"] == "blas"]
     return max(1, min(n) if n else 1)
+
+
+@functools.cache
+def _controller():
+    """One controller for the process.
+
+    Building one scans the loaded shared libraries (about 4 ms); a learned
+    fit enters hundreds of one-thread sections, which cost 1.6 s of a 12 s
+    fit with a fresh scan each. numpy and SciPy, whose BLAS libraries are the
+    ones limited, are loaded by the time the package is imported.
+    """
+    return ThreadpoolController()
 
 
 class _Depth(threading.local):
