@@ -498,3 +498,52 @@ def test_cli_bad_flags_are_named_before_any_work(capsys, argv, flag, match):
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and re.search(match, err), err
     assert "[superres]" not in err
+
+
+# ------------------------------------------- issue 19: contrast weights, CLI top-k
+def test_contrast_weights_are_a_weighted_fit_by_the_feature_norm():
+    # Reference: sklearn's Ridge fitted by hand on the normalised patches with
+    # sample_weight = raw feature norm; uniform weights must differ from it.
+    from sklearn.linear_model import Ridge
+
+    hr = modcrop(_smooth_image((45, 45)), 3)
+    features, X, Y = build_training_set([hr], 3)
+    norms = np.linalg.norm(X, axis=1)
+    Xn = X / (norms + np.finfo(float).eps)[:, None]
+    Yn = Y / np.where(norms + np.finfo(float).eps < 0.1, 1.0, norms + np.finfo(float).eps)[:, None]
+    reference = Ridge(alpha=0.1).fit(Xn, Yn, sample_weight=norms)
+    model = SuperResolver(Ridge(alpha=0.1), scale=3, patch_weights="contrast")
+    fitted = model.fit_patches(features, X, Y).regressor_
+    np.testing.assert_allclose(fitted.coef_, reference.coef_, rtol=1e-10, atol=1e-12)
+    uniform = SuperResolver(Ridge(alpha=0.1), scale=3).fit_patches(features, X, Y).regressor_
+    assert not np.allclose(uniform.coef_, reference.coef_, rtol=1e-3)
+
+
+def test_contrast_weights_need_a_regressor_with_sample_weight():
+    hr = modcrop(_smooth_image((30, 30)), 3)
+    features, X, Y = build_training_set([hr], 3)
+    model = SuperResolver(APlusRegressor(4, neighborhood_size=16), patch_weights="contrast")
+    with pytest.raises(ValueError, match="sample_weight; APlusRegressor does not"):
+        model.fit_patches(features, X, Y)
+
+
+def test_cli_top_k_and_patch_weights_reach_the_model(tmp_path, camera_split):
+    io = pytest.importorskip("skimage.io")
+    from arn_sklearn._persistence import load_model
+
+    train, _ = camera_split
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for i, image in enumerate(train):
+        io.imsave(folder / f"im{i}.png", (image * 255).astype(np.uint8), check_contrast=False)
+    out = tmp_path / "m.skops"
+    argv = ["train", "--images", str(folder), "--anchors", "8", "--max-patches", "400",
+            "--top-k", "2", "--patch-weights", "contrast", "--output", str(out)]  # fmt: skip
+    assert cli_main(argv) == 0
+    model = load_model(out)
+    assert model.patch_weights == "contrast"
+    assert model.regressor_.top_k == 2
+    # Each patch mixes at most two anchors' regressors.
+    X = model.features_.transform_raw(gradient_patch_features(luminance(train[0]), 3))
+    weights = np.asarray(model.regressor_.soft_assignments(X[:200]))
+    assert np.all(np.count_nonzero(weights, axis=1) <= 2)

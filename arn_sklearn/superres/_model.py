@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_is_fitted, check_X_y
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_X_y, has_fit_parameter
 
 from .._utils._validation import rollback_on_error, validate_targets
 from ._aplus import APlusRegressor, normalise_rows, target_scales
@@ -44,6 +44,16 @@ class SuperResolver(BaseEstimator):
         own ``P_k x`` on the raw features). Flat and 8-bit quantised areas,
         whose tiny features normalise to arbitrary unit vectors, thus get
         tiny residuals rather than edge-sized ones.
+    patch_weights : {"uniform", "contrast"}, default="uniform"
+        Weights of the training patches in the regressor's least squares.
+        ``"uniform"`` (A+) weighs every normalised patch alike. ``"contrast"``
+        weighs each by its feature norm: a patch's predicted residual is
+        multiplied by that norm, so its error in the image grows with it, and
+        uniform weights spend the fit on low-contrast patches that barely
+        change the output (+0.11 dB mean PSNR with 256 top-4 ARN anchors on the
+        held-out photographs, ``benchmarks/superres_topk.py``). Needs a
+        regressor whose ``fit`` takes ``sample_weight`` (not A+). With
+        ``normalize=False`` the features are still weighted by their norm.
     max_patches_per_image : int, default=None
         Random patches kept per training image (all if None).
     random_state : int, RandomState instance or None, default=None
@@ -74,6 +84,7 @@ class SuperResolver(BaseEstimator):
         "scale": [Interval(numbers.Integral, 1, None, closed="left")],
         "energy": [Interval(numbers.Real, 0, 1, closed="right")],
         "normalize": ["boolean"],
+        "patch_weights": [StrOptions({"uniform", "contrast"})],
         "max_patches_per_image": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -86,6 +97,7 @@ class SuperResolver(BaseEstimator):
         scale=3,
         energy=0.999,
         normalize=True,
+        patch_weights="uniform",
         max_patches_per_image=None,
         random_state=None,
         verbose=0,
@@ -94,6 +106,7 @@ class SuperResolver(BaseEstimator):
         self.scale = scale
         self.energy = energy
         self.normalize = normalize
+        self.patch_weights = patch_weights
         self.max_patches_per_image = max_patches_per_image
         self.random_state = random_state
         self.verbose = verbose
@@ -139,10 +152,20 @@ class SuperResolver(BaseEstimator):
         X, Y = check_X_y(X, Y, multi_output=True, y_numeric=True, dtype=np.float64)
         validate_targets(Y)
         tic = time.perf_counter()
+        regressor = self._make_regressor()
+        fit_params = {}
+        if self.patch_weights == "contrast":
+            if not has_fit_parameter(regressor, "sample_weight"):
+                raise ValueError(
+                    f"patch_weights='contrast' needs a regressor whose fit takes "
+                    f"sample_weight; {type(regressor).__name__} does not. "
+                    "Use patch_weights='uniform'."
+                )
+            fit_params["sample_weight"] = np.linalg.norm(X, axis=1)
         if self.normalize:
             X, norms = normalise_rows(X)
             Y = Y / target_scales(norms)[:, None]
-        regressor = self._make_regressor().fit(X, Y)
+        regressor.fit(X, Y, **fit_params)
         if self.verbose:
             print(
                 f"[superres] {type(regressor).__name__} fitted on {X.shape[0]} patches "
