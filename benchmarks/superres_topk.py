@@ -37,6 +37,7 @@ DEFAULT_RUNS = (
     "256:dense:contrast:cv",
     "1024:4:uniform:0.1",
     "1024:4:contrast:0.1",
+    "1024:8:contrast:0.1",
 )
 
 
