@@ -152,6 +152,25 @@ def test_iterative_direct_and_dense_predictions_agree(kind, alpha):
         assert np.all(error <= 1e-6 * scale), (solver, error / scale)
 
 
+@pytest.mark.parametrize("unknowns", [1, 62, 512])
+def test_iterative_predictions_agree_whatever_the_aggregate_size(monkeypatch, unknowns):
+    """Small aggregates leave CG many iterations: the stopping rule still holds 1e-6."""
+    monkeypatch.setattr(bs, "_AGGREGATE_UNKNOWNS", unknowns)
+    stats, X, assign = statistics("overlapping", d=30, m=60)
+    idx, vals = assign(X[::3] + 0.1)
+    predictions = {}
+    for solver in ("dense", "iterative"):
+        stats.linear_solver = solver
+        W, y_mean = stats.solve(1e-2, xp)
+        predictions[solver] = predict_top_k(X[::3] + 0.1, idx, vals, W, xp) + y_mean
+    reference = predictions["dense"]
+    scale = np.linalg.norm(reference - reference.mean(axis=0), axis=0)
+    error = np.linalg.norm(predictions["iterative"] - reference, axis=0)
+    assert np.all(error <= 1e-6 * scale), error / scale
+    factor = stats.factorize(1e-2, xp)
+    assert np.bincount(factor.labels).max() <= max(1, unknowns // 31)
+
+
 def test_block_pcg_solves_spd_system_and_warm_start_saves_iterations():
     stats, _, _ = statistics("overlapping", d=30)
     rows = stats.block_rows()
