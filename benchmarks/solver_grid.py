@@ -129,7 +129,7 @@ def main():
     args = parser.parse_args()
     print(
         "| data | anchors | rows | pairs/anchor | largest component | pick | estimates (s) "
-        "| dense | sparse | iterative (it.) | pick / best |"
+        "| dense | sparse | iterative | pick / best |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in args.kinds:
@@ -162,9 +162,9 @@ def main():
                     return f"> {args.timeout:.0f} s" if solver != "dense" else "not run"
                 if r[0] == "error":
                     return f"failed ({r[1]})"
-                extra = f" ({r[2]} it.)" if r[2] is not None else ""
+                extra = f", {r[2]} it." if r[2] is not None else ""
                 kind_name = f" {r[3]}" if solver == "sparse" else ""
-                return f"{r[0]:.2f}{kind_name}{extra}"
+                return f"{r[0]:.2f}{kind_name} (setup {r[1]:.2f}{extra})"
 
             est = ", ".join(f"{s[0]} {v:.3g}" for s, v in sorted(estimates.items()))
             print(

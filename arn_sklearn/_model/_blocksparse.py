@@ -66,10 +66,11 @@ _DENSE_FLOP_RATE = 3e10
 # LAPACK's dpotrf on the same machine (benchmarks/bench_kernels.py).
 _SUPERLU_SLOWDOWN = 20.0
 # The per-anchor GEMMs of a Gram product run at this share of the dense rate,
-# and block-Jacobi CG takes about this many of them (30-80 on small 30-d graphs,
-# ~180 on 1024 anchors of 200 overlapping clusters: an optimistic count).
+# and CG preconditioned on anchor aggregates takes about this many of them
+# (4-40 on benchmarks/solver_grid.py's graphs; per-anchor block-Jacobi took
+# ~180 on 1024 anchors of 200 overlapping clusters, the aggregates 4).
 _CG_FLOP_SHARE = 0.3
-_CG_ITERATIONS = 60
+_CG_ITERATIONS = 25
 # Most unknowns per aggregate of CG's preconditioner (16 anchors at d = 30):
 # its inverses take at most ``p x 512`` doubles.
 _AGGREGATE_UNKNOWNS = 512
@@ -595,7 +596,8 @@ def choose_linear_solver(
     pairs (on one connected graph of 30-d points SuperLU was seen to run for
     tens of minutes where its symbolic estimate said seconds); iterative
     ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at a third of
-    the dense rate. Small systems (``p <= 2048``) and dense graphs (over a
+    the dense rate, plus the preconditioner's inverses of aggregates of ``s``
+    unknowns (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration. Small systems (``p <= 2048``) and dense graphs (over a
     quarter of the pairs stored) are solved densely; a dense ``p x p`` that
     does not fit in the memory available is never allocated. CG needs
     ``alpha > 0`` (``G`` alone may be singular).
@@ -653,8 +655,12 @@ def estimate_solver_seconds(
     if dense_fits:
         costs["dense"] = p**3 / 3 / _DENSE_FLOP_RATE
     if alpha > 0:
-        gram_product = 2.0 * (2 * n_pairs - m) * d1 * d1 * n_targets
-        costs["iterative"] = _CG_ITERATIONS * gram_product / (_CG_FLOP_SHARE * _DENSE_FLOP_RATE)
+        # Aggregates of ``s`` unknowns: their inverses (2 s^3 flops each) once,
+        # and one GEMM with them per iteration, both at the dense rate.
+        s = min(p, max(1, _AGGREGATE_UNKNOWNS // d1) * d1)
+        gram_product = 2.0 * (2 * n_pairs - m) * d1 * d1 * n_targets / _CG_FLOP_SHARE
+        iteration = gram_product + 2.0 * p * s * n_targets
+        costs["iterative"] = (2.0 * p * s * s + _CG_ITERATIONS * iteration) / _DENSE_FLOP_RATE
     fill, flops = fill_and_flops()
     if fill <= _SPARSE_MAX_FILL or not costs:
         costs["sparse"] = flops * _SUPERLU_SLOWDOWN / _DENSE_FLOP_RATE
