@@ -435,8 +435,8 @@ class BlockSparseStatistics:
 
         The solver is :meth:`choose_solver`'s: a dense Cholesky; a sparse LU
         with a symmetric fill-reducing ordering and no pivoting (an ``LDL^T``
-        factorisation) plus one step of iterative refinement; or block-Jacobi
-        preconditioned conjugate gradients (:mod:`arn_sklearn._kernels._block_cg`),
+        factorisation) plus one step of iterative refinement; or conjugate gradients
+        preconditioned on anchor aggregates (:mod:`arn_sklearn._kernels._block_cg`),
         whose predictions agree with the exact solve's to about 1e-6 relative.
         A numerically singular system warns with a ``LinAlgWarning`` and still
         returns a finite solution.
