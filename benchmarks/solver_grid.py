@@ -149,17 +149,19 @@ def main():
             for solver in ("dense", "sparse", "iterative"):
                 p = m * (D + 1)
                 if solver == "dense" and (8 * p * p > 8 * 2**30 or estimates["dense"] > 600):
-                    times[solver] = None
+                    times[solver] = "skipped"
                     continue
                 times[solver] = time_solver(stats, args.alpha, solver, args.timeout)
-            measured = {s: r[0] for s, r in times.items() if r and r[0] != "error"}
+            measured = {s: r[0] for s, r in times.items() if isinstance(r, tuple) and r[0] != "error"}
             best = min(measured.values()) if measured else float("nan")
             ratio = measured.get(pick, float("inf")) / best
 
-            def cell(solver, times=times):
+            def cell(solver, times=times, estimates=estimates):
                 r = times[solver]
                 if r is None:
-                    return f"> {args.timeout:.0f} s" if solver != "dense" else "not run"
+                    return f"> {args.timeout:.0f} s"
+                if r == "skipped":
+                    return f"not run (est. {estimates['dense']:.0f} s)"
                 if r[0] == "error":
                     return f"failed ({r[1]})"
                 extra = f", {r[2]} it." if r[2] is not None else ""
