@@ -152,7 +152,8 @@ def main():
                     times[solver] = "skipped"
                     continue
                 times[solver] = time_solver(stats, args.alpha, solver, args.timeout)
-            measured = {s: r[0] for s, r in times.items() if isinstance(r, tuple) and r[0] != "error"}
+            ran = {s: r for s, r in times.items() if isinstance(r, tuple) and r[0] != "error"}
+            measured = {s: r[0] for s, r in ran.items()}
             best = min(measured.values()) if measured else float("nan")
             ratio = measured.get(pick, float("inf")) / best
 
