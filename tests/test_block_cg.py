@@ -9,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import arn_sklearn._model._blocksparse as bs
 from arn_sklearn._kernels._block_cg import (
+    _DELAY,
     AggregateJacobi,
     BlockRows,
     anchor_aggregates,
@@ -129,7 +130,7 @@ def test_aggregates_stay_inside_connected_components_and_fill_them():
         shift=alpha,
     )
     np.testing.assert_allclose(X, exact, rtol=1e-7, atol=1e-10 * np.abs(exact).max())
-    assert n_iter <= 4
+    assert n_iter <= 2 * _DELAY  # the error estimate's first check
 
 
 @pytest.mark.parametrize("kind", ["separated", "overlapping", "dense"])

@@ -65,12 +65,14 @@ _DENSE_FLOP_RATE = 3e10
 # SuperLU's factorisation was measured this many times slower per flop than
 # LAPACK's dpotrf on the same machine (benchmarks/bench_kernels.py).
 _SUPERLU_SLOWDOWN = 20.0
-# The per-anchor GEMMs of a Gram product run at this share of the dense rate,
-# and CG preconditioned on anchor aggregates takes about this many of them
-# (4-40 on benchmarks/solver_grid.py's graphs; per-anchor block-Jacobi took
-# ~180 on 1024 anchors of 200 overlapping clusters, the aggregates 4).
-_CG_FLOP_SHARE = 0.3
-_CG_ITERATIONS = 25
+# The per-anchor GEMMs of a Gram product run at this share of the dense rate
+# (benchmarks/solver_grid.py: a CG iteration took 1/36-1/46 of a 7,936-unknown
+# Cholesky's time, where 0.3 would say 1/14-1/20), and CG preconditioned on
+# anchor aggregates takes about this many of them (4-38 on that grid, median
+# 14; per-anchor block-Jacobi took ~180 on 1024 anchors of 200 overlapping
+# clusters, where the aggregates took 4-6).
+_CG_FLOP_SHARE = 0.5
+_CG_ITERATIONS = 20
 # Most unknowns per aggregate of CG's preconditioner (16 anchors at d = 30):
 # its inverses take at most ``p x 512`` doubles.
 _AGGREGATE_UNKNOWNS = 512
@@ -595,8 +597,8 @@ def choose_linear_solver(
     where the symbolic fill-in stays below ``_SPARSE_MAX_FILL`` times the stored
     pairs (on one connected graph of 30-d points SuperLU was seen to run for
     tens of minutes where its symbolic estimate said seconds); iterative
-    ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at a third of
-    the dense rate, plus the preconditioner's inverses of aggregates of ``s``
+    ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at half the
+    dense rate, plus the preconditioner's inverses of aggregates of ``s``
     unknowns (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration. Small systems (``p <= 2048``) and dense graphs (over a
     quarter of the pairs stored) are solved densely; a dense ``p x p`` that
     does not fit in the memory available is never allocated. CG needs
