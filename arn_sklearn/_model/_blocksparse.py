@@ -57,7 +57,9 @@ LINEAR_SOLVERS = ("auto", "dense", "sparse", "iterative")
 # 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there), and so
 # is any system whose pairs cover more than this share of the upper triangle.
 _DENSE_SOLVE_MAX_SIZE = 2048
-_DENSE_SOLVE_MIN_FILL = 0.25
+# (0.35, not 0.25: x3 patch features on 256 anchors store 33% of the pairs, and
+# CG solved them in half the dense time, benchmarks/solver_grid.py.)
+_DENSE_SOLVE_MIN_FILL = 0.35
 
 # Cost model of :func:`choose_linear_solver` (rates from benchmarks/bench_kernels.py).
 # LAPACK dpotrf on one thread (large factors run there, see _solve.py), flops/s.
@@ -600,7 +602,7 @@ def choose_linear_solver(
     ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at half the
     dense rate, plus the preconditioner's inverses of aggregates of ``s``
     unknowns (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration.
-    Small systems (``p <= 2048``) and dense graphs (over a quarter of the
+    Small systems (``p <= 2048``) and dense graphs (over 35% of the
     pairs stored) are solved densely; a dense ``p x p`` that
     does not fit in the memory available is never allocated. CG needs
     ``alpha > 0`` (``G`` alone may be singular).
