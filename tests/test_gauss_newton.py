@@ -1,6 +1,7 @@
 """Levenberg-Marquardt on the variable-projection residual against independent references."""
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -144,6 +145,39 @@ def test_schur_hessian_is_the_joint_gauss_newton_matrix_with_w_eliminated(kind):
     N = J.T @ J
     expected = N[:p, :p] - N[:p, p:] @ np.linalg.solve(N[p:, p:], N[p:, :p])
     np.testing.assert_allclose(H, expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+
+
+class _ThreadPool:
+    """A pool of real threads with a chosen count (the machine's BLAS may have one)."""
+
+    def __init__(self, n_threads):
+        self.n_threads = n_threads
+
+    def run(self, tasks):
+        with ThreadPoolExecutor(self.n_threads) as executor:
+            for future in [executor.submit(task) for task in tasks]:
+                future.result()
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("matrices", [True, False])
+def test_jacobian_pass_over_threads_sums_the_same_terms(n_threads, matrices):
+    # The chunks spread over threads (each summing its own terms) give the
+    # sequential pass's terms, which the tests above check against references.
+    X, Y, w = problem(n=60)
+    anchors = np.random.RandomState(1).normal(size=(4, 3))
+    params = _Parametrisation(anchors.shape, 0.8, "euclidean", learn_softness=True)
+    point = _Point(params.pack(anchors, 0.8), params, X, Y, w, "euclidean", 0.3, xp, rows=7)
+    args = (X, Y, w, point.anchors, point.softness, "euclidean", point.W, point.y_mean)
+    sequential = jacobian_pass(*args, point.kept, 7, params, xp, matrices=matrices)
+    threaded = jacobian_pass(
+        *args, point.kept, 7, params, xp, matrices=matrices, pool=_ThreadPool(n_threads)
+    )
+    for a, b in zip(sequential, threaded, strict=True):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
 
 
 def teacher_problem(n=1000, seed=0):

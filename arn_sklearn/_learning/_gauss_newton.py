@@ -18,8 +18,9 @@ the closed form's Gram matrix and ``M = Phi^T B``. ``H`` is Kaufman's
 approximation of the reduced Hessian (``(I - P) B`` with ``P`` the ridge hat
 matrix): the second-order terms in the residual are dropped. It typically
 converges in tens of iterations where L-BFGS on the same objective needs
-hundreds (``benchmarks/learned_vs_mlp.py``). ``D = diag(H)`` (Marquardt's
-scaling) and ``mu`` follows Nielsen's update of the gain ratio.
+hundreds (``benchmarks/learned_vs_mlp.py``). ``D`` is the largest ``diag(H)`` met so
+far (Moré's scaling, as in MINPACK) and ``mu`` follows Nielsen's update of the
+gain ratio.
 
 One accepted iteration is two passes over the rows: the closed form at the
 trial point (similarities, assignments, Gram matrix, solve; the objective then
@@ -31,7 +32,6 @@ Nothing here knows the estimator API: arrays and a namespace ``xp`` in,
 arrays out. ``theta`` itself (a few hundred numbers) lives on the host.
 """
 
-import contextlib
 import math
 import time
 
@@ -43,7 +43,7 @@ from .._kernels._lifting import lift, lifted_size
 from .._kernels._parametrisation import _Parametrisation
 from .._kernels._solve import centered_rhs
 from .._utils._arrays import to_numpy
-from .._utils._threads import single_threaded_blas
+from .._utils._threads import _WorkerPool, single_threaded_blas
 from ._history import TrainingHistory
 from ._varpro import closed_form_weights
 
@@ -51,10 +51,7 @@ from ._varpro import closed_form_weights
 # (rows, n_targets, n_theta), about this many bytes.
 _JACOBIAN_CHUNK_BYTES = 32 * 2**20
 
-# Products of a chunk below this many flops run on one BLAS thread.
-_THREADED_FLOPS = 2**28
-
-# Levenberg-Marquardt damping: the first mu (relative to diag(H)), and the
+# Levenberg-Marquardt damping: the first mu (relative to D), and the
 # bounds past which the step is hopeless (mu large) or plain Gauss-Newton.
 INITIAL_DAMPING = 1e-3
 MAX_DAMPING = 1e10
@@ -94,7 +91,7 @@ def similarity_slopes(X, anchors, S, kind, xp):
     raise ValueError(f"Unknown similarity {kind!r}.")
 
 
-def output_jacobian(X, anchors, softness, S, A, P, params, kind, xp):
+def output_jacobian(X, anchors, softness, S, A, P, params, kind, xp, *, sqrt_w=None):
     """``d out / d theta`` for one chunk, at fixed regressors.
 
     Parameters
@@ -109,11 +106,14 @@ def output_jacobian(X, anchors, softness, S, A, P, params, kind, xp):
     params : _Parametrisation
     kind : str
     xp : array namespace
+    sqrt_w : array of shape (b,), optional
+        Row weights' square roots: ``B`` is then returned with its rows scaled
+        (folded into the small ``(b, m, t)`` factor, not the wide ``B``).
 
     Returns
     -------
     out : array of shape (b, t)
-        The model output (centred targets).
+        The model output (centred targets), never scaled.
     B : array of shape (b, t, n_theta)
     """
     n_rows, n_anchors, n_targets = P.shape
@@ -121,31 +121,64 @@ def output_jacobian(X, anchors, softness, S, A, P, params, kind, xp):
     out = xp.sum(A[:, :, None] * P, axis=1)
     # d out / d S_ik = K A_ik (P_ik - out_i): through the softmax.
     E = softness * (A[:, :, None] * (P - out[:, None, :]))
-    slope_x, slope_c = similarity_slopes(X, anchors, S, kind, xp)
-    Ex = xp.permute_dims(E * slope_x[:, :, None], (0, 2, 1))  # (b, t, m)
-    Ec = xp.permute_dims(E * slope_c[:, :, None], (0, 2, 1))
-    B_anchors = Ex[:, :, :, None] * X[:, None, None, :] + Ec[:, :, :, None] * anchors[None, None]
+    if sqrt_w is not None:
+        E = E * sqrt_w[:, None, None]
+    scale = math.exp(-math.log(softness)) if params.scaled else 1.0
+    B_anchors = _anchor_block(X, anchors, S, E, kind, scale, xp)
     B_anchors = xp.reshape(B_anchors, (n_rows, n_targets, n_anchors * n_features))
-    columns = []
+    if not params.learn_softness:
+        return out, B_anchors
+    B_log = xp.sum(E * S[:, :, None], axis=1)  # (b, t): d out / d log K at fixed C
     if params.scaled:
         # C = U / K: d/dU = d/dC / K; at fixed U, d/dlog K = d/dlog K|_C - <d/dC, C>.
-        scale = math.exp(-math.log(softness))
-        columns.append(B_anchors * scale)
-    else:
-        columns.append(B_anchors)
-    if params.learn_softness:
-        B_log = xp.sum(E * S[:, :, None], axis=1)  # (b, t): d out / d log K at fixed C
-        if params.scaled:
-            B_log = B_log - B_anchors @ xp.reshape(anchors, (n_anchors * n_features,))
-        columns.append(B_log[:, :, None])
-    B = columns[0] if len(columns) == 1 else xp.concat(columns, axis=2)
-    return out, B
+        B_log = B_log - (B_anchors @ xp.reshape(anchors, (n_anchors * n_features,))) / scale
+    return out, xp.concat([B_anchors, B_log[:, :, None]], axis=2)
+
+
+def _anchor_block(X, anchors, S, E, kind, scale, xp):
+    """``scale * E_ikt (a_ik x_i + b_ik c_k)`` of shape (b, t, m, d), with few temporaries.
+
+    ``(a, b)`` are :func:`similarity_slopes`; the euclidean and the dot products
+    (the common cases) are written out so that no ``(b, t, m, d)`` array is formed
+    twice.
+    """
+    Et = xp.permute_dims(E, (0, 2, 1))  # (b, t, m)
+    if kind == "euclidean":  # a = 2, b = -2: 2 E (x_i - c_k)
+        difference = X[:, None, :] - anchors[None, :, :]  # (b, m, d)
+        return (2.0 * scale) * Et[:, :, :, None] * difference[:, None, :, :]
+    slope_x, slope_c = similarity_slopes(X, anchors, S, kind, xp)
+    Ex = Et * (scale * xp.permute_dims(slope_x[:, :, None], (0, 2, 1)))
+    block = Ex[:, :, :, None] * X[:, None, None, :]
+    if kind in ("dot", "absdot"):  # b = 0
+        return block
+    Ec = Et * (scale * xp.permute_dims(slope_c[:, :, None], (0, 2, 1)))
+    return block + Ec[:, :, :, None] * anchors[None, None]
 
 
 def jacobian_pass(
-    X, Y, w, anchors, softness, kind, W, y_mean, kept, rows, params, xp, *, matrices=True
+    X,
+    Y,
+    w,
+    anchors,
+    softness,
+    kind,
+    W,
+    y_mean,
+    kept,
+    rows,
+    params,
+    xp,
+    *,
+    matrices=True,
+    pool=None,
 ):
     """Residuals, the envelope gradient and (``matrices``) the Gauss-Newton matrices.
+
+    The chunks run on one BLAS thread each; with a ``pool`` (numpy) they are
+    spread over its Python threads, each summing its own terms. Threads inside
+    one BLAS call were measured up to 300x slower than one thread on a busy
+    2-core machine (OpenBLAS workers spin waiting for a descheduled peer),
+    while independent row chunks degrade gracefully.
 
     Returns
     -------
@@ -163,36 +196,49 @@ def jacobian_pass(
         xp.permute_dims(xp.reshape(W, (n_anchors, n_features + 1, n_targets)), (1, 0, 2)),
         (n_features + 1, n_anchors * n_targets),
     )
-    squared, Btr, BtB, M = 0.0, 0.0, 0.0, 0.0
-    for start, (S, A) in zip(range(0, X.shape[0], rows), kept, strict=True):
+
+    def chunk_terms(start, S, A):
         stop = min(start + rows, X.shape[0])
         X_c, Y_c, w_c = X[start:stop, ...], Y[start:stop, ...], w[start:stop]
         n_rows = stop - start
-        # Small products on one BLAS thread: threads were measured to make this
-        # pass 10x slower on a busy 2-core machine (2,000 rows, 17 unknowns).
-        with single_threaded_blas():
-            X1 = xp.concat([X_c, xp.ones((n_rows, 1), dtype=X_c.dtype)], axis=1)
-            P = xp.reshape(X1 @ W_by_input, (n_rows, n_anchors, n_targets))
-            out, B = output_jacobian(X_c, anchors, softness, S, A, P, params, kind, xp)
-            sqrt_w = xp.sqrt(w_c)
-            residual = (out - (Y_c - y_mean[None, :])) * sqrt_w[:, None]
-            squared += float(xp.sum(residual * residual))
-            Bw = B * sqrt_w[:, None, None]
-            n_theta = Bw.shape[2]
-            B2 = xp.reshape(Bw, (n_rows * n_targets, n_theta))
-            Btr = Btr + B2.T @ xp.reshape(residual, (n_rows * n_targets,))
-            if matrices:
-                Zw = lift(X_c, A * sqrt_w[:, None], xp)
-        if not matrices:
-            continue
-        flops = n_rows * n_targets * n_theta * (n_theta + Zw.shape[1])
-        with contextlib.nullcontext() if flops > _THREADED_FLOPS else single_threaded_blas():
-            BtB = BtB + B2.T @ B2
+        X1 = xp.concat([X_c, xp.ones((n_rows, 1), dtype=X_c.dtype)], axis=1)
+        P = xp.reshape(X1 @ W_by_input, (n_rows, n_anchors, n_targets))
+        sqrt_w = xp.sqrt(w_c)
+        out, Bw = output_jacobian(X_c, anchors, softness, S, A, P, params, kind, xp, sqrt_w=sqrt_w)
+        residual = (out - (Y_c - y_mean[None, :])) * sqrt_w[:, None]
+        n_theta = Bw.shape[2]
+        B2 = xp.reshape(Bw, (n_rows * n_targets, n_theta))
+        terms = [float(xp.sum(residual * residual)), B2.T @ xp.reshape(residual, (-1,))]
+        if matrices:
+            Zw = lift(X_c, A * sqrt_w[:, None], xp)
             ZtB = Zw.T @ xp.reshape(Bw, (n_rows, n_targets * n_theta))
-        M = M + xp.reshape(ZtB, (-1, n_targets, n_theta))
+            terms += [B2.T @ B2, xp.reshape(ZtB, (-1, n_targets, n_theta))]
+        return terms
+
+    chunks = list(zip(range(0, X.shape[0], rows), kept, strict=True))
+    n_groups = 1 if pool is None else min(pool.n_threads, len(chunks))
+    sums = [None] * n_groups
+
+    def run_group(group):
+        for start, (S, A) in chunks[group::n_groups]:
+            terms = chunk_terms(start, S, A)
+            sums[group] = (
+                terms
+                if sums[group] is None
+                else [a + b for a, b in zip(sums[group], terms, strict=True)]
+            )
+
+    if n_groups > 1:
+        pool.run([lambda group=group: run_group(group) for group in range(n_groups)])
+    else:
+        with single_threaded_blas():
+            run_group(0)
+    total = sums[0]
+    for terms in sums[1:]:
+        total = [a + b for a, b in zip(total, terms, strict=True)]
     if not matrices:
-        return squared, _host(Btr), None, None
-    return squared, _host(Btr), _host(BtB), M
+        return total[0], _host(total[1]), None, None
+    return total[0], _host(total[1]), _host(total[2]), total[3]
 
 
 def schur_hessian(BtB, M, factor, xp):
@@ -282,10 +328,19 @@ def fit_gauss_newton(
     history = TrainingHistory()
     tic = time.perf_counter()
 
+    # Every pass runs on one BLAS thread (see jacobian_pass); the Jacobian
+    # pass, the widest, spreads its row chunks over the pool's threads.
+    pool = _WorkerPool() if isinstance(X, np.ndarray) else None
+
     def point(theta):
-        return _Point(theta, params, X, Y, w, similarity, alpha, xp, rows)
+        with single_threaded_blas():
+            return _Point(theta, params, X, Y, w, similarity, alpha, xp, rows)
 
     def linearise(current):
+        with single_threaded_blas():
+            return _linearise(current)
+
+    def _linearise(current):
         squared, Btr, BtB, M = jacobian_pass(
             X,
             Y,
@@ -299,6 +354,7 @@ def fit_gauss_newton(
             rows,
             params,
             xp,
+            pool=pool,
         )
         current.kept = None  # not needed any more
         # The exact objective from the residuals (the statistics' one cancels digits).
@@ -306,57 +362,67 @@ def fit_gauss_newton(
         return Btr, schur_hessian(BtB, M, current.stats.factorize(alpha, xp), xp)
 
     def score(current):
-        return validation_score(current.anchors, current.softness, current.W, current.y_mean)
+        with single_threaded_blas():
+            return validation_score(current.anchors, current.softness, current.W, current.y_mean)
 
-    current = point(theta)
-    Btr, H = linearise(current)
-    history.start(current.loss, current, None if validation_score is None else score(current))
-    mu, nu = INITIAL_DAMPING, 2.0
-    while history.n_iter < max_iter:
-        diagonal = np.maximum(np.diag(H), 1e-12 * max(float(np.max(np.diag(H))), 1e-300))
-        if (
-            mu <= INITIAL_DAMPING
-            and _model_decrease(H, diagonal, Btr) < tol * current.loss * weight_sum
-        ):
-            # The Gauss-Newton model itself predicts less than tol of the objective.
-            history.converged = True
-            break
-        step = _damped_step(H, diagonal, mu, Btr)
-        if step is None:
-            mu, nu = mu * nu, 2 * nu
-            if mu > MAX_DAMPING:
+    try:
+        current = point(theta)
+        Btr, H = linearise(current)
+        history.start(current.loss, current, None if validation_score is None else score(current))
+        mu, nu = INITIAL_DAMPING, 2.0
+        scaling = None
+        while history.n_iter < max_iter:
+            # Moré's scaling: the largest diag(H) met so far. Marquardt's plain
+            # diag(H) lost the damping where the curvature fell, and the next
+            # step overshot (report.py data: 10 of 35 steps rejected, 4 of 26 now).
+            scaling = _diagonal(H) if scaling is None else np.maximum(scaling, _diagonal(H))
+            if (
+                mu <= INITIAL_DAMPING
+                and _model_decrease(H, scaling, Btr) < tol * current.loss * weight_sum
+            ):
+                # The Gauss-Newton model itself predicts less than tol of the objective.
+                history.converged = True
                 break
-            continue
-        # Predicted decrease of J by the Gauss-Newton model.
-        predicted = -(2.0 * float(Btr @ step) + float(step @ H @ step)) / weight_sum
-        trial = _try_point(point, current.theta + step)
-        history.n_iter += 1
-        actual = current.loss - (math.inf if trial is None else trial.loss)
-        ratio = actual / predicted if predicted > 0 else -1.0
-        accepted = trial is not None and math.isfinite(trial.loss) and ratio > ACCEPT_RATIO
-        if accepted:
-            current = trial
-            Btr, H = linearise(current)
-            mu *= max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
-            mu, nu = max(mu, MIN_DAMPING), 2.0
-        else:
-            mu, nu = mu * nu, 2 * nu
-        value = None
-        if validation_score is not None:
-            # A rejected step leaves the model as it was: its score is the last one.
-            value = score(current) if accepted else _last_score(history)
-        history.record(current.loss, current, tol, value)
-        if verbose:
-            message = f"[ARN] gauss_newton step {history.n_iter}: objective {current.loss:.6g}"
+            step = _damped_step(H, scaling, mu, Btr)
+            if step is None:
+                mu, nu = mu * nu, 2 * nu
+                if mu > MAX_DAMPING:
+                    break
+                continue
+            # Predicted decrease of J by the Gauss-Newton model.
+            predicted = -(2.0 * float(Btr @ step) + float(step @ H @ step)) / weight_sum
+            trial = _try_point(point, current.theta + step)
+            history.n_iter += 1
+            actual = current.loss - (math.inf if trial is None else trial.loss)
+            ratio = actual / predicted if predicted > 0 else -1.0
+            accepted = trial is not None and math.isfinite(trial.loss) and ratio > ACCEPT_RATIO
+            if accepted:
+                current = trial
+                Btr, H = linearise(current)
+                # (ratio capped at 1, where the factor is already 1/3: a huge ratio overflows)
+                mu *= max(1.0 / 3.0, 1.0 - (2.0 * min(ratio, 1.0) - 1.0) ** 3)
+                mu, nu = max(mu, MIN_DAMPING), 2.0
+            else:
+                mu, nu = mu * nu, 2 * nu
+            value = None
             if validation_score is not None:
-                message += f", validation score {history.validation_scores[-1]:.6g}"
-            if not accepted:
-                message += " (rejected)"
-            print(f"{message}, {X.shape[0]} rows, {time.perf_counter() - tic:.2f} s")
-        if history.stalled >= n_iter_no_change or mu > MAX_DAMPING:
-            # No progress, or no damping decreases the objective (a stationary point).
-            history.converged = True
-            break
+                # A rejected step leaves the model as it was: its score is the last one.
+                value = score(current) if accepted else _last_score(history)
+            history.record(current.loss, current, tol, value)
+            if verbose:
+                message = f"[ARN] gauss_newton step {history.n_iter}: objective {current.loss:.6g}"
+                if validation_score is not None:
+                    message += f", validation score {history.validation_scores[-1]:.6g}"
+                if not accepted:
+                    message += " (rejected)"
+                print(f"{message}, {X.shape[0]} rows, {time.perf_counter() - tic:.2f} s")
+            if history.stalled >= n_iter_no_change or mu > MAX_DAMPING:
+                # No progress, or no damping decreases the objective (a stationary point).
+                history.converged = True
+                break
+    finally:
+        if pool is not None:
+            pool.close()
     history.message = "converged" if history.converged else "maximum iterations reached"
     anchors_np, log_softness = params.unpack(history.best.theta)
     return anchors_np, math.exp(log_softness), history
@@ -375,6 +441,12 @@ def _try_point(point, theta):
     except (OverflowError, FloatingPointError, ValueError, np.linalg.LinAlgError):
         return None
     return trial if math.isfinite(trial.loss) else None
+
+
+def _diagonal(H):
+    """``diag(H)``, its zeros (a direction the rows do not see) raised to a tiny floor."""
+    diagonal = np.diag(H)
+    return np.maximum(diagonal, 1e-12 * max(float(np.max(diagonal)), 1e-300))
 
 
 def _damped_step(H, diagonal, mu, Btr):

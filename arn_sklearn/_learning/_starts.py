@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from array_api_compat import array_namespace
+from threadpoolctl import threadpool_limits
 
 from .._anchors._init import (
     AUTO_SOFTNESS_MAX_ROWS,
@@ -22,12 +23,19 @@ from .._anchors._init import (
     subsample_indices,
 )
 from .._kernels._topk import sparse_top_k
+from .._utils._threads import single_threaded_blas
 from ._varpro import best_start
 
 # softness="auto" for a learned solver starting from unsupervised anchors also
 # tries this many times the closed form's auto rule: from the auto softness the
 # closed-form regressors are large and cancel each other, a stiff start.
 GRADIENT_START_SOFTNESS = 4.0
+
+# A learned fit's KMeans start (at most this many anchors) runs on one OpenMP
+# thread: on 10,000 rows and 16 anchors it took 0.23 s against 1.3-1.9 s with
+# sklearn's threads on a busy 2-core machine (threads that spin waiting for a
+# descheduled peer); the learned fit that follows dwarfs it either way.
+ONE_THREAD_KMEANS_MAX_ANCHORS = 64
 
 # softness="auto" looks at a rows x anchors similarity block: at most this many bytes.
 _AUTO_SOFTNESS_BYTES = 256 * 2**20
@@ -99,30 +107,40 @@ def initial_anchors(X, sample_weight, n_anchors, spec, random_state, y=None):
             method = "kmeans|kplane" if spec.learned and y is not None else "kmeans"
     else:
         method = "given"
-    starts, labels = [], []
+    starts, labels, seconds = [], [], []
     for name in method.split("|"):
+        began = time.perf_counter()
         for start in _starts(name, X, sample_weight, n_anchors, spec, random_state, y):
             starts.append(start)
             labels.append(f"{name} K={start[1]:.4g}")
+        seconds.append(f"{name} {time.perf_counter() - began:.2f} s")
     centres, value = starts[0]
     if len(starts) > 1:
+        ranked = time.perf_counter()
         # Every start on the same bounded subsample, ranked by GCV of its closed form.
         rows = subsample_indices(X.shape[0], anchor_sample_size(n_anchors), random_state)
         Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)[rows]
         X_rows = np.asarray(X[rows], dtype=np.float64)
-        index, values = best_start(
-            X_rows,
-            Y,
-            sample_weight[rows],
-            starts,
-            spec.similarity,
-            spec.alpha,
-            array_namespace(X_rows),
-        )
+        # Small systems (a few thousand rows): BLAS threads were measured to
+        # cost 2 s of a 4 s start on a busy 2-core machine, for nothing on a quiet one.
+        with single_threaded_blas():
+            index, values = best_start(
+                X_rows,
+                Y,
+                sample_weight[rows],
+                starts,
+                spec.similarity,
+                spec.alpha,
+                array_namespace(X_rows),
+            )
         centres, value = starts[index]
         if spec.verbose:
             tried = ", ".join(f"{a}: {v:.4g}" for a, v in zip(labels, values, strict=True))
             print(f"[ARN] start {labels[index]} (generalised cross-validation {tried})")
+            print(
+                f"[ARN] start times: {', '.join(seconds)}, "
+                f"ranking {time.perf_counter() - ranked:.2f} s"
+            )
     if spec.verbose:
         print(
             f"[ARN] anchors ({method}) and softness={value:.4g} in "
@@ -137,17 +155,21 @@ def _starts(method, X, sample_weight, n_anchors, spec, random_state, y):
     if method == "given":
         centres = np.array(spec.anchors, dtype=np.float64, copy=True)
     elif method == "kplane":
-        centres, supervised_softness = init_anchors(
-            X,
-            sample_weight,
-            n_anchors,
-            method,
-            random_state,
-            y,
-            similarity=spec.similarity,
-            alpha=spec.alpha,
-            return_softness=True,
-        )
+        with single_threaded_blas():  # per-cluster solves and an (n, m) classifier: small
+            centres, supervised_softness = init_anchors(
+                X,
+                sample_weight,
+                n_anchors,
+                method,
+                random_state,
+                y,
+                similarity=spec.similarity,
+                alpha=spec.alpha,
+                return_softness=True,
+            )
+    elif spec.learned and method == "kmeans" and n_anchors <= ONE_THREAD_KMEANS_MAX_ANCHORS:
+        with threadpool_limits(limits=1, user_api="openmp"):
+            centres = init_anchors(X, sample_weight, n_anchors, method, random_state)
     else:
         centres = init_anchors(X, sample_weight, n_anchors, method, random_state)
     if spec.softness != "auto":
