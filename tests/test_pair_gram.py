@@ -114,3 +114,12 @@ def test_store_starts_from_sorted_blocks_without_touching_them():
     np.testing.assert_array_equal(out_blocks[1], blocks[1] + 1)
     np.testing.assert_array_equal(out_blocks[3], np.ones((2, 2)))
     np.testing.assert_array_equal(blocks, np.arange(12.0).reshape(3, 2, 2))
+
+
+def test_permute_in_place_equals_fancy_indexing():
+    rng = np.random.RandomState(2)
+    A = rng.normal(size=(50, 2, 3))
+    for order in (rng.permutation(50), np.arange(50), np.r_[1:50, 0]):
+        B = A.copy()
+        pg._permute_in_place(B, order)
+        np.testing.assert_array_equal(B, A[order])

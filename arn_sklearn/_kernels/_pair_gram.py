@@ -17,7 +17,8 @@ of isotropic data) go through batched matmuls over zero-padded stacks.
 :class:`PairBlockStore` holds the blocks while a stream is accumulated: each
 pair gets one slot the first time it is seen, slots fill pages in that order,
 and :meth:`PairBlockStore.finish` returns the blocks sorted by key, freeing the
-pages as they are copied out: the peak is the blocks once plus one page. (The
+pages as they are copied out and sorting in place: the peak is the blocks once
+plus one page. (The
 former per-chunk block buffer merged into a reallocated union held the blocks
 three times: 10.6 GiB on isotropic data at 1M rows.)
 
@@ -34,8 +35,10 @@ import numpy as np
 # third at 16, a tenth at 4 (benchmarks/bench_kernels.py accumulate).
 MIN_PAIR_ROWS = 16
 
-# Rows x pairs in one batched matmul of small pairs: bounds its gathered stack.
+# Rows x pairs, and pairs, in one batched matmul of small pairs: bounds its
+# gathered stack and its (pairs, d1, d1) product.
 _SMALL_BATCH_ROWS = 1 << 15
+_SMALL_BATCH_PAIRS = 2048
 
 # Pages above glibc's largest dynamic mmap threshold (32 MiB) are mapped on
 # their own, so a page freed by finish() goes back to the system at once.
@@ -143,22 +146,45 @@ class PairBlockStore:
     def finish(self):
         """``(keys, blocks)`` sorted by key; the store is left empty.
 
-        Pages are copied out one at a time and freed, so the peak is the
-        blocks once plus a page.
+        Pages are copied out in slot order, each freed once copied, and the
+        blocks then sorted in place: the peak is the blocks once plus a page.
+        (Scattering each page straight to its sorted places touches the whole
+        output early, as blocks share memory pages: that peak was 1.75x.)
         """
         keys = self.keys
         n = keys.size
-        order = np.argsort(keys)
-        destination = np.empty(n, dtype=np.int64)
-        destination[order] = np.arange(n)
         out = np.empty((n, self.d1, self.d1))
         for i in range(len(self.pages)):
             start = i * self.page_blocks
             stop = min(start + self.page_blocks, n)
-            out[destination[start:stop]] = self.pages[i][: stop - start]
+            out[start:stop] = self.pages[i][: stop - start]
             self.pages[i] = None
         self.pages = []
+        order = np.argsort(keys)
+        _permute_in_place(out, order)
         return keys[order], out
+
+
+def _permute_in_place(A, order):
+    """``A[:] = A[order]`` one cycle of the permutation at a time, one row of temporary."""
+    moved = np.flatnonzero(order != np.arange(order.size))
+    if not moved.size:
+        return
+    order = order.tolist()
+    done = bytearray(len(order))
+    for start in moved.tolist():
+        if done[start]:
+            continue
+        saved = A[start].copy()
+        j = start
+        while True:
+            done[j] = 1
+            k = order[j]
+            if k == start:
+                A[j] = saved
+                break
+            A[j] = A[k]
+            j = k
 
 
 def _sequential(tasks):
@@ -278,7 +304,7 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
     batches = []
     for n_rows in np.unique(padded):
         sel = small_ids[padded == n_rows]
-        per = max(1, _SMALL_BATCH_ROWS // int(n_rows))
+        per = max(1, min(_SMALL_BATCH_ROWS // int(n_rows), _SMALL_BATCH_PAIRS))
         batches.extend((int(n_rows), sel[i : i + per]) for i in range(0, sel.size, per))
 
     def small_task(batch_list):
