@@ -29,6 +29,8 @@ of task lists is passed in).
 import threading
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 # Pairs with at least this many rows in a chunk get their own GEMM: the
 # 31-wide GEMM ran at half of dgemm's single-core rate from 64 rows on, a
@@ -317,10 +319,23 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
             store.add(pair_slots[sel], np.matmul((P * C[:, :, None]).transpose(0, 2, 1), P))
 
     n = max(1, int(n_tasks))
-    # Interleaved split: neighbouring anchors and batches have similar sizes.
-    run(
-        [
-            (lambda t=t: (anchor_task(anchors[t::n]), small_task(batches[t::n])))
-            for t in range(n)
-        ]
-    )
+    # Anchors that share rows run one after the other (reverse Cuthill-McKee
+    # order of the pair graph): their rows are still in cache. Each task takes
+    # a contiguous run of that order with about its share of the rows.
+    anchors = _cache_order(anchors, pair_keys, counts, m)
+    work = np.cumsum(np.diff(a_ptr)[anchors])
+    cuts = np.searchsorted(work, work[-1] * np.arange(1, n) / n) if anchors.size else []
+    parts = np.split(anchors, cuts)
+    run([(lambda t=t: (anchor_task(parts[t]), small_task(batches[t::n]))) for t in range(n)])
+
+
+def _cache_order(anchors, pair_keys, counts, m):
+    """``anchors`` in reverse Cuthill-McKee order of their pair graph."""
+    if not pair_keys.size:
+        return anchors
+    weights = counts.astype(np.float64)
+    graph = sp.csr_matrix((weights, (pair_keys // m, pair_keys % m)), shape=(m, m))
+    order = reverse_cuthill_mckee((graph + graph.T).tocsr(), symmetric_mode=True)
+    present = np.zeros(m, dtype=bool)
+    present[anchors] = True
+    return order[present[order]].astype(np.int64)
