@@ -7,20 +7,22 @@ block is symmetric, so only ``a <= b`` is computed and stored.
 
 :func:`accumulate_chunk` groups the chunk's (row, anchor) entries by anchor and
 its (row, pair) entries by pair with linear radix sorts, then visits the
-anchors (spread over the caller's threads). Anchor ``a``'s rows are gathered
-once, a block of a few hundred rows that stays in cache, and give in ONE GEMM
-its diagonal block and its ``Z^T Y`` rows (``(w v_a x1)^T [v_a x1, y, 1]``).
-Each pair ``(a, b > a)`` with ``MIN_PAIR_ROWS`` rows or more is one GEMM on
-rows gathered from that cached block; the pairs with fewer rows (most pairs
-of isotropic data) go through batched matmuls over zero-padded stacks.
+anchors in reverse Cuthill-McKee order of the pair graph (anchors that share
+rows one after the other, contiguous runs per caller's thread). Anchor ``a``'s
+rows are gathered once, a block of a few hundred rows that stays in cache,
+and give in ONE GEMM its diagonal block and its ``Z^T Y`` rows
+(``(w v_a x1)^T [v_a x1, y, 1]``). Each pair ``(a, b > a)`` with
+``MIN_PAIR_ROWS`` rows or more is one GEMM on rows gathered from that cached
+block; the pairs with fewer rows (most pairs of isotropic data) go through
+batched matmuls over zero-padded stacks.
 
 :class:`PairBlockStore` holds the blocks while a stream is accumulated: each
 pair gets one slot the first time it is seen, slots fill pages in that order,
 and :meth:`PairBlockStore.finish` returns the blocks sorted by key, freeing the
-pages as they are copied out and sorting in place: the peak is the blocks once
-plus one page. (The
-former per-chunk block buffer merged into a reallocated union held the blocks
-three times: 10.6 GiB on isotropic data at 1M rows.)
+pages as they are copied out and sorting in place: the peak is the blocks
+once plus one page. (The former per-chunk block buffer merged into a
+reallocated union held the blocks three times: 10.6 GiB on isotropic data at
+1M rows.)
 
 Kernels: numpy arrays in, numpy arrays out; threads are the caller's (a runner
 of task lists is passed in).
