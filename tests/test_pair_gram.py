@@ -42,8 +42,10 @@ def threads(tasks):
 @pytest.mark.parametrize("min_rows", [1, 16, 10**6])  # every pair large / mixed / small
 @pytest.mark.parametrize("n_tasks", [1, 2])
 @pytest.mark.parametrize("table", [True, False])
-def test_accumulate_chunk_equals_naive_sums(min_rows, n_tasks, table, monkeypatch):
+@pytest.mark.parametrize("set_share", [0.25, 2.0])  # frequent sets by set GEMMs / never
+def test_accumulate_chunk_equals_naive_sums(min_rows, n_tasks, table, set_share, monkeypatch):
     monkeypatch.setattr(pg, "MIN_PAIR_ROWS", min_rows)
+    monkeypatch.setattr(pg._FrequentSets, "MIN_SHARE", set_share)
     m = 7
     X, Y, w, idx, vals = chunk_data(m=m)
     store = PairBlockStore(m, X.shape[1] + 1, page_blocks=3, table=table)
@@ -123,3 +125,18 @@ def test_permute_in_place_equals_fancy_indexing():
         B = A.copy()
         pg._permute_in_place(B, order)
         np.testing.assert_array_equal(B, A[order])
+
+
+def test_frequent_sets_cover_exactly_the_recurring_sets():
+    X, Y, w, idx, vals = chunk_data()
+    sets = pg._FrequentSets.find(X, Y, w, idx, vals, 7, 2)
+    assert sets is not None
+    # Every row of a set with MIN_SET_ROWS rows or more, and only those, is taken.
+    codes = [tuple(sorted(row)) for row in idx]
+    counts = {c: codes.count(c) for c in set(codes)}
+    frequent = np.array([counts[c] >= pg._FrequentSets.MIN_SET_ROWS for c in codes])
+    np.testing.assert_array_equal(np.sort(sets.rows), np.flatnonzero(frequent))
+    np.testing.assert_array_equal(sets.rest, np.flatnonzero(~frequent))
+    rng = np.random.RandomState(3)
+    idx = np.stack([rng.choice(200, 3, replace=False) for _ in range(300)])
+    assert pg._FrequentSets.find(X[:300], Y[:300], w[:300], idx, vals[:300], 200, 2) is None

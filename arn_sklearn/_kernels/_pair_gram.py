@@ -14,7 +14,9 @@ and give in ONE GEMM its diagonal block and its ``Z^T Y`` rows
 (``(w v_a x1)^T [v_a x1, y, 1]``). Each pair ``(a, b > a)`` with
 ``MIN_PAIR_ROWS`` rows or more is one GEMM on rows gathered from that cached
 block; the pairs with fewer rows (most pairs of isotropic data) go through
-batched matmuls over zero-padded stacks.
+batched matmuls over zero-padded stacks. When a quarter of the chunk's rows
+or more share their whole top-k set with 15 others or more (overlapping
+clusters), those rows go first through one GEMM per set (:class:`_FrequentSets`).
 
 :class:`PairBlockStore` holds the blocks while a stream is accumulated: each
 pair gets one slot the first time it is seen, slots fill pages in that order,
@@ -217,18 +219,24 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
     n_tasks : int
         Number of tasks to split the work into.
     """
-    b, k = idx.shape
     m = store.n_anchors
     d1 = X.shape[1] + 1
     t1 = Y.shape[1] + 1
-    X1 = np.empty((b + 1, d1))  # a last zero row pads the small-pair stacks
-    X1[:b, :-1] = X
-    X1[:b, -1] = 1.0
-    X1[b] = 0.0
     Y = np.ascontiguousarray(Y, dtype=np.float64)
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     vals = np.ascontiguousarray(vals, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
+    n = max(1, int(n_tasks))
+    sets = _FrequentSets.find(X, Y, w, idx, vals, m, n)
+    if sets is not None:
+        # The other rows go through the per-anchor path below.
+        rest = sets.rest
+        X, Y, w, idx, vals = X[rest], Y[rest], w[rest], idx[rest], vals[rest]
+    b, k = idx.shape
+    X1 = np.empty((b + 1, d1))  # a last zero row pads the small-pair stacks
+    X1[:b, :-1] = X
+    X1[:b, -1] = 1.0
+    X1[b] = 0.0
 
     # Entries (row, slot) grouped by anchor, rows increasing within an anchor.
     flat = idx.ravel()
@@ -320,15 +328,115 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
             C = np.where(valid, p_coef[pos], 0.0)
             store.add(pair_slots[sel], np.matmul((P * C[:, :, None]).transpose(0, 2, 1), P))
 
-    n = max(1, int(n_tasks))
     # Anchors that share rows run one after the other (reverse Cuthill-McKee
     # order of the pair graph): their rows are still in cache. Each task takes
     # a contiguous run of that order with about its share of the rows.
     anchors = _cache_order(anchors, pair_keys, counts, m)
     work = np.cumsum(np.diff(a_ptr)[anchors])
     cuts = np.searchsorted(work, work[-1] * np.arange(1, n) / n) if anchors.size else []
-    parts = np.split(anchors, cuts)
-    run([(lambda t=t: (anchor_task(parts[t]), small_task(batches[t::n]))) for t in range(n)])
+    parts = np.split(anchors, cuts) if anchors.size else [anchors] * n
+    tasks = [(lambda t=t: (anchor_task(parts[t]), small_task(batches[t::n]))) for t in range(n)]
+    if sets is not None:
+        tasks = [(lambda t=t, task=task: (sets.task(t), task())) for t, task in enumerate(tasks)]
+    run(tasks)
+    if sets is not None:
+        sets.add_to(store, zty1)
+
+
+class _FrequentSets:
+    """Rows whose whole top-k set recurs: all their blocks by one GEMM per set.
+
+    Rows with the same anchors ``S`` share every block of ``S x S``: stacking
+    their lifted rows ``u = sqrt(w) [v_1 x1, ..., v_k x1]`` (anchors sorted)
+    into ``U`` gives all of them, and their ``Z^T [Y, 1]`` rows, as
+    ``U^T [U, sqrt(w) Y, sqrt(w)]``: a ``k (d + 1)``-wide GEMM that runs near
+    dgemm's rate. On overlapping clusters 95% of the rows fall in sets of
+    ``MIN_SET_ROWS`` rows or more (on well-separated clusters, with 16 anchors
+    per cluster, under 15%: there the path is skipped). Each task sums into its
+    own buffers, added to the store once all tasks are done.
+    """
+
+    MIN_SET_ROWS = 16
+    MIN_SHARE = 0.25
+    # The tasks' block and Z^T Y buffers together (46 MiB each on 1024 anchors
+    # of overlapping clusters); beyond, the per-anchor path takes every row.
+    MAX_BUFFER_BYTES = 256 << 20
+
+    @classmethod
+    def find(cls, X, Y, w, idx, vals, m, n_tasks):
+        b, k = idx.shape
+        if k < 2 or k * np.log2(max(m, 2)) >= 62:
+            return None
+        order = np.argsort(idx, axis=1)
+        sidx = np.take_along_axis(idx, order, axis=1)
+        codes = np.zeros(b, dtype=np.int64)
+        for j in range(k):
+            codes = codes * m + sidx[:, j]
+        rows = np.argsort(codes, kind="stable")
+        sorted_codes = codes[rows]
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        sizes = np.diff(np.r_[starts, b])
+        big = sizes >= cls.MIN_SET_ROWS
+        if sizes[big].sum() < cls.MIN_SHARE * b:
+            return None
+        self = cls()
+        starts, sizes = starts[big], sizes[big]
+        member = np.repeat(starts, sizes) + (
+            np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        )
+        handled = np.zeros(b, dtype=bool)
+        self.rows = rows[member]  # contiguous per set
+        handled[self.rows] = True
+        self.rest = np.flatnonzero(~handled)
+        self.offsets = np.r_[0, np.cumsum(sizes)]
+        self.anchors = sidx[rows[starts]]  # (n_sets, k), increasing
+        self.values = np.take_along_axis(vals, order, axis=1)[self.rows]
+        self.X, self.Y, self.w, self.m = X, Y, w, m
+        iu, ju = np.triu_indices(k)
+        self.iu, self.ju = iu, ju
+        set_keys = self.anchors[:, iu] * m + self.anchors[:, ju]
+        self.keys = np.unique(set_keys)
+        d1, t1 = X.shape[1] + 1, Y.shape[1] + 1
+        if n_tasks * 8 * (self.keys.size * d1 * d1 + m * d1 * t1) > cls.MAX_BUFFER_BYTES:
+            return None
+        self.slots = np.searchsorted(self.keys, set_keys)
+        self.n_tasks = n_tasks
+        self.blocks = [np.zeros((self.keys.size, d1, d1)) for _ in range(n_tasks)]
+        self.zty = [np.zeros((m, d1, t1)) for _ in range(n_tasks)]
+        return self
+
+    def task(self, t):
+        """Sets ``t, t + n_tasks, ...`` into buffer ``t``."""
+        k = self.anchors.shape[1]
+        d1, t1 = self.X.shape[1] + 1, self.Y.shape[1] + 1
+        blocks, zty = self.blocks[t], self.zty[t]
+        # Buffers reused across sets (fresh ones of ~200 kB cost page faults).
+        right_buf = np.empty((int(np.diff(self.offsets).max()), k * d1 + t1))
+        product = np.empty((k * d1, k * d1 + t1))
+        for g in range(t, self.anchors.shape[0], self.n_tasks):
+            s, e = self.offsets[g], self.offsets[g + 1]
+            r = self.rows[s:e]
+            sw = np.sqrt(self.w[r])
+            right = right_buf[: e - s]
+            U = right[:, : k * d1].reshape(e - s, k, d1)
+            U[:, :, :-1] = self.X[r][:, None, :]
+            U[:, :, -1] = 1.0
+            U *= (self.values[s:e] * sw[:, None])[:, :, None]
+            np.multiply(self.Y[r], sw[:, None], out=right[:, k * d1 : -1])
+            right[:, -1] = sw
+            np.matmul(right[:, : k * d1].T, right, out=product)
+            gram4 = product[:, : k * d1].reshape(k, d1, k, d1)
+            # Slots are distinct within a set, so the fancy += has no repeats.
+            blocks[self.slots[g]] += gram4[self.iu, :, self.ju, :]
+            zty[self.anchors[g]] += product[:, k * d1 :].reshape(k, d1, t1)
+
+    def add_to(self, store, zty1):
+        blocks = self.blocks[0]
+        for extra in self.blocks[1:]:
+            blocks += extra
+        store.add(store.slots(self.keys), blocks)
+        for extra in self.zty:
+            zty1 += extra
 
 
 def _cache_order(anchors, pair_keys, counts, m):
