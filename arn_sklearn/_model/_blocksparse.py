@@ -12,12 +12,12 @@ blocks are kept (``a <= b``; ``G_ba = G_ab^T``) and the system is solved by a
 sparse factorisation (SuperLU with a fill-reducing ordering) instead of a dense
 Cholesky of a matrix that is 99% zeros.
 
-On numpy the accumulation groups each chunk's (sample, pair) entries by pair
-with one linear counting sort (``scipy.sparse``'s COO to CSR conversion) and
-runs one small GEMM per pair on the gathered rows, on all BLAS threads' cores;
-CuPy uses ``cupyx.scipy.sparse`` products, and other namespaces dense one-hot
-products (correct, for small problems and tests). Solving always runs on the
-host with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
+On numpy the accumulation runs one small GEMM per anchor pair on rows gathered
+per anchor, on all BLAS threads' cores, into a paged store that holds each
+block once (:mod:`arn_sklearn._kernels._pair_gram`); CuPy uses
+``cupyx.scipy.sparse`` products, and other namespaces dense one-hot products
+(correct, for small problems and tests). Solving always runs on the host
+with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 """
 
 from dataclasses import dataclass, replace
@@ -35,7 +35,12 @@ from .._kernels._block_cg import (
     anchor_aggregates,
     block_pcg,
 )
-from .._kernels._pair_gram import large_set_blocks
+from .._kernels._pair_gram import (
+    PAGE_BYTES,
+    TABLE_MAX_ANCHORS,
+    PairBlockStore,
+    accumulate_chunk,
+)
 from .._kernels._solve import centered_rhs, factorize_dense, solve_ridge
 from .._utils._arrays import device_of, is_numpy, to_numpy
 from .._utils._memory import available_memory_bytes
@@ -44,6 +49,7 @@ from .._utils._threads import _WorkerPool, blas_thread_count, single_threaded_bl
 from .._utils._warnings import warn_user
 from ._statistics import (
     ACCUMULATION_DTYPE,
+    TARGET_ARRAYS,
     SufficientStatistics,
     map_statistics_arrays,
     target_sums_added,
@@ -89,9 +95,6 @@ _SPARSE_MAX_FILL = 8.0
 # below this times the largest one marks the system numerically singular.
 _RCOND_THRESHOLD = 1e-13
 
-# Entries (rows x pairs) per batched matmul of small pairs: bounds its gathers.
-_PAIR_BATCH_ROWS = 16384
-
 # Chunks of a factor solve: bounds the dense right-hand side held at once.
 _SOLVE_COLUMNS = 4096
 
@@ -125,13 +128,14 @@ def _pair_count_estimate(n_anchors, top_k):
 def chunk_row_bytes(top_k, n_features, n_targets=1):
     """Bytes per chunk row of :meth:`BlockSparseStatistics.accumulate`'s temporaries.
 
-    ``[x, 1]`` and ``[y, 1]`` copies, and about 48 bytes per (sample, anchor)
-    and per (sample, anchor pair) entry for the grouping; the similarity block
-    of the assignment is bounded separately (row blocks of about 2 MiB). The
-    per-pair GEMMs want many rows per pair: chunks of 10^5 rows or more.
+    ``[x, 1]`` and ``y`` copies, 40 bytes per (sample, anchor) entry and 72 per
+    (sample, anchor pair) entry for the grouping
+    (:func:`arn_sklearn._kernels._pair_gram.accumulate_chunk`); the similarity
+    block of the assignment is bounded separately (row blocks of about 2 MiB).
+    The per-pair GEMMs want many rows per pair: chunks of 10^5 rows or more.
     """
     k = top_k
-    return 8 * (n_features + n_targets + 2) + 48 * (k + k * (k - 1) // 2)
+    return 8 * (n_features + n_targets + 2) + 40 * k + 72 * (k * (k - 1) // 2)
 
 
 @dataclass
@@ -253,34 +257,58 @@ class BlockSparseStatistics:
         BlockSparseStatistics
         """
         dtype = getattr(xp, ACCUMULATION_DTYPE)
-        out = self.copy()
-        pool = None
+        # The pair blocks are not copied here: the numpy path copies them into its
+        # store, the other path's first merge allocates new ones.
+        out = replace(self, **{name: getattr(self, name) * 1 for name in TARGET_ARRAYS})
+        owned = False
+        store = pool = zty1 = None
         progress = Progress("accumulated", verbose)
+
+        def n_pairs():
+            return out.pair_keys.shape[0] if store is None else store.n_pairs
+
         try:
             for X, Y, w in chunks:
-                X = xp.astype(X, dtype)
-                Y = xp.astype(Y, dtype)
-                w = xp.astype(w, dtype)
+                # No copy of float64 chunks: a copy of Y is 170 MB at 262k rows.
+                X = xp.astype(X, dtype, copy=False)
+                Y = xp.astype(Y, dtype, copy=False)
+                w = xp.astype(w, dtype, copy=False)
                 idx, vals = assign_top_k(X)
                 if is_numpy(X):
-                    if pool is None:
+                    if store is None:
+                        d1 = self.n_features + 1
+                        store = PairBlockStore(self.n_anchors, d1, out.pair_keys, out.blocks)
+                        zty1 = np.zeros((self.n_anchors, d1, Y.shape[1] + 1))
                         pool = _WorkerPool()
-                    keys, blocks = _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool)
+                    accumulate_chunk(
+                        X, Y, w, idx, vals, store, zty1, run=pool.run, n_tasks=pool.n_threads
+                    )
                 else:
                     keys, blocks = _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp)
-                out.pair_keys, out.blocks = _merge(
-                    out.pair_keys, out.blocks, keys, blocks, xp, inplace=True
-                )
-                Yw = Y * w[:, None]
-                out.y_sum = out.y_sum + xp.sum(Yw, axis=0)
-                out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
+                    out.pair_keys, out.blocks = _merge(
+                        out.pair_keys, out.blocks, keys, blocks, xp, inplace=owned
+                    )
+                    owned = True
+                if is_numpy(Y):
+                    out.y_sum += w @ Y
+                    out.y_sq_sum += np.einsum("i,ij,ij->j", w, Y, Y)  # no (b, t) temporary
+                else:
+                    Yw = Y * w[:, None]
+                    out.y_sum = out.y_sum + xp.sum(Yw, axis=0)
+                    out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
                 out.weight_sum += float(xp.sum(w))
                 out.n_samples += X.shape[0]
-                progress.chunk(X.shape[0], f", {out.pair_keys.shape[0]} anchor pairs")
-            progress.done(f", {out.pair_keys.shape[0]} anchor pairs")
+                progress.chunk(X.shape[0], f", {n_pairs()} anchor pairs")
+            progress.done(f", {n_pairs()} anchor pairs")
         finally:
             if pool is not None:
                 pool.close()
+        if store is not None:
+            out.pair_keys, out.blocks = store.finish()
+            out.zty += np.reshape(zty1[:, :, :-1], out.zty.shape)
+            out.z_sum += np.reshape(zty1[:, :, -1], out.z_sum.shape)
+        elif not owned:
+            out = replace(out, pair_keys=self.pair_keys * 1, blocks=self.blocks * 1)
         return out
 
     # -- views of the Gram matrix ----------------------------------------------------
@@ -536,8 +564,10 @@ class BlockSparseStatistics:
         Returns
         -------
         int
-            Bytes of the statistics, twice the blocks (a merge that adds new
-            pairs reallocates them), the per-chunk block buffer, and the solve:
+            Bytes of the statistics: while accumulating, the blocks once, at
+            most as much again for the store's last page and its final copy-out
+            (:class:`~arn_sklearn._kernels._pair_gram.PairBlockStore`), its slot
+            table and the target sums; for the solve:
             the full symmetric sparse matrix in BSR and CSC form (12 bytes per
             non-zero each) and a factor estimated at twice its non-zeros. The
             chunk's own rows are the caller's (see
@@ -554,7 +584,8 @@ class BlockSparseStatistics:
             n_pairs = _pair_count_estimate(n_anchors, top_k)
         block_bytes = 8 * n_pairs * d1 * d1
         vectors = 8 * (p * (n_targets + 1) + 2 * n_targets)
-        accumulate = 3 * block_bytes + 2 * vectors
+        table = 4 * n_anchors**2 if n_anchors <= TABLE_MAX_ANCHORS else 16 * n_pairs
+        accumulate = block_bytes + min(block_bytes, PAGE_BYTES) + table + 3 * vectors
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
         solve = block_bytes + 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets + vectors
         return int(max(accumulate, solve))
@@ -846,110 +877,6 @@ class SparseFactor:
 
 
 # -- chunk kernels ---------------------------------------------------------------------
-
-
-def _csr_groups(rows, cols, data, n_rows, n_cols):
-    """Group entries by ``rows`` with one linear counting sort (COO -> CSR).
-
-    Returns ``indptr, cols, data`` in row order; ``cols`` keep their order of
-    appearance within a row (increasing here), which keeps gathers local.
-    """
-    import scipy.sparse as sp
-
-    M = sp.csr_matrix((data, (rows, cols)), shape=(n_rows, n_cols))
-    return M.indptr, M.indices, M.data
-
-
-def _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool):
-    """Add a chunk's zty and z_sum into ``out``; return its (keys, blocks)."""
-    b, k = idx.shape
-    m, d1 = out.n_anchors, out.n_features + 1
-    idx = np.asarray(idx, dtype=np.int64)
-    vals = np.asarray(vals, dtype=np.float64)
-    X1 = np.empty((b, d1))
-    X1[:, :-1] = X
-    X1[:, -1] = 1.0
-    Y1 = np.empty((b, Y.shape[1] + 1))
-    Y1[:, :-1] = Y
-    Y1[:, -1] = 1.0
-    zty1 = np.zeros((m, d1, Y1.shape[1]))
-    # Rows whose top-k set is shared by many rows: all their blocks and zty by
-    # one GEMM per set (kernels/_pair_gram.py); the other rows anchor by anchor
-    # and pair by pair below.
-    with single_threaded_blas():
-        set_keys, set_blocks, handled = large_set_blocks(X1, Y1, idx, vals, w, m, zty1)
-    rest = np.flatnonzero(~handled)
-    rows = np.repeat(rest, k)
-    # Per anchor: its diagonal block and its slice of zty and z_sum.
-    a_ptr, a_rows, a_v = _csr_groups(idx[rest].ravel(), rows, vals[rest].ravel(), m, b)
-    anchors = np.flatnonzero(np.diff(a_ptr))
-    # Per pair a < b of a sample's top k: the off-diagonal blocks.
-    iu, ju = np.triu_indices(k, 1)
-    lo = np.minimum(idx[rest][:, iu], idx[rest][:, ju])
-    hi = np.maximum(idx[rest][:, iu], idx[rest][:, ju])
-    pw = vals[rest][:, iu] * vals[rest][:, ju] * w[rest, None]
-    n_pair_slots = iu.size
-    p_rows = np.repeat(rest, n_pair_slots)
-    p_ptr, p_rows, p_w = _csr_groups((lo * m + hi).ravel(), p_rows, pw.ravel(), m * m, b)
-    pairs = np.flatnonzero(np.diff(p_ptr))
-    rest_keys = np.concatenate([anchors * (m + 1), pairs])
-    keys = np.union1d(rest_keys, set_keys)
-    rest_pos = np.searchsorted(keys, rest_keys)
-    diag_pos, pair_pos = rest_pos[: anchors.size], rest_pos[anchors.size :]
-    # One block buffer reused across chunks: fresh pages cost as much as the GEMMs.
-    if pool.buffer is None or pool.buffer.shape[0] < keys.size:
-        pool.buffer = np.empty((keys.size + keys.size // 4, d1, d1))
-    blocks = pool.buffer[: keys.size]
-
-    def anchor_task(j_list):
-        for j in j_list:
-            a = anchors[j]
-            s, e = a_ptr[a], a_ptr[a + 1]
-            r = a_rows[s:e]
-            Va = X1[r]
-            Va *= a_v[s:e, None]
-            Lw = Va * w[r, None]
-            np.matmul(Lw.T, Va, out=blocks[diag_pos[j]])
-            zty1[a] += Lw.T @ Y1[r]
-
-    # Off-diagonal pairs: bucketed by entry count (padded to the next power of
-    # two with a zero row) and run as batched matmuls, a C loop over pairs.
-    X1z = np.vstack([X1, np.zeros((1, d1))])
-    counts = np.diff(p_ptr)[pairs]
-    size = np.maximum(1, 2 ** np.ceil(np.log2(np.maximum(counts, 1)))).astype(np.int64)
-    batches = []
-    for L in np.unique(size):
-        sel = np.flatnonzero(size == L)
-        per = max(1, _PAIR_BATCH_ROWS // int(L))
-        batches.extend(sel[i : i + per] for i in range(0, sel.size, per))
-
-    def pair_task(batch_list):
-        for sel in batch_list:
-            L = int(size[sel[0]])
-            start = p_ptr[pairs[sel]]
-            pos = start[:, None] + np.arange(L)[None, :]
-            valid = pos < (start + counts[sel])[:, None]
-            pos = np.where(valid, pos, 0)
-            r = np.where(valid, p_rows[pos], b)  # row b of X1z is zero
-            Xs = X1z[r]  # (n_sel, L, d1)
-            Xw = Xs * np.where(valid, p_w[pos], 0.0)[:, :, None]
-            blocks[pair_pos[sel]] = np.matmul(Xw.transpose(0, 2, 1), Xs)
-
-    n = pool.n_threads
-    # Interleaved split: neighbouring anchors/batches have similar sizes.
-    tasks = [
-        (lambda t=t: (anchor_task(range(t, anchors.size, n)), pair_task(batches[t::n])))
-        for t in range(n)
-    ]
-    pool.run(tasks)
-    if set_keys.size:
-        set_pos = np.searchsorted(keys, set_keys)
-        shared = np.isin(set_keys, rest_keys, assume_unique=True)
-        blocks[set_pos[shared]] += set_blocks[shared]
-        blocks[set_pos[~shared]] = set_blocks[~shared]
-    out.zty += np.reshape(zty1[:, :, :-1], out.zty.shape)
-    out.z_sum += np.reshape(zty1[:, :, -1], out.z_sum.shape)
-    return keys, blocks
 
 
 def _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp):
