@@ -9,7 +9,9 @@
 - assignment of a chunk (65,536 x 30 rows, 1024 anchors) over the time of its
   similarity GEMM ``X @ C.T`` alone: dense softmax, top-4, top-4 + predict;
 - block-sparse pair accumulation GFLOP/s on its ``n k^2 (d + 1)^2`` useful
-  multiply-adds (x2 flops) over one large dgemm's GFLOP/s;
+  multiply-adds (x2 flops) over one large dgemm's GFLOP/s, on 1M rows of
+  ``paper_scale.py``'s ``separated`` and ``clustered`` data (``ARN_BENCH_KINDS``
+  to choose, ``ARN_BENCH_REFERENCE`` to time another checkout in the same run);
 - the dense solve (``solve_ridge(..., overwrite=True)``) rate over a bare LAPACK
   ``dpotrf`` of the same size, and over the former blocked Cholesky;
 - the sparse solve against the dense Cholesky of the same statistics: time and
@@ -27,6 +29,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from arn_sklearn._kernels._assignment import similarity, soft_assignments
 from arn_sklearn._kernels._lifting import iter_chunks
@@ -87,32 +90,80 @@ def assign_section(n=65_536, m=1024, d=30, k=4):
         print(f"  {name:28s} {t * 1e3:8.1f} ms  = {t / gemm:5.2f} x GEMM")
 
 
-def accumulate_section(n=262_144, m=1024, d=30, t=81, k=4, chunk=131_072):
-    X, Y = clustered(n + m, d, t)
-    C, X, Y = X[n:], X[:n], Y[:n]
-    w = np.ones(n)
-    assigned = {}
-    for start in range(0, n, chunk):
-        assigned[start] = top_k_assignments(X[start : start + chunk], C, "euclidean", 0.5, k, XP)
-    starts = iter(())
+def _reference_package(path):
+    """The ``arn_sklearn`` package of another checkout, imported as ``arn_reference``."""
+    import importlib.util
 
-    def run():
-        nonlocal starts
-        starts = iter(sorted(assigned))
-        return BlockSparseStatistics.zeros(m, d, t, XP).accumulate(
-            iter_chunks(X, Y, w, chunk), lambda _: assigned[next(starts)], XP
+    init = os.path.join(path, "arn_sklearn", "__init__.py")
+    spec = importlib.util.spec_from_file_location(
+        "arn_reference", init, submodule_search_locations=[os.path.dirname(init)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["arn_reference"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("arn_reference._model._blocksparse").BlockSparseStatistics
+
+
+def accumulate_section(n=1_000_000, m=1024, d=30, t=81, k=4, chunk=262_144, kinds=None):
+    """Pair accumulation of ``paper_scale.py``'s data over one dgemm of its flop count.
+
+    Per data kind: anchors and softness as ``paper_scale.py`` (MiniBatchKMeans on
+    65,536 rows, ``auto_softness``), the top-k assignments computed once, then
+    the accumulation alone timed. The environment variable
+    ``ARN_BENCH_REFERENCE=/path/to/checkout`` also times that checkout's
+    accumulation in the same run (e.g. ``main``, for a before/after ratio).
+    """
+    kinds = kinds or os.environ.get("ARN_BENCH_KINDS", "separated,clustered").split(",")
+    n = int(os.environ.get("ARN_BENCH_N", n))
+    reference = os.environ.get("ARN_BENCH_REFERENCE")
+    versions = {"ours": BlockSparseStatistics}
+    if reference:
+        versions[f"reference {reference}"] = _reference_package(reference)
+    print(f"\n[accumulate] {n} x {d} -> {t}, {m} anchors, top_k={k}, chunks of {chunk} rows")
+    for kind in kinds:
+        _accumulate_kind(kind, versions, n, m, d, t, k, chunk)
+
+
+def _accumulate_kind(kind, versions, n, m, d, t, k, chunk):
+    from array_api_compat import array_namespace
+    from paper_scale import make_data
+    from sklearn.cluster import MiniBatchKMeans
+
+    from arn_sklearn._anchors._init import auto_softness
+
+    X, Y = make_data(n, d, t, kind)
+    rng = np.random.RandomState(0)
+    sub = np.sort(rng.choice(n, size=min(65_536, n), replace=False))
+    kmeans = MiniBatchKMeans(m, n_init=1, batch_size=8192, max_iter=20, random_state=0)
+    C = kmeans.fit(X[sub]).cluster_centers_
+    softness = auto_softness(X, C, "euclidean", array_namespace(X), rng, top_k=k)
+    assigned = [
+        top_k_assignments(X[s : s + chunk], C, "euclidean", softness, k, XP)
+        for s in range(0, n, chunk)
+    ]
+    w = np.ones(n)
+
+    def run(cls):
+        parts = iter(assigned)
+        return cls.zeros(m, d, t, XP).accumulate(
+            iter_chunks(X, Y, w, chunk), lambda _: next(parts), XP
         )
 
-    gflops = dgemm_gflops()
-    t_acc = best(run, repeat=2)
-    stats = run()
     useful = 2.0 * n * k * k * (d + 1) ** 2
-    rate = useful / t_acc / 1e9
-    print(
-        f"\n[accumulate] {n} rows, {m} anchors, d={d}, t={t}, top_k={k}, chunks of {chunk}: "
-        f"{t_acc:.2f} s, {stats.pair_keys.size} pairs; {rate:.1f} GFLOP/s on n k^2 (d+1)^2 "
-        f"vs dgemm {gflops:.1f} GFLOP/s = {rate / gflops:.2f} of dgemm"
-    )
+    # Back to back, best of two each: the load of a shared machine moves both.
+    gflops = dgemm_gflops()
+    rates = {}
+    for name, cls in versions.items():
+        rates[name] = useful / best(lambda c=cls: run(c), repeat=2) / 1e9
+    gflops = max(gflops, dgemm_gflops())
+    pairs = run(BlockSparseStatistics).pair_keys.size
+    for name, rate in rates.items():
+        print(
+            f"  {kind:9s} {name}: {useful / rate / 1e9:.2f} s, {pairs} pairs; "
+            f"{rate:.1f} GFLOP/s on n k^2 (d+1)^2 vs dgemm {gflops:.1f} GFLOP/s "
+            f"= {rate / gflops:.2f} of dgemm",
+            flush=True,
+        )
 
 
 def dense_section(p=8192, t=81):

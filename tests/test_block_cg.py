@@ -9,7 +9,10 @@ from sklearn.exceptions import ConvergenceWarning
 
 import arn_sklearn._model._blocksparse as bs
 from arn_sklearn._kernels._block_cg import (
+    _DELAY,
+    AggregateJacobi,
     BlockRows,
+    anchor_aggregates,
     apply_block_diagonal,
     block_jacobi,
     block_pcg,
@@ -80,6 +83,56 @@ def test_block_jacobi_inverts_each_block_and_tolerates_empty_ones():
     assert np.all(np.isfinite(block_jacobi(D, 0.0)))
 
 
+@pytest.mark.parametrize("max_size", [1, 4, 40])
+def test_aggregate_jacobi_solves_the_system_without_cross_group_blocks(max_size):
+    stats, _, _ = statistics("overlapping", d=6, m=30)
+    rows = stats.block_rows()
+    alpha, d1 = 0.3, 7
+    labels = anchor_aggregates(rows, alpha, max_size)
+    sizes = np.bincount(labels)
+    assert sizes.min() >= 1 and sizes.max() <= max_size and sizes.sum() == 30
+    # Reference: the dense system with the blocks between groups zeroed.
+    A = stats.to_dense().gram + alpha * np.eye(30 * d1)
+    group = np.repeat(labels, d1)
+    M = np.where(group[:, None] == group[None, :], A, 0.0)
+    R = np.random.RandomState(2).normal(size=(30 * d1, 3))
+    expected = np.linalg.solve(M, R)
+    precondition = AggregateJacobi(rows, labels, alpha)
+    np.testing.assert_allclose(precondition(R), expected, rtol=1e-8, atol=1e-12)
+    threaded = AggregateJacobi(rows, labels, alpha, n_threads=2)
+    np.testing.assert_allclose(threaded(R), expected, rtol=1e-8, atol=1e-12)
+    if max_size == 1:  # one anchor per group: the per-anchor block-Jacobi
+        inverse = block_jacobi(rows.diagonal, alpha)
+        np.testing.assert_allclose(precondition(R), apply_block_diagonal(inverse, R), rtol=1e-8)
+
+
+def test_aggregates_stay_inside_connected_components_and_fill_them():
+    """Greedy merging only joins coupled anchors, strongest first."""
+    stats, _, _ = statistics("separated")
+    rows = stats.block_rows()
+    components = stats._components()
+    labels = anchor_aggregates(rows, 1.0, 2)
+    for g in range(labels.max() + 1):
+        assert np.unique(components[labels == g]).size == 1
+    # With room for a whole component, the aggregates are the components, and
+    # the preconditioner is the exact inverse: CG stops at its first checks.
+    labels = anchor_aggregates(rows, 1.0, 40)
+    assert np.unique(labels).size == np.unique(components).size
+    for g in range(labels.max() + 1):
+        assert np.unique(components[labels == g]).size == 1
+    alpha = 1.0
+    rhs, _ = centered_rhs(stats, xp)
+    exact = np.linalg.solve(stats.to_dense().gram + alpha * np.eye(stats.n_lifted), rhs)
+    X, n_iter = block_pcg(
+        lambda V: rows.matmul(V) + alpha * V,
+        AggregateJacobi(rows, labels, alpha),
+        rhs,
+        shift=alpha,
+    )
+    np.testing.assert_allclose(X, exact, rtol=1e-7, atol=1e-10 * np.abs(exact).max())
+    assert n_iter <= 2 * _DELAY  # the error estimate's first check
+
+
 @pytest.mark.parametrize("kind", ["separated", "overlapping", "dense"])
 @pytest.mark.parametrize("alpha", [1e-3, 1.0, 100.0])
 def test_iterative_direct_and_dense_predictions_agree(kind, alpha):
@@ -98,6 +151,25 @@ def test_iterative_direct_and_dense_predictions_agree(kind, alpha):
     for solver in ("sparse", "iterative"):
         error = np.linalg.norm(predictions[solver] - reference, axis=0)
         assert np.all(error <= 1e-6 * scale), (solver, error / scale)
+
+
+@pytest.mark.parametrize("unknowns", [1, 62, 512])
+def test_iterative_predictions_agree_whatever_the_aggregate_size(monkeypatch, unknowns):
+    """Small aggregates leave CG many iterations: the stopping rule still holds 1e-6."""
+    monkeypatch.setattr(bs, "_AGGREGATE_UNKNOWNS", unknowns)
+    stats, X, assign = statistics("overlapping", d=30, m=60)
+    idx, vals = assign(X[::3] + 0.1)
+    predictions = {}
+    for solver in ("dense", "iterative"):
+        stats.linear_solver = solver
+        W, y_mean = stats.solve(1e-2, xp)
+        predictions[solver] = predict_top_k(X[::3] + 0.1, idx, vals, W, xp) + y_mean
+    reference = predictions["dense"]
+    scale = np.linalg.norm(reference - reference.mean(axis=0), axis=0)
+    error = np.linalg.norm(predictions["iterative"] - reference, axis=0)
+    assert np.all(error <= 1e-6 * scale), error / scale
+    factor = stats.factorize(1e-2, xp)
+    assert np.bincount(factor.labels).max() <= max(1, unknowns // 31)
 
 
 def test_block_pcg_solves_spd_system_and_warm_start_saves_iterations():

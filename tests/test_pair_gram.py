@@ -1,38 +1,142 @@
-"""Pair blocks by top-k set groups against the naive lifted sums."""
+"""Pair-block accumulation and its store against naive dense lifted sums."""
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from arn_sklearn._kernels._pair_gram import large_set_blocks
+import arn_sklearn._kernels._pair_gram as pg
+from arn_sklearn._kernels._pair_gram import PairBlockStore, accumulate_chunk
 
 
-@pytest.mark.parametrize("min_rows", [1, 5, 10**6])
-def test_large_set_blocks_equal_naive_sums_over_handled_rows(min_rows):
-    rng = np.random.RandomState(0)
-    b, m, k, d1, t1 = 500, 7, 3, 4, 3
-    # Few anchors: every 3-set recurs, some sets often.
-    idx = np.stack([rng.choice(m, k, replace=False) for _ in range(b)])
-    idx[:200] = [4, 1, 6]  # one large group, slots in any order
-    vals = rng.dirichlet(np.ones(k), size=b)
-    w = rng.uniform(0, 2, b)
-    X1 = np.hstack([rng.normal(size=(b, d1 - 1)), np.ones((b, 1))])
-    Y1 = np.hstack([rng.normal(size=(b, t1 - 1)), np.ones((b, 1))])
-    zty1 = np.zeros((m, d1, t1))
-    keys, blocks, handled = large_set_blocks(X1, Y1, idx, vals, w, m, zty1, min_rows=min_rows)
-    if min_rows > b:
-        assert keys.size == 0 and not handled.any() and not zty1.any()
-        return
-    assert handled[:200].all() and np.all(np.diff(keys) > 0)
+def naive(X, Y, w, idx, vals, m):
+    """Dense lifted Gram blocks, ``Z^T [Y, 1]``, from the densified assignments."""
+    b, d = X.shape
+    d1 = d + 1
     A = np.zeros((b, m))
     np.put_along_axis(A, idx, vals, axis=1)
-    A[~handled] = 0.0
+    X1 = np.hstack([X, np.ones((b, 1))])
     Z = (A[:, :, None] * X1[:, None, :]).reshape(b, m * d1)
     G = (Z.T @ (w[:, None] * Z)).reshape(m, d1, m, d1)
+    Y1 = np.hstack([Y, np.ones((b, 1))])
+    return G, (Z.T @ (w[:, None] * Y1)).reshape(m, d1, Y1.shape[1])
+
+
+def chunk_data(b=600, m=7, k=3, d=4, t=2, seed=0):
+    rng = np.random.RandomState(seed)
+    idx = np.stack([rng.choice(m, k, replace=False) for _ in range(b)])
+    idx[:200] = [4, 1, 6]  # a frequent set: pairs well above MIN_PAIR_ROWS
+    vals = rng.dirichlet(np.ones(k), size=b)
+    vals[0, 0] = 0.0  # an assignment that underflowed
+    w = rng.uniform(0, 2, b)
+    w[1] = 0.0
+    return rng.normal(size=(b, d)), rng.normal(size=(b, t)), w, idx, vals
+
+
+def threads(tasks):
+    with ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(task) for task in tasks]:
+            future.result()
+
+
+@pytest.mark.parametrize("min_rows", [1, 16, 10**6])  # every pair large / mixed / small
+@pytest.mark.parametrize("n_tasks", [1, 2])
+@pytest.mark.parametrize("table", [True, False])
+@pytest.mark.parametrize("set_share", [0.25, 2.0])  # frequent sets by set GEMMs / never
+def test_accumulate_chunk_equals_naive_sums(min_rows, n_tasks, table, set_share, monkeypatch):
+    monkeypatch.setattr(pg, "MIN_PAIR_ROWS", min_rows)
+    monkeypatch.setattr(pg._FrequentSets, "MIN_SHARE", set_share)
+    m = 7
+    X, Y, w, idx, vals = chunk_data(m=m)
+    store = PairBlockStore(m, X.shape[1] + 1, page_blocks=3, table=table)
+    zty1 = np.zeros((m, X.shape[1] + 1, Y.shape[1] + 1))
+    # Two chunks into one store: the second adds into existing blocks.
+    for rows in (slice(0, 350), slice(350, None)):
+        accumulate_chunk(
+            X[rows], Y[rows], w[rows], idx[rows], vals[rows], store, zty1,
+            run=threads if n_tasks > 1 else pg._sequential, n_tasks=n_tasks,
+        )  # fmt: skip
+    keys, blocks = store.finish()
+    G, zty_ref = naive(X, Y, w, idx, vals, m)
+    assert keys.dtype == np.int64 and np.all(np.diff(keys) > 0)
+    # Exactly the co-occurring pairs a <= b, each once, equal to the dense blocks.
+    occurs = {(min(a, c), max(a, c)) for row in idx for a in row for c in row}
+    assert {divmod(int(key), m) for key in keys} == occurs
     for key, block in zip(keys, blocks, strict=True):
         a, c = divmod(int(key), m)
-        assert a <= c
-        np.testing.assert_allclose(block, G[a, :, c, :], atol=1e-12)
-    # Every non-zero upper block is among the keys.
-    nonzero = {(a, c) for a in range(m) for c in range(a, m) if np.abs(G[a, :, c, :]).max() > 0}
-    assert nonzero == {divmod(int(key), m) for key in keys}
-    np.testing.assert_allclose(zty1.reshape(m * d1, t1), Z.T @ (w[:, None] * Y1), atol=1e-12)
+        np.testing.assert_allclose(block, G[a, :, c, :], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(zty1, zty_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_accumulate_chunk_k1_has_only_diagonal_blocks():
+    X, Y, w, idx, vals = chunk_data(k=3)
+    idx, vals = idx[:, :1], np.ones((len(X), 1))
+    store = PairBlockStore(7, 5)
+    zty1 = np.zeros((7, 5, 3))
+    accumulate_chunk(X, Y, w, idx, vals, store, zty1)
+    keys, blocks = store.finish()
+    G, zty_ref = naive(X, Y, w, idx, vals, 7)
+    np.testing.assert_array_equal(keys, np.unique(idx) * 8)
+    for key, block in zip(keys, blocks, strict=True):
+        np.testing.assert_allclose(block, G[key // 7, :, key // 7, :], atol=1e-12)
+    np.testing.assert_allclose(zty1, zty_ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("table", [True, False])
+def test_store_slots_pages_and_finish(table):
+    rng = np.random.RandomState(1)
+    store = PairBlockStore(50, 2, page_blocks=4, table=table)
+    first = store.slots(np.array([7, 3, 120]))
+    np.testing.assert_array_equal(first, [0, 1, 2])
+    again = store.slots(np.array([3, 999, 7]))
+    np.testing.assert_array_equal(again, [1, 3, 0])
+    assert store.n_pairs == 4 and len(store.pages) == 1
+    new = store.slots(np.arange(200, 210))
+    np.testing.assert_array_equal(new, np.arange(4, 14))
+    assert len(store.pages) == 4  # 14 slots in pages of 4
+    values = rng.normal(size=(14, 2, 2))
+    store.add(np.arange(14)[::-1], values[::-1])
+    store.view(1)[...] += 1.0
+    keys, blocks = store.finish()
+    expected_keys = np.array([7, 3, 120, 999, *range(200, 210)])
+    order = np.argsort(expected_keys)
+    np.testing.assert_array_equal(keys, expected_keys[order])
+    values[1] += 1.0
+    np.testing.assert_array_equal(blocks, values[order])
+    assert store.pages == []
+
+
+def test_store_starts_from_sorted_blocks_without_touching_them():
+    keys = np.array([2, 5, 9], dtype=np.int64)
+    blocks = np.arange(12.0).reshape(3, 2, 2)
+    store = PairBlockStore(4, 2, keys, blocks, page_blocks=2)
+    store.add(store.slots(np.array([5, 11])), np.ones((2, 2, 2)))
+    out_keys, out_blocks = store.finish()
+    np.testing.assert_array_equal(out_keys, [2, 5, 9, 11])
+    np.testing.assert_array_equal(out_blocks[1], blocks[1] + 1)
+    np.testing.assert_array_equal(out_blocks[3], np.ones((2, 2)))
+    np.testing.assert_array_equal(blocks, np.arange(12.0).reshape(3, 2, 2))
+
+
+def test_permute_in_place_equals_fancy_indexing():
+    rng = np.random.RandomState(2)
+    A = rng.normal(size=(50, 2, 3))
+    for order in (rng.permutation(50), np.arange(50), np.r_[1:50, 0]):
+        B = A.copy()
+        pg._permute_in_place(B, order)
+        np.testing.assert_array_equal(B, A[order])
+
+
+def test_frequent_sets_cover_exactly_the_recurring_sets():
+    X, Y, w, idx, vals = chunk_data()
+    sets = pg._FrequentSets.find(X, Y, w, idx, vals, 7, 2)
+    assert sets is not None
+    # Every row of a set with MIN_SET_ROWS rows or more, and only those, is taken.
+    codes = [tuple(sorted(row)) for row in idx]
+    counts = {c: codes.count(c) for c in set(codes)}
+    frequent = np.array([counts[c] >= pg._FrequentSets.MIN_SET_ROWS for c in codes])
+    np.testing.assert_array_equal(np.sort(sets.rows), np.flatnonzero(frequent))
+    np.testing.assert_array_equal(sets.rest, np.flatnonzero(~frequent))
+    rng = np.random.RandomState(3)
+    idx = np.stack([rng.choice(200, 3, replace=False) for _ in range(300)])
+    assert pg._FrequentSets.find(X[:300], Y[:300], w[:300], idx, vals[:300], 200, 2) is None

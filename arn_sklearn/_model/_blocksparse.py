@@ -12,12 +12,12 @@ blocks are kept (``a <= b``; ``G_ba = G_ab^T``) and the system is solved by a
 sparse factorisation (SuperLU with a fill-reducing ordering) instead of a dense
 Cholesky of a matrix that is 99% zeros.
 
-On numpy the accumulation groups each chunk's (sample, pair) entries by pair
-with one linear counting sort (``scipy.sparse``'s COO to CSR conversion) and
-runs one small GEMM per pair on the gathered rows, on all BLAS threads' cores;
-CuPy uses ``cupyx.scipy.sparse`` products, and other namespaces dense one-hot
-products (correct, for small problems and tests). Solving always runs on the
-host with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
+On numpy the accumulation runs one small GEMM per anchor pair on rows gathered
+per anchor, on all BLAS threads' cores, into a paged store that holds each
+block once (:mod:`arn_sklearn._kernels._pair_gram`); CuPy uses
+``cupyx.scipy.sparse`` products, and other namespaces dense one-hot products
+(correct, for small problems and tests). Solving always runs on the host
+with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 """
 
 from dataclasses import dataclass, replace
@@ -30,12 +30,17 @@ from scipy.sparse.csgraph import connected_components
 
 from .._kernels._block_cg import (
     DEFAULT_RTOL,
+    AggregateJacobi,
     BlockRows,
-    apply_block_diagonal,
-    block_jacobi,
+    anchor_aggregates,
     block_pcg,
 )
-from .._kernels._pair_gram import large_set_blocks
+from .._kernels._pair_gram import (
+    PAGE_BYTES,
+    TABLE_MAX_ANCHORS,
+    PairBlockStore,
+    accumulate_chunk,
+)
 from .._kernels._solve import centered_rhs, factorize_dense, solve_ridge
 from .._utils._arrays import device_of, is_numpy, to_numpy
 from .._utils._memory import available_memory_bytes
@@ -44,6 +49,7 @@ from .._utils._threads import _WorkerPool, blas_thread_count, single_threaded_bl
 from .._utils._warnings import warn_user
 from ._statistics import (
     ACCUMULATION_DTYPE,
+    TARGET_ARRAYS,
     SufficientStatistics,
     map_statistics_arrays,
     target_sums_added,
@@ -57,7 +63,9 @@ LINEAR_SOLVERS = ("auto", "dense", "sparse", "iterative")
 # 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there), and so
 # is any system whose pairs cover more than this share of the upper triangle.
 _DENSE_SOLVE_MAX_SIZE = 2048
-_DENSE_SOLVE_MIN_FILL = 0.25
+# (0.35, not 0.25: x3 patch features on 256 anchors store 33% of the pairs, and
+# CG solved them in half the dense time, benchmarks/solver_grid.py.)
+_DENSE_SOLVE_MIN_FILL = 0.35
 
 # Cost model of :func:`choose_linear_solver` (rates from benchmarks/bench_kernels.py).
 # LAPACK dpotrf on one thread (large factors run there, see _solve.py), flops/s.
@@ -65,11 +73,17 @@ _DENSE_FLOP_RATE = 3e10
 # SuperLU's factorisation was measured this many times slower per flop than
 # LAPACK's dpotrf on the same machine (benchmarks/bench_kernels.py).
 _SUPERLU_SLOWDOWN = 20.0
-# The per-anchor GEMMs of a Gram product run at this share of the dense rate,
-# and block-Jacobi CG takes about this many of them (30-80 on small 30-d graphs,
-# ~180 on 1024 anchors of 200 overlapping clusters: an optimistic count).
-_CG_FLOP_SHARE = 0.3
-_CG_ITERATIONS = 60
+# The per-anchor GEMMs of a Gram product run at this share of the dense rate
+# (benchmarks/solver_grid.py: a CG iteration took 1/36-1/46 of a 7,936-unknown
+# Cholesky's time, where 0.3 would say 1/14-1/20), and CG preconditioned on
+# anchor aggregates takes about this many of them (4-38 on that grid, median
+# 14; per-anchor block-Jacobi took ~180 on 1024 anchors of 200 overlapping
+# clusters, where the aggregates took 4-6).
+_CG_FLOP_SHARE = 0.5
+_CG_ITERATIONS = 20
+# Most unknowns per aggregate of CG's preconditioner (16 anchors at d = 30):
+# its inverses take at most ``p x 512`` doubles.
+_AGGREGATE_UNKNOWNS = 512
 # Anchor graphs whose connected components all have at most this many unknowns
 # are solved exactly by one dense Cholesky per component (well-separated data).
 _COMPONENT_MAX_SIZE = 8192
@@ -80,9 +94,6 @@ _SPARSE_MAX_FILL = 8.0
 # Same threshold as the dense Cholesky: a pivot of the symmetric LU (= LDL^T)
 # below this times the largest one marks the system numerically singular.
 _RCOND_THRESHOLD = 1e-13
-
-# Entries (rows x pairs) per batched matmul of small pairs: bounds its gathers.
-_PAIR_BATCH_ROWS = 16384
 
 # Chunks of a factor solve: bounds the dense right-hand side held at once.
 _SOLVE_COLUMNS = 4096
@@ -117,13 +128,14 @@ def _pair_count_estimate(n_anchors, top_k):
 def chunk_row_bytes(top_k, n_features, n_targets=1):
     """Bytes per chunk row of :meth:`BlockSparseStatistics.accumulate`'s temporaries.
 
-    ``[x, 1]`` and ``[y, 1]`` copies, and about 48 bytes per (sample, anchor)
-    and per (sample, anchor pair) entry for the grouping; the similarity block
-    of the assignment is bounded separately (row blocks of about 2 MiB). The
-    per-pair GEMMs want many rows per pair: chunks of 10^5 rows or more.
+    ``[x, 1]`` and ``y`` copies, 40 bytes per (sample, anchor) entry and 72 per
+    (sample, anchor pair) entry for the grouping
+    (:func:`arn_sklearn._kernels._pair_gram.accumulate_chunk`); the similarity
+    block of the assignment is bounded separately (row blocks of about 2 MiB).
+    The per-pair GEMMs want many rows per pair: chunks of 10^5 rows or more.
     """
     k = top_k
-    return 8 * (n_features + n_targets + 2) + 48 * (k + k * (k - 1) // 2)
+    return 8 * (n_features + n_targets + 2) + 40 * k + 72 * (k * (k - 1) // 2)
 
 
 @dataclass
@@ -245,34 +257,58 @@ class BlockSparseStatistics:
         BlockSparseStatistics
         """
         dtype = getattr(xp, ACCUMULATION_DTYPE)
-        out = self.copy()
-        pool = None
+        # The pair blocks are not copied here: the numpy path copies them into its
+        # store, the other path's first merge allocates new ones.
+        out = replace(self, **{name: getattr(self, name) * 1 for name in TARGET_ARRAYS})
+        owned = False
+        store = pool = zty1 = None
         progress = Progress("accumulated", verbose)
+
+        def n_pairs():
+            return out.pair_keys.shape[0] if store is None else store.n_pairs
+
         try:
             for X, Y, w in chunks:
-                X = xp.astype(X, dtype)
-                Y = xp.astype(Y, dtype)
-                w = xp.astype(w, dtype)
+                # No copy of float64 chunks: a copy of Y is 170 MB at 262k rows.
+                X = xp.astype(X, dtype, copy=False)
+                Y = xp.astype(Y, dtype, copy=False)
+                w = xp.astype(w, dtype, copy=False)
                 idx, vals = assign_top_k(X)
                 if is_numpy(X):
-                    if pool is None:
+                    if store is None:
+                        d1 = self.n_features + 1
+                        store = PairBlockStore(self.n_anchors, d1, out.pair_keys, out.blocks)
+                        zty1 = np.zeros((self.n_anchors, d1, Y.shape[1] + 1))
                         pool = _WorkerPool()
-                    keys, blocks = _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool)
+                    accumulate_chunk(
+                        X, Y, w, idx, vals, store, zty1, run=pool.run, n_tasks=pool.n_threads
+                    )
                 else:
                     keys, blocks = _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp)
-                out.pair_keys, out.blocks = _merge(
-                    out.pair_keys, out.blocks, keys, blocks, xp, inplace=True
-                )
-                Yw = Y * w[:, None]
-                out.y_sum = out.y_sum + xp.sum(Yw, axis=0)
-                out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
+                    out.pair_keys, out.blocks = _merge(
+                        out.pair_keys, out.blocks, keys, blocks, xp, inplace=owned
+                    )
+                    owned = True
+                if is_numpy(Y):
+                    out.y_sum += w @ Y
+                    out.y_sq_sum += np.einsum("i,ij,ij->j", w, Y, Y)  # no (b, t) temporary
+                else:
+                    Yw = Y * w[:, None]
+                    out.y_sum = out.y_sum + xp.sum(Yw, axis=0)
+                    out.y_sq_sum = out.y_sq_sum + xp.sum(Yw * Y, axis=0)
                 out.weight_sum += float(xp.sum(w))
                 out.n_samples += X.shape[0]
-                progress.chunk(X.shape[0], f", {out.pair_keys.shape[0]} anchor pairs")
-            progress.done(f", {out.pair_keys.shape[0]} anchor pairs")
+                progress.chunk(X.shape[0], f", {n_pairs()} anchor pairs")
+            progress.done(f", {n_pairs()} anchor pairs")
         finally:
             if pool is not None:
                 pool.close()
+        if store is not None:
+            out.pair_keys, out.blocks = store.finish()
+            out.zty += np.reshape(zty1[:, :, :-1], out.zty.shape)
+            out.z_sum += np.reshape(zty1[:, :, -1], out.z_sum.shape)
+        elif not owned:
+            out = replace(out, pair_keys=self.pair_keys * 1, blocks=self.blocks * 1)
         return out
 
     # -- views of the Gram matrix ----------------------------------------------------
@@ -431,8 +467,8 @@ class BlockSparseStatistics:
 
         The solver is :meth:`choose_solver`'s: a dense Cholesky; a sparse LU
         with a symmetric fill-reducing ordering and no pivoting (an ``LDL^T``
-        factorisation) plus one step of iterative refinement; or block-Jacobi
-        preconditioned conjugate gradients (:mod:`arn_sklearn._kernels._block_cg`),
+        factorisation) plus one step of iterative refinement; or conjugate gradients
+        preconditioned on anchor aggregates (:mod:`arn_sklearn._kernels._block_cg`),
         whose predictions agree with the exact solve's to about 1e-6 relative.
         A numerically singular system warns with a ``LinAlgWarning`` and still
         returns a finite solution.
@@ -528,8 +564,10 @@ class BlockSparseStatistics:
         Returns
         -------
         int
-            Bytes of the statistics, twice the blocks (a merge that adds new
-            pairs reallocates them), the per-chunk block buffer, and the solve:
+            Bytes of the statistics: while accumulating, the blocks once, at
+            most as much again for the store's last page and its final copy-out
+            (:class:`~arn_sklearn._kernels._pair_gram.PairBlockStore`), its slot
+            table and the target sums; for the solve:
             the full symmetric sparse matrix in BSR and CSC form (12 bytes per
             non-zero each) and a factor estimated at twice its non-zeros. The
             chunk's own rows are the caller's (see
@@ -546,7 +584,8 @@ class BlockSparseStatistics:
             n_pairs = _pair_count_estimate(n_anchors, top_k)
         block_bytes = 8 * n_pairs * d1 * d1
         vectors = 8 * (p * (n_targets + 1) + 2 * n_targets)
-        accumulate = 3 * block_bytes + 2 * vectors
+        table = 4 * n_anchors**2 if n_anchors <= TABLE_MAX_ANCHORS else 16 * n_pairs
+        accumulate = block_bytes + min(block_bytes, PAGE_BYTES) + table + 3 * vectors
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
         solve = block_bytes + 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets + vectors
         return int(max(accumulate, solve))
@@ -591,9 +630,11 @@ def choose_linear_solver(
     where the symbolic fill-in stays below ``_SPARSE_MAX_FILL`` times the stored
     pairs (on one connected graph of 30-d points SuperLU was seen to run for
     tens of minutes where its symbolic estimate said seconds); iterative
-    ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at a third of
-    the dense rate. Small systems (``p <= 2048``) and dense graphs (over a
-    quarter of the pairs stored) are solved densely; a dense ``p x p`` that
+    ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at half the
+    dense rate, plus the preconditioner's inverses of aggregates of ``s``
+    unknowns (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration.
+    Small systems (``p <= 2048``) and dense graphs (over 35% of the
+    pairs stored) are solved densely; a dense ``p x p`` that
     does not fit in the memory available is never allocated. CG needs
     ``alpha > 0`` (``G`` alone may be singular).
 
@@ -628,16 +669,38 @@ def choose_linear_solver(
     if p <= _DENSE_SOLVE_MAX_SIZE or n_pairs / (m * (m + 1) / 2) > _DENSE_SOLVE_MIN_FILL:
         if dense_fits:
             return "dense"
+    costs = estimate_solver_seconds(
+        n_anchors, n_features, n_targets, n_pairs, alpha, fill_and_flops, dense_fits
+    )
+    return min(costs, key=costs.get)
+
+
+def estimate_solver_seconds(
+    n_anchors, n_features, n_targets, n_pairs, alpha, fill_and_flops, dense_fits=True
+):
+    """The cost model's estimated seconds of each solver that may run.
+
+    See :func:`choose_linear_solver` (its Notes) for the parameters and the
+    model; ``dense_fits`` says whether a ``p x p`` matrix fits in memory.
+    A solver that is ruled out (dense that does not fit, CG at ``alpha = 0``,
+    a sparse factor with too much fill-in while another one can run) is absent.
+    """
+    m, d1 = n_anchors, n_features + 1
+    p = m * d1
     costs = {}
     if dense_fits:
         costs["dense"] = p**3 / 3 / _DENSE_FLOP_RATE
     if alpha > 0:
-        gram_product = 2.0 * (2 * n_pairs - m) * d1 * d1 * n_targets
-        costs["iterative"] = _CG_ITERATIONS * gram_product / (_CG_FLOP_SHARE * _DENSE_FLOP_RATE)
+        # Aggregates of ``s`` unknowns: their inverses (2 s^3 flops each) once,
+        # and one GEMM with them per iteration, both at the dense rate.
+        s = min(p, max(1, _AGGREGATE_UNKNOWNS // d1) * d1)
+        gram_product = 2.0 * (2 * n_pairs - m) * d1 * d1 * n_targets / _CG_FLOP_SHARE
+        iteration = gram_product + 2.0 * p * s * n_targets
+        costs["iterative"] = (2.0 * p * s * s + _CG_ITERATIONS * iteration) / _DENSE_FLOP_RATE
     fill, flops = fill_and_flops()
     if fill <= _SPARSE_MAX_FILL or not costs:
         costs["sparse"] = flops * _SUPERLU_SLOWDOWN / _DENSE_FLOP_RATE
-    return min(costs, key=costs.get)
+    return costs
 
 
 class ComponentFactor:
@@ -696,8 +759,12 @@ class ComponentFactor:
 
 
 class IterativeFactor:
-    """``solve(B)``: ``(G + alpha I)^{-1} B`` by block-Jacobi preconditioned CG.
+    """``solve(B)``: ``(G + alpha I)^{-1} B`` by preconditioned CG.
 
+    The preconditioner is block-Jacobi on aggregates of strongly coupled
+    anchors (:func:`~arn_sklearn._kernels._block_cg.anchor_aggregates`, at most
+    ``_AGGREGATE_UNKNOWNS`` unknowns each): on 1024 anchors of 200 overlapping
+    clusters it took CG from 182 iterations (per-anchor blocks) to 2.
     The Gram products run on the host over the statistics' stored pair blocks
     (:class:`~arn_sklearn._kernels._block_cg.BlockRows`); ``B`` may be in any
     namespace and the result is returned in it. Solutions are accurate to the
@@ -710,10 +777,14 @@ class IterativeFactor:
     def __init__(self, stats, alpha, like=None, xp=None, rtol=None):
         self.rows = stats.block_rows()
         self.alpha = float(alpha)
-        self.inverse = block_jacobi(self.rows.diagonal, self.alpha)
+        self.n_threads = blas_thread_count()
+        max_size = max(1, _AGGREGATE_UNKNOWNS // self.rows.d1)
+        self.labels = anchor_aggregates(self.rows, self.alpha, max_size)
+        self.precondition = AggregateJacobi(
+            self.rows, self.labels, self.alpha, n_threads=self.n_threads
+        )
         self.like, self.xp = like, xp
         self.rtol = DEFAULT_RTOL if rtol is None else rtol
-        self.n_threads = blas_thread_count()
         self.n_iter_ = None
 
     def matmul(self, V):
@@ -726,7 +797,7 @@ class IterativeFactor:
         with single_threaded_blas():
             X, self.n_iter_ = block_pcg(
                 self.matmul,
-                lambda R: apply_block_diagonal(self.inverse, R),
+                self.precondition,
                 host,
                 x0=start,
                 rtol=self.rtol,
@@ -806,110 +877,6 @@ class SparseFactor:
 
 
 # -- chunk kernels ---------------------------------------------------------------------
-
-
-def _csr_groups(rows, cols, data, n_rows, n_cols):
-    """Group entries by ``rows`` with one linear counting sort (COO -> CSR).
-
-    Returns ``indptr, cols, data`` in row order; ``cols`` keep their order of
-    appearance within a row (increasing here), which keeps gathers local.
-    """
-    import scipy.sparse as sp
-
-    M = sp.csr_matrix((data, (rows, cols)), shape=(n_rows, n_cols))
-    return M.indptr, M.indices, M.data
-
-
-def _accumulate_chunk_numpy(out, X, Y, w, idx, vals, pool):
-    """Add a chunk's zty and z_sum into ``out``; return its (keys, blocks)."""
-    b, k = idx.shape
-    m, d1 = out.n_anchors, out.n_features + 1
-    idx = np.asarray(idx, dtype=np.int64)
-    vals = np.asarray(vals, dtype=np.float64)
-    X1 = np.empty((b, d1))
-    X1[:, :-1] = X
-    X1[:, -1] = 1.0
-    Y1 = np.empty((b, Y.shape[1] + 1))
-    Y1[:, :-1] = Y
-    Y1[:, -1] = 1.0
-    zty1 = np.zeros((m, d1, Y1.shape[1]))
-    # Rows whose top-k set is shared by many rows: all their blocks and zty by
-    # one GEMM per set (kernels/_pair_gram.py); the other rows anchor by anchor
-    # and pair by pair below.
-    with single_threaded_blas():
-        set_keys, set_blocks, handled = large_set_blocks(X1, Y1, idx, vals, w, m, zty1)
-    rest = np.flatnonzero(~handled)
-    rows = np.repeat(rest, k)
-    # Per anchor: its diagonal block and its slice of zty and z_sum.
-    a_ptr, a_rows, a_v = _csr_groups(idx[rest].ravel(), rows, vals[rest].ravel(), m, b)
-    anchors = np.flatnonzero(np.diff(a_ptr))
-    # Per pair a < b of a sample's top k: the off-diagonal blocks.
-    iu, ju = np.triu_indices(k, 1)
-    lo = np.minimum(idx[rest][:, iu], idx[rest][:, ju])
-    hi = np.maximum(idx[rest][:, iu], idx[rest][:, ju])
-    pw = vals[rest][:, iu] * vals[rest][:, ju] * w[rest, None]
-    n_pair_slots = iu.size
-    p_rows = np.repeat(rest, n_pair_slots)
-    p_ptr, p_rows, p_w = _csr_groups((lo * m + hi).ravel(), p_rows, pw.ravel(), m * m, b)
-    pairs = np.flatnonzero(np.diff(p_ptr))
-    rest_keys = np.concatenate([anchors * (m + 1), pairs])
-    keys = np.union1d(rest_keys, set_keys)
-    rest_pos = np.searchsorted(keys, rest_keys)
-    diag_pos, pair_pos = rest_pos[: anchors.size], rest_pos[anchors.size :]
-    # One block buffer reused across chunks: fresh pages cost as much as the GEMMs.
-    if pool.buffer is None or pool.buffer.shape[0] < keys.size:
-        pool.buffer = np.empty((keys.size + keys.size // 4, d1, d1))
-    blocks = pool.buffer[: keys.size]
-
-    def anchor_task(j_list):
-        for j in j_list:
-            a = anchors[j]
-            s, e = a_ptr[a], a_ptr[a + 1]
-            r = a_rows[s:e]
-            Va = X1[r]
-            Va *= a_v[s:e, None]
-            Lw = Va * w[r, None]
-            np.matmul(Lw.T, Va, out=blocks[diag_pos[j]])
-            zty1[a] += Lw.T @ Y1[r]
-
-    # Off-diagonal pairs: bucketed by entry count (padded to the next power of
-    # two with a zero row) and run as batched matmuls, a C loop over pairs.
-    X1z = np.vstack([X1, np.zeros((1, d1))])
-    counts = np.diff(p_ptr)[pairs]
-    size = np.maximum(1, 2 ** np.ceil(np.log2(np.maximum(counts, 1)))).astype(np.int64)
-    batches = []
-    for L in np.unique(size):
-        sel = np.flatnonzero(size == L)
-        per = max(1, _PAIR_BATCH_ROWS // int(L))
-        batches.extend(sel[i : i + per] for i in range(0, sel.size, per))
-
-    def pair_task(batch_list):
-        for sel in batch_list:
-            L = int(size[sel[0]])
-            start = p_ptr[pairs[sel]]
-            pos = start[:, None] + np.arange(L)[None, :]
-            valid = pos < (start + counts[sel])[:, None]
-            pos = np.where(valid, pos, 0)
-            r = np.where(valid, p_rows[pos], b)  # row b of X1z is zero
-            Xs = X1z[r]  # (n_sel, L, d1)
-            Xw = Xs * np.where(valid, p_w[pos], 0.0)[:, :, None]
-            blocks[pair_pos[sel]] = np.matmul(Xw.transpose(0, 2, 1), Xs)
-
-    n = pool.n_threads
-    # Interleaved split: neighbouring anchors/batches have similar sizes.
-    tasks = [
-        (lambda t=t: (anchor_task(range(t, anchors.size, n)), pair_task(batches[t::n])))
-        for t in range(n)
-    ]
-    pool.run(tasks)
-    if set_keys.size:
-        set_pos = np.searchsorted(keys, set_keys)
-        shared = np.isin(set_keys, rest_keys, assume_unique=True)
-        blocks[set_pos[shared]] += set_blocks[shared]
-        blocks[set_pos[~shared]] = set_blocks[~shared]
-    out.zty += np.reshape(zty1[:, :, :-1], out.zty.shape)
-    out.z_sum += np.reshape(zty1[:, :, -1], out.z_sum.shape)
-    return keys, blocks
 
 
 def _accumulate_chunk_generic(out, X, Y, w, idx, vals, xp):
