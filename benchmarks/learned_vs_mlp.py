@@ -16,9 +16,14 @@ the times more than the code does. Tasks:
 - ``report``: the data of ``benchmarks/report.py`` (a smooth target of four
   projections of a 16-d Gaussian), n = 20,000;
 - ``friedman``: ``make_friedman1`` (10 inputs, noise 1), n = 20,000;
-- ``arm``: the demo's forward kinematics of a 4-joint arm (8 outputs), n = 20,000.
+- ``arm``: the demo's forward kinematics of a 4-joint arm (8 outputs), n = 20,000;
+- ``sr``: x3 super-resolution patches (A+ pipeline of :mod:`arn_sklearn.superres`):
+  PCA gradient features of the mid-resolution patches -> the 81 residual pixels;
+  ``n`` random training patches from ``TRAIN_IMAGES``, ``N_TEST`` held-out patches
+  from ``TEST_IMAGES`` (other images); the line also gives the held-out patch PSNR,
+  ``10 log10(1 / MSE)`` (pixels in [0, 1]; not whole-image PSNR, no overlap averaging).
 
-    python benchmarks/learned_vs_mlp.py [--n 20000] [--tasks report,friedman,arm]
+    python benchmarks/learned_vs_mlp.py [--n 20000] [--tasks report,friedman,arm,sr]
         [--anchors 16] [--alpha 1e-3] [--lbfgs] [--skip-mlp] [--efficiency]
 
 Prints one line per model as it finishes, then a Markdown table. With
@@ -49,12 +54,45 @@ from arn_benchmarks.common import make_data  # noqa: E402
 
 from arn_sklearn import ARNRegressor  # noqa: E402
 from arn_sklearn.demo import make_arm  # noqa: E402
+from arn_sklearn.superres import (  # noqa: E402
+    TEST_IMAGES,
+    TRAIN_IMAGES,
+    build_training_set,
+    degrade,
+    extract_patches,
+    gradient_patch_features,
+    load_skimage_images,
+    luminance,
+    modcrop,
+)
 
 N_TEST = 5000
 
 
+def sr_data(n, seed=0, scale=3):
+    """x3 patch features and residual targets: ``n`` training, ``N_TEST`` held-out rows."""
+    train = list(load_skimage_images(TRAIN_IMAGES).values())
+    test = list(load_skimage_images(TEST_IMAGES).values())
+    features, X, Y = build_training_set(
+        train, scale=scale, max_patches_per_image=-(-n // len(train)), random_state=seed
+    )
+    rng = np.random.RandomState(seed)
+    keep = rng.choice(len(X), min(n, len(X)), replace=False)
+    raws, targets = [], []
+    for image in test:
+        hr = modcrop(luminance(image), scale)
+        _, mid = degrade(hr, scale)
+        raws.append(gradient_patch_features(mid, scale))
+        targets.append(extract_patches(hr - mid, scale))
+    X_test, Y_test = features.transform_raw(np.vstack(raws)), np.vstack(targets)
+    test_rows = rng.choice(len(X_test), min(N_TEST, len(X_test)), replace=False)
+    return X[keep], Y[keep], X_test[test_rows], Y_test[test_rows]
+
+
 def task_data(name, n, seed=0):
     """``X, Y, X_test, Y_test`` of a task."""
+    if name == "sr":
+        return sr_data(n, seed)
     if name == "report":
         X, y, X_test, y_test = make_data(n + N_TEST, 16, seed)
         X, y = np.vstack([X, X_test]), np.concatenate([y, y_test])
@@ -138,9 +176,11 @@ def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None):
         mse = float(np.mean((model.predict(X_test) - Y_test) ** 2))
         n_iter = getattr(model.regressor_[-1], "n_iter_", "")
         rows.append((label, mse, seconds, n_iter))
+        # Residual pixels in [0, 1]: the patch MSE gives a (patch) PSNR directly.
+        psnr = f", patch PSNR {10 * np.log10(1 / mse):.3f} dB" if name == "sr" else ""
         print(
-            f"{name}: {label}: test MSE {mse:.5g}, fit {seconds:.2f} s, n_iter {n_iter}, "
-            f"load {load:.1f}"
+            f"{name}: {label}: test MSE {mse:.5g}{psnr}, fit {seconds:.2f} s, "
+            f"n_iter {n_iter}, load {load:.1f}"
         )
         sys.stdout.flush()
     return rows
