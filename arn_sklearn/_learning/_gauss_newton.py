@@ -32,6 +32,7 @@ Nothing here knows the estimator API: arrays and a namespace ``xp`` in,
 arrays out. ``theta`` itself (a few hundred numbers) lives on the host.
 """
 
+import functools
 import math
 import time
 
@@ -222,23 +223,22 @@ def jacobian_pass(
     def run_group(group):
         for start, (S, A) in chunks[group::n_groups]:
             terms = chunk_terms(start, S, A)
-            sums[group] = (
-                terms
-                if sums[group] is None
-                else [a + b for a, b in zip(sums[group], terms, strict=True)]
-            )
+            sums[group] = terms if sums[group] is None else _add_terms(sums[group], terms)
 
     if n_groups > 1:
         pool.run([lambda group=group: run_group(group) for group in range(n_groups)])
     else:
         with single_threaded_blas():
             run_group(0)
-    total = sums[0]
-    for terms in sums[1:]:
-        total = [a + b for a, b in zip(total, terms, strict=True)]
+    total = functools.reduce(_add_terms, sums)
     if not matrices:
         return total[0], _host(total[1]), None, None
     return total[0], _host(total[1]), _host(total[2]), total[3]
+
+
+def _add_terms(first, second):
+    """Sum two chunks' (or threads') terms, term by term."""
+    return [a + b for a, b in zip(first, second, strict=True)]
 
 
 def schur_hessian(BtB, M, factor, xp):

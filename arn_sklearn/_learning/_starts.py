@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from array_api_compat import array_namespace
-from threadpoolctl import threadpool_limits
 
 from .._anchors._init import (
     AUTO_SOFTNESS_MAX_ROWS,
@@ -23,7 +22,7 @@ from .._anchors._init import (
     subsample_indices,
 )
 from .._kernels._topk import sparse_top_k
-from .._utils._threads import single_threaded_blas
+from .._utils._threads import single_threaded_blas, single_threaded_openmp
 from ._varpro import best_start
 
 # softness="auto" for a learned solver starting from unsupervised anchors also
@@ -168,7 +167,7 @@ def _starts(method, X, sample_weight, n_anchors, spec, random_state, y):
                 return_softness=True,
             )
     elif spec.learned and method == "kmeans" and n_anchors <= ONE_THREAD_KMEANS_MAX_ANCHORS:
-        with threadpool_limits(limits=1, user_api="openmp"):
+        with single_threaded_openmp():
             centres = init_anchors(X, sample_weight, n_anchors, method, random_state)
     else:
         centres = init_anchors(X, sample_weight, n_anchors, method, random_state)

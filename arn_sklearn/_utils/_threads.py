@@ -36,6 +36,20 @@ def single_threaded_blas():
                 limiter.restore_original_limits()
 
 
+@contextmanager
+def single_threaded_openmp():
+    """Run the block with one OpenMP thread (scikit-learn's KMeans and friends).
+
+    Process-wide like the BLAS limit; used around small OpenMP work whose
+    threads spin waiting for a descheduled peer on a busy machine.
+    """
+    limiter = _controller().limit(limits=1, user_api="openmp")
+    try:
+        yield
+    finally:
+        limiter.restore_original_limits()
+
+
 def blas_thread_count():
     """Threads of the loaded BLAS (the smallest if several are loaded), at least 1."""
     n = [info["num_threads"] for info in _controller().info() if info["user_api"] == "blas"]
