@@ -398,7 +398,8 @@ def fit_gauss_newton(
             accepted = trial is not None and math.isfinite(trial.loss) and ratio > ACCEPT_RATIO
             if accepted:
                 current = trial
-                Btr, H = linearise(current)
+                if history.n_iter < max_iter:  # (at the cap, a Jacobian pass for nothing)
+                    Btr, H = linearise(current)
                 # (ratio capped at 1, where the factor is already 1/3: a huge ratio overflows)
                 mu *= max(1.0 / 3.0, 1.0 - (2.0 * min(ratio, 1.0) - 1.0) ** 3)
                 mu, nu = max(mu, MIN_DAMPING), 2.0

@@ -35,6 +35,7 @@ from .._kernels._solve import centered_rhs
 from .._model._statistics import SufficientStatistics
 from .._utils._arrays import device_of
 from .._utils._chunks import rows_for
+from .._utils._threads import single_threaded_blas
 from ._history import TrainingHistory
 
 # Rows per chunk: a lifted block of about this many bytes, as in the closed form.
@@ -297,9 +298,11 @@ def fit_varpro(
             return math.inf, np.zeros_like(theta), None
         if key not in last:
             anchors_np, log_softness = params.unpack(theta)
-            loss, g_anchors, g_log_softness, solution = reduced_objective(
-                xp.asarray(anchors_np), log_softness, X, Y, w, similarity, alpha, xp
-            )
+            # One BLAS thread, as Gauss-Newton's passes (see _gauss_newton.jacobian_pass).
+            with single_threaded_blas():
+                loss, g_anchors, g_log_softness, solution = reduced_objective(
+                    xp.asarray(anchors_np), log_softness, X, Y, w, similarity, alpha, xp
+                )
             last.clear()  # the callback only ever asks for the latest iterate
             last[key] = (loss, params.gradient(theta, g_anchors, g_log_softness), solution)
         return last[key]
