@@ -2,21 +2,20 @@
 
 import threading
 
-from threadpoolctl import threadpool_info
-
-from arn_sklearn._utils._threads import _WorkerPool, single_threaded_blas
+from arn_sklearn._utils._threads import _controller, _WorkerPool, single_threaded_blas
 
 
 def _blas_threads():
-    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    """Threads of the BLAS libraries that the one-thread sections limit."""
+    return [info["num_threads"] for info in _controller().info() if info["user_api"] == "blas"]
 
 
 def test_pool_workers_enter_one_thread_sections_within_their_owners():
     # A pool's task that enters a one-thread section (as the statistics'
     # accumulation does) runs inside its owner's section: no deadlock on the
-    # owner's lock, one BLAS thread meanwhile, the limit restored after.
+    # owner's lock, the owner's limit seen meanwhile, the threads restored after.
     before = _blas_threads()
-    seen, errors = [], []
+    seen, owner_saw, errors = [], [], []
 
     def task():
         with single_threaded_blas():
@@ -26,6 +25,7 @@ def test_pool_workers_enter_one_thread_sections_within_their_owners():
         pool = _WorkerPool()
         try:
             with single_threaded_blas():
+                owner_saw.append(_blas_threads())
                 pool.run([task, task])
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -37,5 +37,5 @@ def test_pool_workers_enter_one_thread_sections_within_their_owners():
     thread.join(timeout=30)
     assert not thread.is_alive(), "a pool worker waited on its owner's section"
     assert not errors
-    assert len(seen) == 2 and all(all(n == 1 for n in threads) for threads in seen)
+    assert seen == owner_saw * 2
     assert _blas_threads() == before

@@ -198,7 +198,7 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
             X_s,
             Y_s,
             w_s,
-            xp.asarray(np.asarray(anchors, dtype=np.float64)) if stage else anchors,
+            xp.asarray(np.asarray(to_numpy(anchors), dtype=np.float64)),
             softness,
             kind,
             # The same penalty per unit of row weight as on all rows.
