@@ -16,7 +16,8 @@ shaved. Rows:
 - ``adam, E epochs``: anchors and regressors trained together from that
   closed form (batch 1000, rate 1e-3), the time reference;
 - each learned solver of ``--solvers``, from the same start, with
-  ``early_stopping`` (10% of the patches held out) and ``--max-iter``;
+  ``early_stopping`` (10% of the patches held out; ``--no-early-stopping``:
+  none) and ``--max-iter``;
   with ``--subsample N`` also the schedule "learn the anchors on N random
   patches, then the closed form of those anchors on all patches" (the times
   of both fits summed).
@@ -96,6 +97,11 @@ def main(argv=None):
     parser.add_argument(
         "--subsample-solvers", default="lbfgs,gauss_newton", help="learned on the subsamples"
     )
+    parser.add_argument(
+        "--no-early-stopping",
+        action="store_true",
+        help="learned solvers run --max-iter iterations on all their rows (no validation split)",
+    )
     parser.add_argument("--patch-weights", default="uniform", choices=("uniform", "contrast"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -115,6 +121,7 @@ def main(argv=None):
     )
     common = dict(similarity="absdot", alpha=args.alpha, anchors="kmeans", random_state=args.seed)
     rows = []
+    stopping = "" if args.no_early_stopping else ", early stopping"
 
     def report(label, model, seconds, n_iter, load):
         value = mean_psnr(model, tests)
@@ -136,11 +143,11 @@ def main(argv=None):
     for solver in filter(None, args.solvers.split(",")):
         runs.append(
             (
-                f"{solver}, early stopping",
+                f"{solver}{stopping}",
                 ARNRegressor(
                     args.anchors,
                     solver=solver,
-                    early_stopping=True,
+                    early_stopping=not args.no_early_stopping,
                     max_iter=args.max_iter,
                     **common,
                 ),
@@ -159,7 +166,7 @@ def main(argv=None):
                 ARNRegressor(
                     args.anchors,
                     solver=solver,
-                    early_stopping=True,
+                    early_stopping=not args.no_early_stopping,
                     max_iter=args.max_iter,
                     **common,
                 ),
@@ -177,7 +184,7 @@ def main(argv=None):
                 args.patch_weights,
             )
             report(
-                f"{solver} on {rows_sub.size} patches, then the closed form on all",
+                f"{solver}{stopping} on {rows_sub.size} patches, then the closed form on all",
                 model,
                 first + second,
                 learned.regressor_.n_iter_,
