@@ -90,6 +90,12 @@ def main(argv=None):
     )
     parser.add_argument("--max-iter", type=int, default=50)
     parser.add_argument(
+        "--tol",
+        type=float,
+        default=1e-4,
+        help="of the learned solvers (relative to an objective that is mostly noise here)",
+    )
+    parser.add_argument(
         "--subsample",
         default="",
         help="comma-separated patch counts: also learn on that many, then the closed form on all",
@@ -149,6 +155,7 @@ def main(argv=None):
                     solver=solver,
                     early_stopping=not args.no_early_stopping,
                     max_iter=args.max_iter,
+                    tol=args.tol,
                     **common,
                 ),
             )
@@ -168,6 +175,7 @@ def main(argv=None):
                     solver=solver,
                     early_stopping=not args.no_early_stopping,
                     max_iter=args.max_iter,
+                    tol=args.tol,
                     **common,
                 ),
                 features,
