@@ -20,6 +20,7 @@ block once (:mod:`arn_sklearn._kernels._pair_gram`); CuPy uses
 with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 """
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -485,13 +486,23 @@ class BlockSparseStatistics:
         if not self.weight_sum > 0:
             raise ValueError("The sum of sample weights is zero; nothing to fit.")
         solver = self.choose_solver(alpha)
+        # What verbose fits print after the solve time.
+        self.solve_note = f" ({solver})"
         if solver == "dense":
             # The dense gram is a temporary here: factor it in place.
             return solve_ridge(self.to_dense(), alpha, xp, overwrite=True)
         rhs, y_mean = centered_rhs(self, xp)
+        tic = time.perf_counter()
         factor = self._factorize(alpha, xp, solver)
+        setup = time.perf_counter() - tic
         if solver == "iterative":
-            return factor.solve(rhs, x0=x0), y_mean
+            W = factor.solve(rhs, x0=x0)
+            self.solve_note = (
+                f" (CG: {factor.n_iter_} iterations; Gram panels and preconditioner of "
+                f"{factor.n_groups} aggregates in {setup:.2f} s)"
+            )
+            return W, y_mean
+        self.solve_note = f" ({type(factor).__name__}, factorised in {setup:.2f} s)"
         return factor.solve(rhs), y_mean
 
     def solve_path(self, alphas, xp):
@@ -567,9 +578,12 @@ class BlockSparseStatistics:
             Bytes of the statistics: while accumulating, the blocks once, at
             most as much again for the store's last page and its final copy-out
             (:class:`~arn_sklearn._kernels._pair_gram.PairBlockStore`), its slot
-            table and the target sums; for the solve:
-            the full symmetric sparse matrix in BSR and CSC form (12 bytes per
-            non-zero each) and a factor estimated at twice its non-zeros. The
+            table and the target sums; for the solve, the larger of the
+            sparse factor's (the full symmetric sparse matrix in BSR and CSC
+            form, 12 bytes per non-zero each, and a factor estimated at twice
+            its non-zeros) and CG's (the full symmetric matrix as block-row
+            panels, the aggregate preconditioner's inverses, at most
+            ``p x 512`` doubles, and six ``p x n_targets`` iterates). The
             chunk's own rows are the caller's (see
             :func:`arn_sklearn._kernels._topk.chunk_row_bytes`).
 
@@ -587,7 +601,10 @@ class BlockSparseStatistics:
         table = 4 * n_anchors**2 if n_anchors <= TABLE_MAX_ANCHORS else 16 * n_pairs
         accumulate = block_bytes + min(block_bytes, PAGE_BYTES) + table + 3 * vectors
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
-        solve = block_bytes + 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets + vectors
+        sparse = 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets
+        aggregate = min(p, max(1, _AGGREGATE_UNKNOWNS // d1) * d1)
+        iterative = 8 * nnz + 8 * p * aggregate + 8 * 6 * p * n_targets
+        solve = block_bytes + max(sparse, iterative) + vectors
         return int(max(accumulate, solve))
 
 
@@ -780,6 +797,7 @@ class IterativeFactor:
         self.n_threads = blas_thread_count()
         max_size = max(1, _AGGREGATE_UNKNOWNS // self.rows.d1)
         self.labels = anchor_aggregates(self.rows, self.alpha, max_size)
+        self.n_groups = int(self.labels.max()) + 1 if self.labels.size else 0
         self.precondition = AggregateJacobi(
             self.rows, self.labels, self.alpha, n_threads=self.n_threads
         )
