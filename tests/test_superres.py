@@ -26,6 +26,7 @@ from arn_sklearn.superres import (
     ycbcr_to_rgb,
 )
 from arn_sklearn.superres._aplus import _best_atoms, normalise_rows
+from arn_sklearn.superres._cli import AUTO_TOP_K_ANCHORS, make_regressor
 from arn_sklearn.superres._cli import main as cli_main
 
 
@@ -562,3 +563,13 @@ def test_best_atoms_match_the_full_correlation_search():
     assert clear.mean() > 0.99
     np.testing.assert_array_equal(label[clear], np.argmax(np.abs(full), axis=1)[clear])
     np.testing.assert_allclose(corr, full[np.arange(len(X)), label], rtol=0, atol=1e-12)
+
+
+def test_cli_keeps_the_top_4_anchors_by_default_only_above_the_threshold():
+    X = np.random.RandomState(0).normal(size=(2 * AUTO_TOP_K_ANCHORS + 10, 6))
+    many, few = AUTO_TOP_K_ANCHORS + 1, AUTO_TOP_K_ANCHORS
+    assert make_regressor("arn", many, "absdot", 0.1, 0, X).top_k == 4
+    assert make_regressor("arn", few, "absdot", 0.1, 0, X).top_k is None
+    assert make_regressor("arn", many, "absdot", 0.1, 0, X, top_k=2).top_k == 2
+    # Learned anchors take no top_k: the default leaves them dense.
+    assert make_regressor("arn", many, "absdot", 0.1, 0, X, solver="lbfgs").top_k is None
