@@ -61,12 +61,13 @@ from ._statistics import (
 LINEAR_SOLVERS = ("auto", "dense", "sparse", "iterative")
 
 # A system of at most this many unknowns is solved densely (a Cholesky of a
-# 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there), and so
-# is any system whose pairs cover more than this share of the upper triangle.
+# 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there). Larger
+# ones go by the cost model whatever their share of stored pairs: a rule "dense
+# above 35% of the pairs" picked the 31,744-unknown dense Cholesky (178-222 s,
+# est. 355 s) on isotropic Gaussian data with 40% of the pairs, where CG took
+# 85 s (18 iterations) under load (benchmarks/solver_grid.py); at 256 anchors
+# the estimates alone still pick dense on 81% of the pairs and CG on 33%.
 _DENSE_SOLVE_MAX_SIZE = 2048
-# (0.35, not 0.25: x3 patch features on 256 anchors store 33% of the pairs, and
-# CG solved them in half the dense time, benchmarks/solver_grid.py.)
-_DENSE_SOLVE_MIN_FILL = 0.35
 
 # Cost model of :func:`choose_linear_solver` (rates from benchmarks/bench_kernels.py).
 # LAPACK dpotrf on one thread (large factors run there, see _solve.py), flops/s.
@@ -650,8 +651,7 @@ def choose_linear_solver(
     ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at half the
     dense rate, plus the preconditioner's inverses of aggregates of ``s``
     unknowns (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration.
-    Small systems (``p <= 2048``) and dense graphs (over 35% of the
-    pairs stored) are solved densely; a dense ``p x p`` that
+    Small systems (``p <= 2048``) are solved densely; a dense ``p x p`` that
     does not fit in the memory available is never allocated. CG needs
     ``alpha > 0`` (``G`` alone may be singular).
 
@@ -683,9 +683,8 @@ def choose_linear_solver(
         )
     if requested != "auto":
         return requested
-    if p <= _DENSE_SOLVE_MAX_SIZE or n_pairs / (m * (m + 1) / 2) > _DENSE_SOLVE_MIN_FILL:
-        if dense_fits:
-            return "dense"
+    if p <= _DENSE_SOLVE_MAX_SIZE and dense_fits:
+        return "dense"
     costs = estimate_solver_seconds(
         n_anchors, n_features, n_targets, n_pairs, alpha, fill_and_flops, dense_fits
     )
