@@ -20,11 +20,20 @@ the times more than the code does. Tasks:
 - ``sr``: x3 super-resolution patches (A+ pipeline of :mod:`arn_sklearn.superres`):
   PCA gradient features of the mid-resolution patches -> the 81 residual pixels;
   ``n`` random training patches from ``TRAIN_IMAGES``, ``N_TEST`` held-out patches
-  from ``TEST_IMAGES`` (other images); the line also gives the held-out patch PSNR,
-  ``10 log10(1 / MSE)`` (pixels in [0, 1]; not whole-image PSNR, no overlap averaging).
+  from ``TEST_IMAGES`` (other images). Every model sees what ``SuperResolver`` gives
+  its regressor (:class:`PatchNormalised`): unit-norm features, targets divided by
+  the same norm, predictions multiplied back. ARN is configured as ``arn-superres``
+  does (``similarity="absdot"``, ``alpha=0.1``, no scaler: the unit-norm features
+  are its geometry, and unscaled targets weigh the pixels as the PSNR does), from
+  the spherical KMeans start (``anchors="kmeans"``): the closed form at 16 and 64
+  anchors and the learned solvers with early stopping at ``--anchors``; the MLPs
+  get the scalers as everywhere else. The line also gives the held-out patch PSNR,
+  ``10 log10(1 / MSE)`` (pixels in [0, 1]; not whole-image PSNR, no overlap
+  averaging; whole images: ``benchmarks/learned_sr.py``).
 
     python benchmarks/learned_vs_mlp.py [--n 20000] [--tasks report,friedman,arm,sr]
         [--anchors 16] [--alpha 1e-3] [--lbfgs] [--skip-mlp] [--efficiency]
+        [--sr-solvers lbfgs]
 
 Prints one line per model as it finishes, then a Markdown table. With
 ``--efficiency``, first the time of one Gauss-Newton step's two passes over
@@ -41,6 +50,7 @@ import time
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.datasets import make_friedman1
 from sklearn.exceptions import ConvergenceWarning
@@ -65,8 +75,63 @@ from arn_sklearn.superres import (  # noqa: E402
     luminance,
     modcrop,
 )
+from arn_sklearn.superres._aplus import normalise_rows, target_scales  # noqa: E402
 
 N_TEST = 5000
+# ARN's ridge penalty on the SR task: A+'s lambda, the arn-superres default.
+SR_ALPHA = 0.1
+
+
+class PatchNormalised(RegressorMixin, BaseEstimator):
+    """What ``SuperResolver`` does around its regressor, for raw patch rows.
+
+    Features divided by their norm, targets by the same norm (A+'s flat-patch
+    rule), predictions multiplied by the norm.
+    """
+
+    def __init__(self, regressor):
+        self.regressor = regressor
+
+    def fit(self, X, Y):
+        X, norms = normalise_rows(X)
+        self.regressor_ = clone(self.regressor).fit(X, Y / target_scales(norms)[:, None])
+        return self
+
+    def predict(self, X):
+        X, norms = normalise_rows(X)
+        return self.regressor_.predict(X) * norms[:, None]
+
+
+def sr_models(n_anchors, skip_mlp, solvers=("lbfgs",), seed=0):
+    """``(label, factory)`` of the sr task's models (each already wrapped).
+
+    Gauss-Newton is not a default here: with 81 outputs its Jacobian pass costs
+    ``n t q^2`` (q = 384 anchor coordinates), 13 s a step on 4,500 rows.
+    """
+    common = dict(similarity="absdot", alpha=SR_ALPHA, anchors="kmeans", random_state=seed)
+    out = [
+        (
+            f"ARN closed form m={m}, absdot",
+            lambda m=m: PatchNormalised(ARNRegressor(m, **common)),
+        )
+        for m in sorted({16, 64, n_anchors})
+    ]
+    for solver in solvers:
+        out.append(
+            (
+                f"ARN {solver} m={n_anchors}, absdot, early_stopping",
+                lambda solver=solver: PatchNormalised(
+                    ARNRegressor(n_anchors, solver=solver, early_stopping=True, **common)
+                ),
+            )
+        )
+    if not skip_mlp:
+        out += [
+            (label, lambda factory=factory: PatchNormalised(scaled(factory())))
+            for label, factory in models(n_anchors, False, False, None, seed)
+            if label.startswith("MLP")
+        ]
+    return out
 
 
 def sr_data(n, seed=0, scale=3):
@@ -162,11 +227,18 @@ def models(n_anchors, lbfgs, skip_mlp, alpha=None, seed=0):
     return out
 
 
-def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None):
+def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None, sr_solvers=("lbfgs",)):
     X, Y, X_test, Y_test = task_data(name, n)
     rows = []
-    for label, factory in models(n_anchors, lbfgs, skip_mlp, alpha):
-        model = scaled(factory())
+    if name == "sr":
+        factories = sr_models(n_anchors, skip_mlp, sr_solvers)
+    else:
+        factories = [
+            (label, lambda f=f: scaled(f()))
+            for label, f in models(n_anchors, lbfgs, skip_mlp, alpha)
+        ]
+    for label, factory in factories:
+        model = factory()
         load = os.getloadavg()[0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -174,7 +246,7 @@ def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None):
             model.fit(X, Y)
             seconds = time.perf_counter() - tic
         mse = float(np.mean((model.predict(X_test) - Y_test) ** 2))
-        n_iter = getattr(model.regressor_[-1], "n_iter_", "")
+        n_iter = getattr(_final_estimator(model), "n_iter_", "")
         rows.append((label, mse, seconds, n_iter))
         # Residual pixels in [0, 1]: the patch MSE gives a (patch) PSNR directly.
         psnr = f", patch PSNR {10 * np.log10(1 / mse):.3f} dB" if name == "sr" else ""
@@ -184,6 +256,13 @@ def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None):
         )
         sys.stdout.flush()
     return rows
+
+
+def _final_estimator(model):
+    """The ARN or MLP inside the wrappers."""
+    while hasattr(model, "regressor_"):
+        model = model.regressor_
+    return model[-1] if hasattr(model, "steps") else model
 
 
 def efficiency(n, n_anchors, repeats=5):
@@ -274,13 +353,24 @@ def main(argv=None):
         default=1e-3,
         help="also Gauss-Newton with early stopping at this ridge penalty (0: no such row)",
     )
+    parser.add_argument(
+        "--sr-solvers",
+        default="lbfgs",
+        help="learned solvers of the sr task (comma-separated, e.g. lbfgs,gauss_newton)",
+    )
     args = parser.parse_args(argv)
     if args.efficiency:
         efficiency(args.n, args.anchors)
     results = {}
     for name in args.tasks.split(","):
         results[name] = run_task(
-            name, args.n, args.anchors, args.lbfgs, args.skip_mlp, args.alpha or None
+            name,
+            args.n,
+            args.anchors,
+            args.lbfgs,
+            args.skip_mlp,
+            args.alpha or None,
+            tuple(filter(None, args.sr_solvers.split(","))),
         )
     print()
     print(table(results))

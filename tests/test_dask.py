@@ -81,9 +81,9 @@ def test_dask_anchor_sample_is_bounded(client, monkeypatch):
     seen = {}
     original = _anchors.init_anchors
 
-    def spy(X, *args):
+    def spy(X, *args, **kwargs):
         seen["rows"] = X.shape[0]
-        return original(X, *args)
+        return original(X, *args, **kwargs)
 
     monkeypatch.setattr("arn_sklearn._learning._starts.init_anchors", spy)
     X, y = _data(n=2000)

@@ -90,7 +90,9 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
     anchors : {"auto", "kmeans", "kplane", "random"} or array-like, default="auto"
         ``"kmeans"``: KMeans centroids of at most ``max(10000, 64 * n_anchors)``
-        random rows; ``"kplane"``: a supervised start on the same subsample,
+        random rows (for ``similarity="absdot"``, sign-invariant spherical KMeans:
+        unit directions, each the leading eigenvector of its cluster);
+        ``"kplane"``: a supervised start on the same subsample,
         clusterwise linear regression (Späth 1979: assign each row to the
         regressor that fits it best, refit, repeat; the best of 4 random
         starts by that hard objective), whose partition is then turned into

@@ -168,9 +168,13 @@ def _starts(method, X, sample_weight, n_anchors, spec, random_state, y):
             )
     elif spec.learned and method == "kmeans" and n_anchors <= ONE_THREAD_KMEANS_MAX_ANCHORS:
         with single_threaded_openmp():
-            centres = init_anchors(X, sample_weight, n_anchors, method, random_state)
+            centres = init_anchors(
+                X, sample_weight, n_anchors, method, random_state, similarity=spec.similarity
+            )
     else:
-        centres = init_anchors(X, sample_weight, n_anchors, method, random_state)
+        centres = init_anchors(
+            X, sample_weight, n_anchors, method, random_state, similarity=spec.similarity
+        )
     if spec.softness != "auto":
         return [(centres, float(spec.softness))]
     if supervised_softness is not None:
