@@ -126,6 +126,16 @@ def main():
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--max-stats-gib", type=float, default=2.0)
+    parser.add_argument(
+        "--solvers",
+        nargs="+",
+        default=["dense", "sparse", "iterative"],
+        choices=("dense", "sparse", "iterative"),
+        help="the solvers to time (the others are reported by their estimate)",
+    )
+    parser.add_argument(
+        "--max-dense-gib", type=float, default=8.0, help="dense p x p matrices above: not run"
+    )
     args = parser.parse_args()
     print(
         "| data | anchors | rows | pairs/anchor | largest component | pick | estimates (s) "
@@ -148,7 +158,8 @@ def main():
             times = {}
             for solver in ("dense", "sparse", "iterative"):
                 p = m * (D + 1)
-                if solver == "dense" and (8 * p * p > 8 * 2**30 or estimates["dense"] > 600):
+                too_big = 8 * p * p > args.max_dense_gib * 2**30 or estimates["dense"] > 600
+                if solver not in args.solvers or (solver == "dense" and too_big):
                     times[solver] = "skipped"
                     continue
                 times[solver] = time_solver(stats, args.alpha, solver, args.timeout)
@@ -162,7 +173,8 @@ def main():
                 if r is None:
                     return f"> {args.timeout:.0f} s"
                 if r == "skipped":
-                    return f"not run (est. {estimates['dense']:.0f} s)"
+                    guess = estimates.get(solver)
+                    return "not run" + (f" (est. {guess:.0f} s)" if guess is not None else "")
                 if r[0] == "error":
                     return f"failed ({r[1]})"
                 extra = f", {r[2]} it." if r[2] is not None else ""

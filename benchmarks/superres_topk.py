@@ -9,7 +9,12 @@ features, A+'s spherical anchors, auto softness); the fit time includes the
 anchors. Each run is ``ANCHORS[:TOPK][:WEIGHTS][:ALPHA]``: ``TOPK`` a number or
 ``dense``, ``WEIGHTS`` ``uniform`` (A+) or ``contrast`` (training patches
 weighted by their feature norm, ``SuperResolver(patch_weights="contrast")``),
-``ALPHA`` a number or ``cv`` (``ARNRegressorCV`` over ``--alphas``, 3 folds).
+``ALPHA`` a number, ``cv`` (``ARNRegressorCV`` over ``--alphas``, 3 folds, R^2
+in the regressor's normalised units) or ``cvmse`` (the same on its weighted
+mean squared error). Each row gives the fit's stages (anchors, softness,
+accumulation, solve: the solver and its CG iterations) and its CPU time next
+to the wall time, since the 2-core machine is shared: on a quiet machine the
+wall time is about the CPU time over the cores in use.
 
     python benchmarks/superres_topk.py        # the table of docs/benchmarks.md
     python benchmarks/superres_topk.py --runs 64:dense:uniform:0.1 256:4:contrast:0.1 \\
@@ -17,6 +22,10 @@ weighted by their feature norm, ``SuperResolver(patch_weights="contrast")``),
 """
 
 import argparse
+import contextlib
+import io
+import os
+import re
 import time
 
 import numpy as np
@@ -33,11 +42,11 @@ from arn_sklearn.superres import (
 )
 
 DEFAULT_RUNS = (
-    "256:dense:uniform:cv",
     "256:dense:contrast:cv",
-    "1024:4:uniform:0.1",
+    "256:dense:contrast:cvmse",
+    "256:4:contrast:0.1",
     "1024:4:contrast:0.1",
-    "1024:8:contrast:0.1",
+    "1024:4:contrast:0.3",
 )
 
 
@@ -52,14 +61,14 @@ def parse_run(text):
         int(n_anchors),
         None if top_k == "dense" else int(top_k),
         weights,
-        alpha if alpha == "cv" else float(alpha),
+        alpha if alpha in ("cv", "cvmse") else float(alpha),
     )
 
 
 def fit(run, features, X, Y, scale, seed, alphas, linear_solver):
-    """Anchors and the SuperResolver of one run; returns the model and the times."""
+    """Anchors and the SuperResolver of one run; returns the model, stages and times."""
     n_anchors, top_k, weights, alpha = run
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     anchors = aplus_anchors(X, n_anchors, random_state=seed)
     t_anchors = time.perf_counter() - tic
     common = dict(
@@ -69,24 +78,50 @@ def fit(run, features, X, Y, scale, seed, alphas, linear_solver):
         linear_solver=linear_solver if top_k else "auto",
         random_state=seed,
     )
-    if alpha == "cv":
-        regressor = ARNRegressorCV(n_anchors, alphas=alphas, cv=3, **common)
+    if alpha in ("cv", "cvmse"):
+        scoring = "r2" if alpha == "cv" else "neg_mean_squared_error"
+        regressor = ARNRegressorCV(n_anchors, alphas=alphas, cv=3, scoring=scoring, **common)
     else:
-        regressor = ARNRegressor(n_anchors, alpha=alpha, **common)
+        regressor = ARNRegressor(n_anchors, alpha=alpha, verbose=1, **common)
     model = SuperResolver(regressor, scale=scale, patch_weights=weights)
-    model.fit_patches(features, X, Y)
-    return model, t_anchors, time.perf_counter() - tic
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        model.fit_patches(features, X, Y)
+    times = (time.perf_counter() - tic, time.process_time() - cpu)
+    return model, stages(t_anchors, log.getvalue()), times
+
+
+def stages(t_anchors, log):
+    """``anchors a, softness s, accumulate c, solve v (solver)`` from a verbose fit's lines."""
+    softness = re.search(r"softness=\S+ in ([\d.]+) s", log)
+    accumulate = re.findall(r"unknowns in ([\d.]+) s", log)
+    solve = re.findall(r"solved in ([\d.]+) s(.*)", log)
+    parts = [f"anchors {t_anchors:.1f}"]
+    if softness:
+        parts.append(f"softness {float(softness.group(1)):.1f}")
+    if accumulate:
+        parts.append(f"accumulate {sum(map(float, accumulate)):.1f}")
+    if solve:
+        note = solve[-1][1].strip()
+        note = re.sub(r"; Gram panels.*in ([\d.]+) s\)", r", setup \1 s)", note)
+        total = sum(float(t) for t, _ in solve)
+        parts.append(f"solve {total:.1f}" + (f" {note}" if note else ""))
+        if len(solve) > 1:
+            parts[-1] += f" x{len(solve)} solves"
+    return ", ".join(parts)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=parse_run, nargs="+", default=list(DEFAULT_RUNS))
-    parser.add_argument("--alphas", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    parser.add_argument(
+        "--alphas", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0]
+    )
     parser.add_argument(
         "--linear-solver",
-        default="iterative",
+        default="auto",
         choices=("auto", "dense", "sparse", "iterative"),
-        help="of the top-k runs (auto picks the dense Cholesky of 25,600 unknowns here, 2x slower)",
+        help="of the top-k runs",
     )
     parser.add_argument("--max-patches", type=int, default=20_000, help="per training image")
     parser.add_argument("--scale", type=int, default=3)
@@ -105,48 +140,47 @@ def main(argv=None):
         f"(features in {time.perf_counter() - tic:.1f} s); test: {', '.join(tests)}"
     )
     bicubic = evaluate(None, tests, args.scale)
-    rows = [("bicubic", "-", "-", "-", "-", "-", 0.0, bicubic)]
+    rows = [("bicubic", "-", "-", "-", "-", "-", (0.0, 0.0), bicubic)]
     for run in runs:
-        model, t_anchors, t_fit = fit(
+        uptime = load_average()
+        model, stage_text, times = fit(
             run, features, X, Y, args.scale, args.seed, args.alphas, args.linear_solver
         )
         scores = evaluate(model, tests, args.scale)
         reg = model.regressor_
-        alpha = f"{reg.alpha_:g} (CV)" if hasattr(reg, "alpha_") else f"{reg.alpha:g}"
+        alpha = f"{reg.alpha_:g} ({run[3]})" if hasattr(reg, "alpha_") else f"{reg.alpha:g}"
         n_anchors, top_k, weights, _ = run
-        rows.append(
-            (
-                "ARN",
-                n_anchors,
-                top_k or "dense",
-                weights,
-                f"{reg.softness_:.3g}",
-                alpha,
-                t_fit,
-                scores,
-            )
-        )
+        stage_text += f"; load {uptime}"
+        row = ("ARN", n_anchors, top_k or "dense", weights, alpha, stage_text, times, scores)
+        rows.append(row)
         print(
             f"  ARN ({n_anchors}) top_k={top_k or 'dense'} {weights} alpha={alpha}: "
-            f"{np.mean(list(scores.values())):.3f} dB, fit {t_fit:.1f} s "
-            f"(anchors {t_anchors:.1f} s)",
+            f"{np.mean(list(scores.values())):.3f} dB, fit {times[0]:.1f} s "
+            f"(CPU {times[1]:.1f} s; {stage_text})",
             flush=True,
         )
 
     names = list(tests)
     print(
-        "\n| model | anchors | top_k | patch weights | softness | alpha | fit incl. anchors (s) | "
-        + " | ".join(names)
-        + " | mean PSNR (dB) |"
+        "\n| model | anchors | top_k | patch weights | alpha | stages (s) | "
+        "fit incl. anchors: wall / CPU (s) | " + " | ".join(names) + " | mean PSNR (dB) |"
     )
     print("|---" * (8 + len(names)) + "|")
-    for name, m, k, weights, softness, alpha, t_fit, scores in rows:
+    for name, m, k, weights, alpha, stage_text, times, scores in rows:
         per_image = " | ".join(f"{scores[n]:.2f}" for n in names)
         mean = np.mean(list(scores.values()))
         print(
-            f"| {name} | {m} | {k} | {weights} | {softness} | {alpha} | {t_fit:.1f} | "
-            f"{per_image} | {mean:.3f} |"
+            f"| {name} | {m} | {k} | {weights} | {alpha} | {stage_text} | "
+            f"{times[0]:.1f} / {times[1]:.1f} | {per_image} | {mean:.3f} |"
         )
+
+
+def load_average():
+    """The 1-minute load average (the machine is shared), or "?"."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "?"
 
 
 if __name__ == "__main__":

@@ -307,3 +307,18 @@ def test_choice_prefers_cg_for_few_targets_and_dense_for_many(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert choose_linear_solver(m, d, 1, pairs, 0.0, big_fill) == "dense"
+
+
+def test_choice_on_dense_ish_graphs_follows_the_measured_grid(monkeypatch):
+    """benchmarks/solver_grid.py, 30 -> 81, top_k=4: the estimates alone pick the faster solver.
+
+    Isotropic Gaussian data: 256 anchors with 81% of the pairs stored, dense 11.5 s and
+    CG 16.8 s; 1024 anchors with 40% of them, CG 85 s where the 31,744-unknown dense
+    Cholesky took 178-222 s. x3 patches, 256 anchors, 33%: CG 8.7 s, dense 18.0 s.
+    """
+    never = lambda: (100.0, 1e16)  # noqa: E731 - these graphs fill a sparse factor in
+    big = 64 * 2**30
+    for m, pairs_per_anchor, expected in [(256, 104.4, "dense"), (1024, 206.6, "iterative"),
+                                          (256, 41.9, "iterative")]:  # fmt: skip
+        pairs = int(pairs_per_anchor * m)
+        assert choose_linear_solver(m, 30, 81, pairs, 1.0, never, available=big) == expected

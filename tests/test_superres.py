@@ -25,6 +25,8 @@ from arn_sklearn.superres import (
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
+from arn_sklearn.superres._aplus import _best_atoms, normalise_rows
+from arn_sklearn.superres._cli import AUTO_TOP_K_ANCHORS, make_regressor
 from arn_sklearn.superres._cli import main as cli_main
 
 
@@ -547,3 +549,27 @@ def test_cli_top_k_and_patch_weights_reach_the_model(tmp_path, camera_split):
     X = model.features_.transform_raw(gradient_patch_features(luminance(train[0]), 3))
     weights = np.asarray(model.regressor_.soft_assignments(X[:200]))
     assert np.all(np.count_nonzero(weights, axis=1) <= 2)
+
+
+def test_best_atoms_match_the_full_correlation_search():
+    """The blocked float32 search picks the atom of largest |x . c| (klines' assignment)."""
+    rng = np.random.RandomState(0)
+    X = normalise_rows(rng.normal(size=(5000, 12)))[0]
+    D = normalise_rows(rng.normal(size=(300, 12)))[0]
+    label, corr = _best_atoms(X, D, block_bytes=4 * 300 * 7)  # row blocks of 7, one short
+    full = X @ D.T
+    top2 = np.sort(np.abs(full), axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-5  # ties within float32 rounding may go either way
+    assert clear.mean() > 0.99
+    np.testing.assert_array_equal(label[clear], np.argmax(np.abs(full), axis=1)[clear])
+    np.testing.assert_allclose(corr, full[np.arange(len(X)), label], rtol=0, atol=1e-12)
+
+
+def test_cli_keeps_the_top_4_anchors_by_default_only_above_the_threshold():
+    X = np.random.RandomState(0).normal(size=(2 * AUTO_TOP_K_ANCHORS + 10, 6))
+    many, few = AUTO_TOP_K_ANCHORS + 1, AUTO_TOP_K_ANCHORS
+    assert make_regressor("arn", many, "absdot", 0.1, 0, X).top_k == 4
+    assert make_regressor("arn", few, "absdot", 0.1, 0, X).top_k is None
+    assert make_regressor("arn", many, "absdot", 0.1, 0, X, top_k=2).top_k == 2
+    # Learned anchors take no top_k: the default leaves them dense.
+    assert make_regressor("arn", many, "absdot", 0.1, 0, X, solver="lbfgs").top_k is None

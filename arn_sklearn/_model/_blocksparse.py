@@ -20,6 +20,7 @@ block once (:mod:`arn_sklearn._kernels._pair_gram`); CuPy uses
 with ``scipy.sparse.linalg`` (CuPy's sparse LU is SciPy's, on the host).
 """
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -60,12 +61,13 @@ from ._statistics import (
 LINEAR_SOLVERS = ("auto", "dense", "sparse", "iterative")
 
 # A system of at most this many unknowns is solved densely (a Cholesky of a
-# 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there), and so
-# is any system whose pairs cover more than this share of the upper triangle.
+# 2048-square matrix takes ~0.1 s; SuperLU's overhead is similar there). Larger
+# ones go by the cost model whatever their share of stored pairs: a rule "dense
+# above 35% of the pairs" picked the 31,744-unknown dense Cholesky (178-222 s,
+# est. 355 s) on isotropic Gaussian data with 40% of the pairs, where CG took
+# 85 s (18 iterations) under load (benchmarks/solver_grid.py); at 256 anchors
+# the estimates alone still pick dense on 81% of the pairs and CG on 33%.
 _DENSE_SOLVE_MAX_SIZE = 2048
-# (0.35, not 0.25: x3 patch features on 256 anchors store 33% of the pairs, and
-# CG solved them in half the dense time, benchmarks/solver_grid.py.)
-_DENSE_SOLVE_MIN_FILL = 0.35
 
 # Cost model of :func:`choose_linear_solver` (rates from benchmarks/bench_kernels.py).
 # LAPACK dpotrf on one thread (large factors run there, see _solve.py), flops/s.
@@ -485,13 +487,23 @@ class BlockSparseStatistics:
         if not self.weight_sum > 0:
             raise ValueError("The sum of sample weights is zero; nothing to fit.")
         solver = self.choose_solver(alpha)
+        # What verbose fits print after the solve time.
+        self.solve_note = f" ({solver})"
         if solver == "dense":
             # The dense gram is a temporary here: factor it in place.
             return solve_ridge(self.to_dense(), alpha, xp, overwrite=True)
         rhs, y_mean = centered_rhs(self, xp)
+        tic = time.perf_counter()
         factor = self._factorize(alpha, xp, solver)
+        setup = time.perf_counter() - tic
         if solver == "iterative":
-            return factor.solve(rhs, x0=x0), y_mean
+            W = factor.solve(rhs, x0=x0)
+            self.solve_note = (
+                f" (CG: {factor.n_iter_} iterations; Gram panels and preconditioner of "
+                f"{factor.n_groups} aggregates in {setup:.2f} s)"
+            )
+            return W, y_mean
+        self.solve_note = f" ({type(factor).__name__}, factorised in {setup:.2f} s)"
         return factor.solve(rhs), y_mean
 
     def solve_path(self, alphas, xp):
@@ -567,9 +579,12 @@ class BlockSparseStatistics:
             Bytes of the statistics: while accumulating, the blocks once, at
             most as much again for the store's last page and its final copy-out
             (:class:`~arn_sklearn._kernels._pair_gram.PairBlockStore`), its slot
-            table and the target sums; for the solve:
-            the full symmetric sparse matrix in BSR and CSC form (12 bytes per
-            non-zero each) and a factor estimated at twice its non-zeros. The
+            table and the target sums; for the solve, the larger of the
+            sparse factor's (the full symmetric sparse matrix in BSR and CSC
+            form, 12 bytes per non-zero each, and a factor estimated at twice
+            its non-zeros) and CG's (the full symmetric matrix as block-row
+            panels, the aggregate preconditioner's inverses, at most
+            ``p x 512`` doubles, and six ``p x n_targets`` iterates). The
             chunk's own rows are the caller's (see
             :func:`arn_sklearn._kernels._topk.chunk_row_bytes`).
 
@@ -587,7 +602,10 @@ class BlockSparseStatistics:
         table = 4 * n_anchors**2 if n_anchors <= TABLE_MAX_ANCHORS else 16 * n_pairs
         accumulate = block_bytes + min(block_bytes, PAGE_BYTES) + table + 3 * vectors
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
-        solve = block_bytes + 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets + vectors
+        sparse = 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets
+        aggregate = min(p, max(1, _AGGREGATE_UNKNOWNS // d1) * d1)
+        iterative = 8 * nnz + 8 * p * aggregate + 8 * 6 * p * n_targets
+        solve = block_bytes + max(sparse, iterative) + vectors
         return int(max(accumulate, solve))
 
 
@@ -633,8 +651,7 @@ def choose_linear_solver(
     ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at half the
     dense rate, plus the preconditioner's inverses of aggregates of ``s``
     unknowns (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration.
-    Small systems (``p <= 2048``) and dense graphs (over 35% of the
-    pairs stored) are solved densely; a dense ``p x p`` that
+    Small systems (``p <= 2048``) are solved densely; a dense ``p x p`` that
     does not fit in the memory available is never allocated. CG needs
     ``alpha > 0`` (``G`` alone may be singular).
 
@@ -666,9 +683,8 @@ def choose_linear_solver(
         )
     if requested != "auto":
         return requested
-    if p <= _DENSE_SOLVE_MAX_SIZE or n_pairs / (m * (m + 1) / 2) > _DENSE_SOLVE_MIN_FILL:
-        if dense_fits:
-            return "dense"
+    if p <= _DENSE_SOLVE_MAX_SIZE and dense_fits:
+        return "dense"
     costs = estimate_solver_seconds(
         n_anchors, n_features, n_targets, n_pairs, alpha, fill_and_flops, dense_fits
     )
@@ -780,6 +796,7 @@ class IterativeFactor:
         self.n_threads = blas_thread_count()
         max_size = max(1, _AGGREGATE_UNKNOWNS // self.rows.d1)
         self.labels = anchor_aggregates(self.rows, self.alpha, max_size)
+        self.n_groups = int(self.labels.max()) + 1 if self.labels.size else 0
         self.precondition = AggregateJacobi(
             self.rows, self.labels, self.alpha, n_threads=self.n_threads
         )

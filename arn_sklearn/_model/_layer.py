@@ -244,7 +244,8 @@ def solve_layer(stats, assignment, alpha, *, verbose=0):
     W, y_mean = stats.solve(alpha, xp)
     check_finite_solution(W, y_mean, xp)
     if verbose:
-        print(f"[ARN] solved in {time.perf_counter() - tic:.2f} s")
+        note = getattr(stats, "solve_note", "")  # block-sparse: the solver and its work
+        print(f"[ARN] solved in {time.perf_counter() - tic:.2f} s{note}")
     m, d = assignment.anchors.shape
     coef, intercept = unpack_weights(W, y_mean, m, d, xp)
     return FittedLayer(assignment, coef, intercept, stats=stats, alpha=float(alpha))

@@ -27,6 +27,9 @@ from ._data import TEST_IMAGES, TRAIN_IMAGES, load_folder, load_skimage_images, 
 from ._features import build_training_set, degrade, modcrop
 from ._model import SuperResolver
 
+# Above this many anchors, the CLI's closed form keeps each patch's top 4 by default.
+AUTO_TOP_K_ANCHORS = 256
+
 
 def make_regressor(
     method,
@@ -51,13 +54,19 @@ def make_regressor(
     training images the training objective keeps falling while the held-out
     PSNR peaks after a few iterations. ``top_k`` keeps each patch's ``top_k``
     largest assignments (closed form only): the fit of 1024 anchors then
-    accumulates block-sparse statistics instead of a 25,600-square Gram.
+    accumulates block-sparse statistics instead of a 25,600-square Gram. When
+    ``top_k`` is None, the closed form keeps every assignment up to
+    ``AUTO_TOP_K_ANCHORS`` anchors and ``top_k=4`` above: a dense 1024-anchor
+    Gram is 5 GiB and its accumulation takes about an hour on two cores, where
+    top-4 fits in about a minute (``benchmarks/superres_topk.py``).
     """
 
     if method == "aplus":
         return APlusRegressor(n_anchors, alpha=alpha, random_state=random_state)
 
     learned = {}
+    if top_k is None and solver == "closed_form" and n_anchors > AUTO_TOP_K_ANCHORS:
+        top_k = 4
     if top_k is not None:
         if solver != "closed_form":
             raise ValueError(f"--top-k needs --solver closed_form, not {solver!r}.")
@@ -257,7 +266,8 @@ def build_parser():
             "--top-k",
             type=_positive_int,
             default=None,
-            help="ARN closed form only: keep each patch's top_k anchors (fast with many anchors)",
+            help="ARN closed form only: keep each patch's top_k anchors (fast with many "
+            f"anchors; default: all up to {AUTO_TOP_K_ANCHORS} anchors, 4 above)",
         )
         p.add_argument(
             "--patch-weights",
