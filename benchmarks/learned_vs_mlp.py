@@ -9,7 +9,9 @@ against ``MLPRegressor`` with
 are to the MLP with the lower test error. Every model is fitted behind a
 ``StandardScaler`` on the inputs and the targets (``TransformedTargetRegressor``),
 each with its own threading (the MLP: the machine's BLAS threads; Gauss-Newton:
-one BLAS thread per pass, the Jacobian pass's row chunks over Python threads).
+one BLAS thread per pass, each pass's row chunks over Python threads). On more
+than 12,000 training rows Gauss-Newton learns coarse to fine (6,000 rows, then one
+step on all; ``SCHEDULES`` in ``arn_sklearn/_learning/_training.py``).
 The load average is printed before each model: on a shared machine it moves
 the times more than the code does. Tasks:
 

@@ -180,6 +180,25 @@ def test_jacobian_pass_over_threads_sums_the_same_terms(n_threads, matrices):
             np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_closed_form_pass_over_threads_gives_the_sequential_statistics(n_threads):
+    # Each thread accumulates its own statistics; their sum, the solution and
+    # the kept (S, A) per chunk (in row order) are the sequential pass's.
+    X, Y, w = problem(n=60)
+    anchors = np.random.RandomState(1).normal(size=(4, 3))
+    params = _Parametrisation(anchors.shape, 0.8, "euclidean", learn_softness=True)
+    theta = params.pack(anchors, 0.8)
+    sequential = _Point(theta, params, X, Y, w, "euclidean", 0.3, xp, rows=7)
+    threaded = _Point(theta, params, X, Y, w, "euclidean", 0.3, xp, 7, _ThreadPool(n_threads))
+    np.testing.assert_allclose(threaded.stats.gram, sequential.stats.gram, rtol=1e-12)
+    np.testing.assert_allclose(threaded.W, sequential.W, rtol=1e-10, atol=1e-12)
+    assert threaded.loss == pytest.approx(sequential.loss, rel=1e-10)
+    assert len(threaded.kept) == len(sequential.kept) == 9
+    for (S1, A1), (S2, A2) in zip(threaded.kept, sequential.kept, strict=True):
+        np.testing.assert_array_equal(S1, S2)
+        np.testing.assert_array_equal(A1, A2)
+
+
 def teacher_problem(n=1000, seed=0):
     """Targets that an ARN of 3 anchors reproduces exactly (a zero-residual problem)."""
     rng = np.random.RandomState(seed)

@@ -276,14 +276,24 @@ def _host(a):
 class _Point:
     """The closed form at ``theta``: solution, statistics, kept assignments, objective."""
 
-    def __init__(self, theta, params, X, Y, w, kind, alpha, xp, rows):
+    def __init__(self, theta, params, X, Y, w, kind, alpha, xp, rows, pool=None):
         self.theta = theta
         anchors_np, self.log_softness = params.unpack(theta)
         self.softness = math.exp(self.log_softness)
         self.anchors = xp.asarray(anchors_np)
         self.kept = []
         self.W, self.y_mean, self.stats = closed_form_weights(
-            X, Y, w, self.anchors, self.softness, kind, alpha, xp, keep=self.kept, rows=rows
+            X,
+            Y,
+            w,
+            self.anchors,
+            self.softness,
+            kind,
+            alpha,
+            xp,
+            keep=self.kept,
+            rows=rows,
+            pool=pool,
         )
         self.loss = statistics_objective(self.stats, self.W, alpha, xp) / self.stats.weight_sum
 
@@ -323,18 +333,20 @@ def fit_gauss_newton(
     n_anchors, n_features = anchors.shape
     n_targets = Y.shape[1]
     theta = params.pack(anchors, softness)
-    rows = chunk_rows(n_anchors, n_features, n_targets, theta.size)
     weight_sum = float(xp.sum(w))
     history = TrainingHistory()
     tic = time.perf_counter()
 
-    # Every pass runs on one BLAS thread (see jacobian_pass); the Jacobian
-    # pass, the widest, spreads its row chunks over the pool's threads.
+    # Every pass runs on one BLAS thread (see jacobian_pass) and spreads its
+    # row chunks over the pool's threads: at least one chunk per thread.
     pool = _WorkerPool() if isinstance(X, np.ndarray) else None
+    rows = chunk_rows(n_anchors, n_features, n_targets, theta.size)
+    if pool is not None:
+        rows = max(1, min(rows, -(-X.shape[0] // pool.n_threads)))
 
     def point(theta):
         with single_threaded_blas():
-            return _Point(theta, params, X, Y, w, similarity, alpha, xp, rows)
+            return _Point(theta, params, X, Y, w, similarity, alpha, xp, rows, pool)
 
     def linearise(current):
         with single_threaded_blas():
@@ -398,7 +410,8 @@ def fit_gauss_newton(
             accepted = trial is not None and math.isfinite(trial.loss) and ratio > ACCEPT_RATIO
             if accepted:
                 current = trial
-                Btr, H = linearise(current)
+                if history.n_iter < max_iter:  # (at the cap, a Jacobian pass for nothing)
+                    Btr, H = linearise(current)
                 # (ratio capped at 1, where the factor is already 1/3: a huge ratio overflows)
                 mu *= max(1.0 / 3.0, 1.0 - (2.0 * min(ratio, 1.0) - 1.0) ** 3)
                 mu, nu = max(mu, MIN_DAMPING), 2.0

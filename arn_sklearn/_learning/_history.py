@@ -65,3 +65,22 @@ class TrainingHistory:
                 self.best_loss = loss
         self.stalled = 0 if improved else self.stalled + 1
         return improved
+
+    def extended(self, later):
+        """This run followed by ``later`` (a run that started from this one's best).
+
+        The curves are concatenated and the iterations summed; the best
+        iterate, its scores and how the run ended are ``later``'s.
+        """
+        return TrainingHistory(
+            n_iter=self.n_iter + later.n_iter,
+            loss_curve=self.loss_curve + later.loss_curve,
+            validation_scores=self.validation_scores + later.validation_scores,
+            best_loss=later.best_loss,
+            best_validation_score=later.best_validation_score,
+            diverged=later.diverged,
+            converged=later.converged,
+            message=later.message,
+            stalled=later.stalled,
+            best=later.best,
+        )

@@ -19,9 +19,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval
 
 from .._kernels._gradients import network_predict, objective, weight_penalty
+from .._utils._arrays import to_numpy
+from .._utils._threads import single_threaded_blas
 from .._utils._warnings import warn_user
 from ._optim import make_optimizer, run_epochs
-from ._varpro import fit_varpro
+from ._varpro import fit_varpro, reduced_objective
 from ._varpro import predict as varpro_predict
 
 # Minibatch solvers (ARN and Deep ARN); the variable-projection solvers (one
@@ -29,6 +31,18 @@ from ._varpro import predict as varpro_predict
 GRADIENT_SOLVERS = ("sgd", "adam")
 VARPRO_SOLVERS = ("lbfgs", "gauss_newton")
 LEARNED_SOLVERS = (*GRADIENT_SOLVERS, *VARPRO_SOLVERS)
+
+# Coarse-to-fine rows of a variable-projection solver: (rows, step cap,
+# patience) of each stage, None for all training rows / the options' max_iter
+# and n_iter_no_change. A stage runs only on more than COARSE_MIN_FACTOR times
+# its rows; the last stage is all rows (the closed form on all rows follows).
+# Gauss-Newton on report.py data (n = 20,000, d = 16, 16 anchors, early
+# stopping, loaded machine): test MSE 0.0055 in 1.7 CPU-s against 0.0047 in
+# 6.6 CPU-s on all rows; friedman and arm at the same error in about a third of
+# the time (benchmarks/learned_vs_mlp.py). L-BFGS keeps all rows: its coarse
+# stage stopped early (report: MSE 0.0109 in 8.8 CPU-s against 0.0067 in 49).
+SCHEDULES = {"gauss_newton": ((6000, None, 5), (None, 1, None))}
+COARSE_MIN_FACTOR = 2
 
 # The paper's minibatch size; batch_size=None uses min(1000, n_samples).
 DEFAULT_GRADIENT_BATCH = 1000
@@ -166,24 +180,102 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
         validation_score = None
     if not float(xp.sum(w_train)) > 0:
         raise ValueError("The sum of sample weights of the training rows is zero.")
-    anchors, softness, history = minimise(
-        X_train,
-        Y_train,
-        w_train,
-        anchors,
-        softness,
-        kind,
-        options.alpha,
-        xp,
-        learn_softness=options.learn_softness,
-        max_iter=options.max_iter,
-        tol=options.tol,
-        n_iter_no_change=options.n_iter_no_change,
-        validation_score=validation_score,
-        verbose=options.verbose,
-    )
+    stages = coarse_to_fine_rows(X_train.shape[0], random_state, SCHEDULES.get(options.solver, ()))
+    train_weight = float(xp.sum(w_train))
+    start, history = (anchors, softness), None
+    for stage, (rows, max_iter, patience) in enumerate(stages):
+        X_s, Y_s, w_s = (
+            (X_train, Y_train, w_train)
+            if rows is None
+            else _take_rows(xp, rows, X_train, Y_train, w_train)
+        )
+        stage_weight = float(xp.sum(w_s))
+        if not stage_weight > 0:
+            continue  # a zero-weight subsample: nothing to learn from it
+        if options.verbose and len(stages) > 1:
+            print(f"[ARN] {options.solver} stage {stage + 1}/{len(stages)}: {X_s.shape[0]} rows")
+        anchors, softness, stage_history = minimise(
+            X_s,
+            Y_s,
+            w_s,
+            xp.asarray(np.asarray(to_numpy(anchors), dtype=np.float64)),
+            softness,
+            kind,
+            # The same penalty per unit of row weight as on all rows.
+            options.alpha * stage_weight / train_weight,
+            xp,
+            learn_softness=options.learn_softness,
+            max_iter=options.max_iter if max_iter is None else min(max_iter, options.max_iter),
+            tol=options.tol,
+            n_iter_no_change=options.n_iter_no_change
+            if patience is None
+            else min(patience, options.n_iter_no_change),
+            validation_score=validation_score,
+            verbose=options.verbose,
+        )
+        history = stage_history if history is None else history.extended(stage_history)
+    if len(stages) > 1:
+        # The last stage's step cap is the schedule, not a failure to converge.
+        history.converged = history.converged or not history.diverged
+        anchors, softness = _start_competes(
+            start,
+            anchors,
+            softness,
+            history,
+            X_train,
+            Y_train,
+            w_train,
+            options,
+            xp,
+            validation_score,
+        )
     warn_if_unfinished(history, options)
     return anchors, softness, history
+
+
+def _start_competes(start, anchors, softness, history, X, Y, w, options, xp, validation_score):
+    """The start where it beats the learned anchors on all rows (the coarse
+    stages chose theirs on a subsample), so that a fit never ends worse than it.
+    """
+    with single_threaded_blas():
+        loss, _, _, (W, y_mean, _) = reduced_objective(
+            start[0],
+            math.log(start[1]),
+            X,
+            Y,
+            w,
+            options.similarity,
+            options.alpha,
+            xp,
+            gradient=False,
+        )
+        if validation_score is None:
+            better = loss < history.best_loss
+        else:
+            score = validation_score(start[0], start[1], W, y_mean)
+            better = score > history.best_validation_score
+            if better:
+                history.best_validation_score = score
+    if not better:
+        return anchors, softness
+    history.best_loss, history.best = loss, None
+    return np.asarray(to_numpy(start[0]), dtype=np.float64), start[1]
+
+
+def coarse_to_fine_rows(n_samples, random_state, schedule):
+    """The stages of a variable-projection fit: ``[(rows, max_iter, patience)]``.
+
+    ``schedule`` is one of :data:`SCHEDULES`. ``rows`` are sorted indices of
+    nested random subsets, the last stage's None (all rows); ``max_iter`` and
+    ``patience`` None mean the options'. Small data (or an empty schedule)
+    gets the single stage ``[(None, None, None)]``.
+    """
+    coarse = [stage for stage in schedule[:-1] if COARSE_MIN_FACTOR * stage[0] < n_samples]
+    if not coarse:
+        return [(None, None, None)]
+    order = random_state.permutation(n_samples)
+    stages = [(np.sort(order[:rows]), max_iter, patience) for rows, max_iter, patience in coarse]
+    return [*stages, (None, *schedule[-1][1:])]
 
 
 def warn_if_unfinished(history, options):

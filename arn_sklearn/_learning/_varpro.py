@@ -21,7 +21,9 @@ redundant and only ``U`` is searched.
 Nothing here knows the estimator API.
 """
 
+import functools
 import math
+import operator
 import time
 
 import numpy as np
@@ -46,7 +48,9 @@ def _chunk_rows(n_lifted):
     return rows_for(n_lifted, _CHUNK_BYTES)
 
 
-def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None, rows=None):
+def closed_form_weights(
+    X, Y, w, anchors, softness, similarity, alpha, xp, *, keep=None, rows=None, pool=None
+):
     """Sufficient statistics and the ridge solution for fixed anchors and softness.
 
     The one place where this module calls the closed-form kernels.
@@ -63,9 +67,13 @@ def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, ke
     xp : array namespace
     keep : list, optional
         Receives ``(S, A)`` (similarities and assignments) of each chunk of
-        ``rows`` rows, so that the gradient pass need not recompute them.
+        ``rows`` rows, in row order, so that the gradient pass need not
+        recompute them.
     rows : int, optional
         Rows per chunk; default :func:`_chunk_rows` of the lifted size.
+    pool : _WorkerPool, optional
+        Spreads the chunks over its threads (numpy; one BLAS thread each),
+        each accumulating its own statistics, then summed.
 
     Returns
     -------
@@ -75,19 +83,37 @@ def closed_form_weights(X, Y, w, anchors, softness, similarity, alpha, xp, *, ke
     stats : SufficientStatistics
     """
     n_lifted = lifted_size(anchors.shape[0], X.shape[1])
-    stats = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp, device=device_of(X))
-
-    def assign(chunk):
-        if keep is None:
-            return soft_assignments(chunk, anchors, similarity, softness, xp)
-        S = similarity_matrix(chunk, anchors, similarity, xp)
-        A = softmax(softness * S, xp)
-        keep.append((S, A))
-        return A
-
-    # The statistics type's own accumulate and solve: the closed form's code path.
     rows = _chunk_rows(n_lifted) if rows is None else rows
-    stats = stats.accumulate(iter_chunks(X, Y, w, rows), assign, xp)
+    starts = range(0, X.shape[0], rows)
+    n_groups = 1 if pool is None else max(1, min(pool.n_threads, len(starts)))
+    kept = [[] for _ in range(n_groups)]
+    sums = [None] * n_groups
+
+    def run_group(group):
+        def assign(chunk):
+            if keep is None:
+                return soft_assignments(chunk, anchors, similarity, softness, xp)
+            S = similarity_matrix(chunk, anchors, similarity, xp)
+            A = softmax(softness * S, xp)
+            kept[group].append((S, A))
+            return A
+
+        chunks = (
+            (X[start : start + rows, ...], Y[start : start + rows, ...], w[start : start + rows])
+            for start in starts[group::n_groups]
+        )
+        # The statistics type's own accumulate: the closed form's code path.
+        zeros = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp, device=device_of(X))
+        sums[group] = zeros.accumulate(chunks, assign, xp)
+
+    if n_groups > 1:
+        pool.run([lambda group=group: run_group(group) for group in range(n_groups)])
+    else:
+        run_group(0)
+    stats = functools.reduce(operator.add, sums)
+    if keep is not None:
+        # Chunk j of group g is chunk g + j n_groups: back to row order.
+        keep.extend(kept[index % n_groups][index // n_groups] for index in range(len(starts)))
     W, y_mean = stats.solve(alpha, xp)
     return W, y_mean, stats
 
@@ -322,9 +348,7 @@ def fit_varpro(
 
     theta0 = params.pack(anchors, softness)
     tic = time.perf_counter()
-    history.start(
-        evaluate(theta0)[0], theta0, None if validation_score is None else score(theta0)
-    )
+    history.start(evaluate(theta0)[0], theta0, None if validation_score is None else score(theta0))
 
     def callback(intermediate_result):
         theta = np.array(intermediate_result.x, copy=True)

@@ -22,8 +22,17 @@ def single_threaded_blas():
     thread that set it (overlapping set/restore sequences from concurrent fits
     were seen to leave the process on one thread). So one thread at a time
     holds the limited section (a re-entrant lock: nested blocks of the same
-    thread share it); concurrent fits wait for each other's sections.
+    thread share it); concurrent fits wait for each other's sections. A
+    :class:`_WorkerPool`'s threads run inside their owner's section: there the
+    limit is already in effect and held until they finish.
     """
+    if _BLAS_LIMIT_DEPTH.value > 0:  # nested, or a pool worker within its owner's section
+        _BLAS_LIMIT_DEPTH.value += 1
+        try:
+            yield
+        finally:
+            _BLAS_LIMIT_DEPTH.value -= 1
+        return
     with _BLAS_LIMIT_LOCK:
         if _BLAS_LIMIT_DEPTH.value == 0:
             limiter = _controller().limit(limits=1, user_api="blas")
@@ -76,6 +85,15 @@ _BLAS_LIMIT_LOCK = threading.RLock()
 _BLAS_LIMIT_DEPTH = _Depth()
 
 
+def _within_section(task):
+    """Run ``task`` (on a pool thread) as part of the owner's one-thread BLAS section."""
+    _BLAS_LIMIT_DEPTH.value += 1
+    try:
+        return task()
+    finally:
+        _BLAS_LIMIT_DEPTH.value -= 1
+
+
 class _WorkerPool:
     """Threads for the per-pair GEMMs, with BLAS on one thread meanwhile.
 
@@ -96,7 +114,7 @@ class _WorkerPool:
                 for group in tasks:
                     group()
                 return
-            for future in [self.executor.submit(group) for group in tasks]:
+            for future in [self.executor.submit(_within_section, group) for group in tasks]:
                 future.result()
 
     def close(self):
