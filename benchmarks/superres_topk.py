@@ -114,9 +114,7 @@ def stages(t_anchors, log):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=parse_run, nargs="+", default=list(DEFAULT_RUNS))
-    parser.add_argument(
-        "--alphas", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0]
-    )
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0])
     parser.add_argument(
         "--linear-solver",
         default="auto",

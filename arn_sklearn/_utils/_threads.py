@@ -33,16 +33,16 @@ def single_threaded_blas():
         finally:
             _BLAS_LIMIT_DEPTH.value -= 1
         return
-    with _BLAS_LIMIT_LOCK:
-        if _BLAS_LIMIT_DEPTH.value == 0:
-            limiter = _controller().limit(limits=1, user_api="blas")
+    # The limiter as a context manager: on exit it also gives up threadpoolctl's
+    # controlling thread of OpenBLAS (a process-wide pool is limited by one
+    # thread at a time); restore_original_limits() alone kept the first thread
+    # in control, and sections entered by any other thread later limited nothing.
+    with _BLAS_LIMIT_LOCK, _controller().limit(limits=1, user_api="blas"):
         _BLAS_LIMIT_DEPTH.value += 1
         try:
             yield
         finally:
             _BLAS_LIMIT_DEPTH.value -= 1
-            if _BLAS_LIMIT_DEPTH.value == 0:
-                limiter.restore_original_limits()
 
 
 @contextmanager
@@ -52,11 +52,8 @@ def single_threaded_openmp():
     Process-wide like the BLAS limit; used around small OpenMP work whose
     threads spin waiting for a descheduled peer on a busy machine.
     """
-    limiter = _controller().limit(limits=1, user_api="openmp")
-    try:
+    with _controller().limit(limits=1, user_api="openmp"):
         yield
-    finally:
-        limiter.restore_original_limits()
 
 
 def blas_thread_count():

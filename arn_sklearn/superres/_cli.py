@@ -246,9 +246,7 @@ def build_parser():
         )
         p.add_argument("--scale", type=int, default=3, choices=(2, 3, 4))
         p.add_argument("--method", choices=("arn", "aplus"), default="arn")
-        p.add_argument(
-            "--anchors", type=_positive_int, default=64, help="number of anchors"
-        )
+        p.add_argument("--anchors", type=_positive_int, default=64, help="number of anchors")
         p.add_argument(
             "--similarity",
             default="absdot",
