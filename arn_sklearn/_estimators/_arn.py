@@ -94,7 +94,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         unit directions, each the leading eigenvector of its cluster);
         ``"kplane"``: a supervised start on the same subsample,
         clusterwise linear regression (Späth 1979: assign each row to the
-        regressor that fits it best, refit, repeat; the best of 4 random
+        regressor that fits it best, refit, repeat; the best of 2 random
         starts by that hard objective), whose partition is then turned into
         anchors and a softness by fitting ``softmax(K s(x, c))`` to it
         (centroids, or leading directions for ``"absdot"``, as the start);
