@@ -56,9 +56,11 @@ def statistics(kind, n=3000, d=4, m=40, t=3, k=3, seed=0):
     return stats, X, assign
 
 
-def test_block_rows_matmul_matches_dense_gram():
+@pytest.mark.parametrize("panels", [False, True])
+def test_block_rows_matmul_matches_dense_gram(panels):
     stats, _, _ = statistics("overlapping", d=6, m=30)
-    rows = BlockRows(stats.pair_keys, stats.blocks, stats.n_anchors)
+    rows = BlockRows(stats.pair_keys, stats.blocks, stats.n_anchors, panels=panels)
+    assert (rows.panels is not None) == panels
     G = stats.to_dense().gram
     V = np.random.RandomState(1).normal(size=(G.shape[0], 5))
     np.testing.assert_allclose(rows.matmul(V), G @ V, rtol=1e-12, atol=1e-9)

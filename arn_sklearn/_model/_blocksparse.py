@@ -557,7 +557,11 @@ class BlockSparseStatistics:
         key = (id(self.blocks), self.pair_keys.shape[0], self.n_samples, self.weight_sum)
         cached = getattr(self, "_block_rows_cache", None)
         if cached is None or cached[0] != key:
-            rows = BlockRows(to_numpy(self.pair_keys), to_numpy(self.blocks), self.n_anchors)
+            blocks = to_numpy(self.blocks)
+            # Block-row panels make each product ~1.5x faster but copy the blocks
+            # twice more: only when that takes at most half the free memory.
+            panels = 2 * blocks.nbytes <= available_memory_bytes() // 2
+            rows = BlockRows(to_numpy(self.pair_keys), blocks, self.n_anchors, panels=panels)
             self._block_rows_cache = cached = (key, rows)
         return cached[1]
 
@@ -582,9 +586,10 @@ class BlockSparseStatistics:
             table and the target sums; for the solve, the larger of the
             sparse factor's (the full symmetric sparse matrix in BSR and CSC
             form, 12 bytes per non-zero each, and a factor estimated at twice
-            its non-zeros) and CG's (the full symmetric matrix as block-row
-            panels, the aggregate preconditioner's inverses, at most
-            ``p x 512`` doubles, and six ``p x n_targets`` iterates). The
+            its non-zeros) and CG's (which reads the stored blocks in place:
+            the aggregate preconditioner's inverses, at most ``p x 512``
+            doubles, six ``p x n_targets`` iterates and two more for the
+            threads' products). The
             chunk's own rows are the caller's (see
             :func:`arn_sklearn._kernels._topk.chunk_row_bytes`).
 
@@ -604,7 +609,7 @@ class BlockSparseStatistics:
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
         sparse = 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets
         aggregate = min(p, max(1, _AGGREGATE_UNKNOWNS // d1) * d1)
-        iterative = 8 * nnz + 8 * p * aggregate + 8 * 6 * p * n_targets
+        iterative = 8 * p * aggregate + 8 * (6 + 2) * p * n_targets
         solve = block_bytes + max(sparse, iterative) + vectors
         return int(max(accumulate, solve))
 
