@@ -123,8 +123,9 @@ class BlockRows:
         self.panel_cols = cols[order]
         ptr = self.panel_ptr
         return [
-            np.ascontiguousarray(self.blocks[source[ptr[a] : ptr[a + 1]]].transpose(1, 0, 2))
-            .reshape(d1, -1)
+            np.ascontiguousarray(
+                self.blocks[source[ptr[a] : ptr[a + 1]]].transpose(1, 0, 2)
+            ).reshape(d1, -1)
             for a in range(m)
         ]
 
