@@ -4,8 +4,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 import arn_sklearn._kernels._pair_gram as pg
+from arn_sklearn import ARNRegressor
 from arn_sklearn._kernels._pair_gram import PairBlockStore, accumulate_chunk
 
 
@@ -140,3 +143,27 @@ def test_frequent_sets_cover_exactly_the_recurring_sets():
     rng = np.random.RandomState(3)
     idx = np.stack([rng.choice(200, 3, replace=False) for _ in range(300)])
     assert pg._FrequentSets.find(X[:300], Y[:300], w[:300], idx, vals[:300], 200, 2) is None
+
+
+def test_store_refuses_a_page_when_memory_runs_out(monkeypatch):
+    # The pair count is only known as blocks arrive: when the process is about
+    # to run out, a new page is a clear MemoryError, not a kill by the system.
+    store = PairBlockStore(50, 2, page_blocks=4)
+    store.slots(np.arange(4))
+    monkeypatch.setattr(pg, "available_memory_bytes", lambda: pg.MIN_FREE_BYTES - 1)
+    store.slots(np.arange(4))  # known keys: no new page, no check
+    with pytest.raises(MemoryError, match=r"5 anchor pairs .* fewer anchors, a smaller top_k"):
+        store.slots(np.array([60]))
+    monkeypatch.setattr(pg, "available_memory_bytes", lambda: None)  # nothing known
+    store.slots(np.array([61]))
+
+
+def test_estimator_reports_top_k_memory_exhaustion(monkeypatch):
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(400, 3)), rng.normal(size=400)
+    monkeypatch.setattr(pg, "available_memory_bytes", lambda: 0)
+    model = ARNRegressor(8, top_k=2, random_state=0)
+    with pytest.raises(MemoryError, match="top-k statistics ran out of memory"):
+        model.fit(X, y)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(model)

@@ -36,6 +36,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
+from .._utils._memory import available_memory_bytes
+
 # Pairs with at least this many rows in a chunk get their own GEMM: the
 # 31-wide GEMM ran at half of dgemm's single-core rate from 64 rows on, a
 # third at 16, a tenth at 4 (benchmarks/bench_kernels.py accumulate).
@@ -49,6 +51,11 @@ _SMALL_BATCH_PAIRS = 2048
 # Pages above glibc's largest dynamic mmap threshold (32 MiB) are mapped on
 # their own, so a page freed by finish() goes back to the system at once.
 PAGE_BYTES = 64 << 20
+
+# A new page is refused (MemoryError) when less than this is left to the
+# process: the blocks' count is only known as they arrive, and being killed by
+# the system mid-accumulation tells the user nothing.
+MIN_FREE_BYTES = 4 * PAGE_BYTES
 
 # Up to this many anchors, pair slots are found in a dense m x m table
 # (int32, 64 MiB at 4096 anchors); above, by binary search in sorted keys.
@@ -132,9 +139,23 @@ class PairBlockStore:
                     self._sorted_keys = merged[order]
                     self._sorted_slots = np.concatenate([self._sorted_slots, fresh])[order]
                 while len(self.pages) * self.page_blocks < self.n_pairs:
+                    self._check_memory()
                     # calloc'd: a page costs memory only where blocks are written.
                     self.pages.append(np.zeros((self.page_blocks, self.d1, self.d1)))
             return out
+
+    def _check_memory(self):
+        available = available_memory_bytes()
+        if available is not None and available < MIN_FREE_BYTES:
+            held = len(self.pages) * self.page_blocks * 8 * self.d1 * self.d1
+            share = self.n_pairs / (self.n_anchors * (self.n_anchors + 1) / 2)
+            raise MemoryError(
+                f"The top-k statistics ran out of memory: {self.n_pairs} anchor pairs "
+                f"({share:.1%} of all pairs) share samples, {held / 2**30:.2f} GiB of "
+                f"{self.d1}x{self.d1} blocks so far, and {available / 2**20:.0f} MiB are "
+                "left. On data without cluster structure most anchors' top-k sets "
+                "overlap: use fewer anchors, a smaller top_k, or fewer features."
+            )
 
     def view(self, slot):
         """The ``(d1, d1)`` block of ``slot`` (a view to add into)."""

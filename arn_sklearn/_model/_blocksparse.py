@@ -560,7 +560,8 @@ class BlockSparseStatistics:
             blocks = to_numpy(self.blocks)
             # Block-row panels make each product ~1.5x faster but copy the blocks
             # twice more: only when that takes at most half the free memory.
-            panels = 2 * blocks.nbytes <= available_memory_bytes() // 2
+            available = available_memory_bytes()
+            panels = available is None or 2 * blocks.nbytes <= available // 2
             rows = BlockRows(to_numpy(self.pair_keys), blocks, self.n_anchors, panels=panels)
             self._block_rows_cache = cached = (key, rows)
         return cached[1]
