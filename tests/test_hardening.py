@@ -283,6 +283,25 @@ def test_memory_cgroup_v1_limit_and_unlimited(fake_system):
     assert _memory.available_memory_bytes() == 2 * GiB
 
 
+def test_memory_cgroup_page_cache_counts_as_headroom(fake_system):
+    # A container's usage includes the page cache of the files it read; the
+    # kernel drops the inactive part before it kills anything, so a fit in a
+    # container that has read 1.5 GiB of data is not refused for it.
+    fake_system, _memory = fake_system
+    sys_root = fake_system / "sys"
+    _write(sys_root / "memory.max", f"{2 * GiB}\n")
+    _write(sys_root / "memory.current", f"{GiB + GiB // 2 + GiB // 4}\n")
+    _write(sys_root / "memory.stat", f"anon 123\ninactive_file {GiB + GiB // 2}\nfile 9\n")
+    assert _memory.available_memory_bytes() == 2 * GiB - GiB // 4
+    _write(fake_system / "cgroup", "4:memory:/job\n0::/\n")
+    (sys_root / "memory.max").unlink()
+    v1 = sys_root / "memory" / "job"
+    _write(v1 / "memory.limit_in_bytes", f"{3 * GiB}\n")
+    _write(v1 / "memory.usage_in_bytes", f"{2 * GiB + GiB // 2}\n")
+    _write(v1 / "memory.stat", f"cache 5\ntotal_inactive_file {GiB}\n")
+    assert _memory.available_memory_bytes() == GiB + GiB // 2
+
+
 def test_memory_rlimit_as(fake_system, monkeypatch):
     import resource
 

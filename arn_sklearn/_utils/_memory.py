@@ -106,14 +106,34 @@ def _cgroup_available():
                 limit = _read_int(os.path.join(directory, "memory.max"))
                 current = _read_int(os.path.join(directory, "memory.current"))
                 if limit is not None and current is not None:
-                    headroom.append(limit - current)
+                    cache = _stat_field(directory, "memory.stat", "inactive_file")
+                    headroom.append(limit - current + cache)
     for path in v1:
         for directory in _ancestors(os.path.join(_CGROUP_ROOT, "memory"), path):
             limit = _read_int(os.path.join(directory, "memory.limit_in_bytes"))
             usage = _read_int(os.path.join(directory, "memory.usage_in_bytes"))
             if limit is not None and usage is not None and limit < _CGROUP_V1_UNLIMITED:
-                headroom.append(limit - usage)
+                cache = _stat_field(directory, "memory.stat", "total_inactive_file")
+                headroom.append(limit - usage + cache)
     return min(headroom) if headroom else None
+
+
+def _stat_field(directory, name, field):
+    """A ``field value`` line of a cgroup stat file, in bytes; 0 if absent.
+
+    A cgroup's usage counts the page cache of the files it read, and the kernel
+    drops the inactive part of it before it kills anything: it is headroom (the
+    "working set" of container runtimes is usage minus inactive file pages).
+    """
+    try:
+        with open(os.path.join(directory, name)) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == field:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _rlimit_available():
