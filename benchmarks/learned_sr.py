@@ -139,6 +139,16 @@ def main(argv=None):
             flush=True,
         )
 
+    def learned(solver):
+        return ARNRegressor(
+            args.anchors,
+            solver=solver,
+            early_stopping=not args.no_early_stopping,
+            max_iter=args.max_iter,
+            tol=args.tol,
+            **common,
+        )
+
     runs = [("closed form", ARNRegressor(args.anchors, **common))]
     runs.append(
         (
@@ -147,19 +157,7 @@ def main(argv=None):
         )
     )
     for solver in filter(None, args.solvers.split(",")):
-        runs.append(
-            (
-                f"{solver}{stopping}",
-                ARNRegressor(
-                    args.anchors,
-                    solver=solver,
-                    early_stopping=not args.no_early_stopping,
-                    max_iter=args.max_iter,
-                    tol=args.tol,
-                    **common,
-                ),
-            )
-        )
+        runs.append((f"{solver}{stopping}", learned(solver)))
     for label, regressor in runs:
         load = os.getloadavg()[0]
         model, seconds = fit(regressor, features, X, Y, args.patch_weights)
@@ -169,23 +167,12 @@ def main(argv=None):
         rows_sub = rng.choice(X.shape[0], min(count, X.shape[0]), replace=False)
         for solver in filter(None, args.subsample_solvers.split(",")):
             load = os.getloadavg()[0]
-            learned, first = fit(
-                ARNRegressor(
-                    args.anchors,
-                    solver=solver,
-                    early_stopping=not args.no_early_stopping,
-                    max_iter=args.max_iter,
-                    tol=args.tol,
-                    **common,
-                ),
-                features,
-                X[rows_sub],
-                Y[rows_sub],
-                args.patch_weights,
+            sub_model, first = fit(
+                learned(solver), features, X[rows_sub], Y[rows_sub], args.patch_weights
             )
-            anchors = dict(common, anchors=learned.regressor_.anchors_)
+            anchors = dict(common, anchors=sub_model.regressor_.anchors_)
             model, second = fit(
-                ARNRegressor(args.anchors, softness=learned.regressor_.softness_, **anchors),
+                ARNRegressor(args.anchors, softness=sub_model.regressor_.softness_, **anchors),
                 features,
                 X,
                 Y,
@@ -195,7 +182,7 @@ def main(argv=None):
                 f"{solver}{stopping} on {rows_sub.size} patches, then the closed form on all",
                 model,
                 first + second,
-                learned.regressor_.n_iter_,
+                sub_model.regressor_.n_iter_,
                 load,
             )
 

@@ -103,7 +103,7 @@ def stages(t_anchors, log):
         parts.append(f"accumulate {sum(map(float, accumulate)):.1f}")
     if solve:
         note = solve[-1][1].strip()
-        note = re.sub(r"; Gram panels.*in ([\d.]+) s\)", r", setup \1 s)", note)
+        note = re.sub(r"; Gram rows.*in ([\d.]+) s\)", r", setup \1 s)", note)
         total = sum(float(t) for t, _ in solve)
         parts.append(f"solve {total:.1f}" + (f" {note}" if note else ""))
         if len(solve) > 1:

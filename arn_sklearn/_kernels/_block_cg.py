@@ -109,26 +109,28 @@ class BlockRows:
         self.diagonal[self.lower[diag]] = blocks[diag]
         # Blocks of the full symmetric matrix, for the flop count.
         self.n_stored = 2 * keys.size - diag.size
-        self.panels = self._panels() if panels else None
+        self.panel_ptr = self.panel_cols = self.panels = None
+        if panels:
+            self.panel_ptr, self.panel_cols, self.panels = self._panels()
 
     def _panels(self):
-        """Each anchor's blocks with all its partners, side by side (copies)."""
+        """``(indptr, partners, panels)``: each anchor's blocks with all its
+        partners, side by side (copies)."""
         m, d1 = self.n_anchors, self.d1
         off = self.lower != self.upper
         rows = np.concatenate([self.lower, self.upper[off]])
         cols = np.concatenate([self.upper, self.lower[off]])
         order = np.argsort(rows * m + cols, kind="stable")
         source = np.concatenate([np.arange(self.lower.size), np.flatnonzero(off)])[order]
-        self.panel_ptr = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=m), out=self.panel_ptr[1:])
-        self.panel_cols = cols[order]
-        ptr = self.panel_ptr
-        return [
+        ptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=m), out=ptr[1:])
+        panels = [
             np.ascontiguousarray(
                 self.blocks[source[ptr[a] : ptr[a + 1]]].transpose(1, 0, 2)
             ).reshape(d1, -1)
             for a in range(m)
         ]
+        return ptr, cols[order], panels
 
     @property
     def shape(self):
@@ -208,8 +210,11 @@ class BlockRows:
     @property
     def nbytes(self):
         """Bytes held beyond the stored blocks (which are the statistics')."""
-        panels = 0 if self.panels is None else sum(panel.nbytes for panel in self.panels)
-        return self.diagonal.nbytes + self.block_norms.nbytes + 3 * self.lower.nbytes + panels
+        index = self.lower.nbytes + self.upper.nbytes + self.indptr.nbytes
+        panels = 0
+        if self.panels is not None:
+            panels = sum(panel.nbytes for panel in self.panels) + self.panel_cols.nbytes
+        return self.diagonal.nbytes + self.block_norms.nbytes + index + panels
 
 
 def block_jacobi(diagonal, alpha):

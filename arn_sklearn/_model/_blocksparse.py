@@ -499,8 +499,8 @@ class BlockSparseStatistics:
         if solver == "iterative":
             W = factor.solve(rhs, x0=x0)
             self.solve_note = (
-                f" (CG: {factor.n_iter_} iterations; Gram panels and preconditioner of "
-                f"{factor.n_groups} aggregates in {setup:.2f} s)"
+                f" (CG: {factor.n_iter_} iterations; Gram rows and preconditioner of "
+                f"{factor.n_groups} aggregates set up in {setup:.2f} s)"
             )
             return W, y_mean
         self.solve_note = f" ({type(factor).__name__}, factorised in {setup:.2f} s)"
