@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
-from .._kernels._assignment import similarity, top_two_gap
+from .._kernels._assignment import best_abs_dot, similarity, top_two_gap
 from ._kplane import kplane_anchors
 
 # KMeans runs on a bounded random subsample so that initialisation never
@@ -178,7 +178,7 @@ def spherical_kmeans(
     best, best_fit = None, -np.inf
     for _ in range(n_init):
         anchors = _spherical_lloyd(U, w, _spherical_seeds(U, w, n_anchors, random_state), max_iter)
-        fit = float(w @ np.max((U @ anchors.T) ** 2, axis=1))
+        fit = float(w @ best_abs_dot(U, anchors)[1] ** 2)
         if fit > best_fit:
             best, best_fit = anchors, fit
     return best
@@ -189,12 +189,12 @@ def _spherical_lloyd(U, w, anchors, max_iter):
     n_anchors = anchors.shape[0]
     labels = None
     for _ in range(max_iter):
-        cosines = U @ anchors.T
-        new = np.argmax(np.abs(cosines), axis=1)
+        # Blocked and in float32: no (n, n_anchors) matrix of cosines.
+        new, cosines = best_abs_dot(U, anchors)
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
-        fit = np.abs(cosines[np.arange(U.shape[0]), labels])
+        fit = np.abs(cosines)
         order = np.argsort(labels, kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(n_anchors + 1))
         for k in range(n_anchors):

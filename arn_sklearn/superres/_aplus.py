@@ -9,6 +9,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._kernels._assignment import best_abs_dot
 from .._utils._validation import fit_method, validate_anchor_array, validate_targets
 
 # A+ divides each LR feature vector by its norm and the HR target by the
@@ -41,7 +42,7 @@ def klines(X, n_anchors, n_iter, random_state):
     idx = random_state.choice(X.shape[0], size=n_anchors, replace=False)
     D = X[idx].copy()
     for _ in range(n_iter):
-        label, corr = _best_atoms(X, D)
+        label, corr = best_abs_dot(X, D)
         best, sign = np.abs(corr), np.sign(corr)
         sign[sign == 0] = 1.0
         new = _group_sum(X, label, sign, n_anchors)
@@ -57,25 +58,6 @@ def klines(X, n_anchors, n_iter, random_state):
             new[empty] = X[worst]
         D = new / (np.linalg.norm(new, axis=1, keepdims=True) + _EPS)
     return D
-
-
-def _best_atoms(X, D, block_bytes=2**24):
-    """Index and correlation of each row's atom of largest ``|x . c|``.
-
-    The search runs in float32 and in row blocks of about ``block_bytes`` of
-    correlations (the full ``(n, n_atoms)`` matrix and its absolute value were
-    1.6 GB at 100k rows and 1024 atoms, and writing them cost more than the
-    product); the chosen atom's correlation is recomputed in float64.
-    """
-    n = X.shape[0]
-    label = np.empty(n, dtype=np.intp)
-    X32, D32 = X.astype(np.float32), D.astype(np.float32)
-    step = max(1, block_bytes // (4 * D.shape[0]))
-    for start in range(0, n, step):
-        block = X32[start : start + step] @ D32.T
-        np.abs(block, out=block)
-        label[start : start + step] = np.argmax(block, axis=1)
-    return label, np.einsum("ij,ij->i", X, D[label])
 
 
 def aplus_anchors(X, n_anchors, *, n_iter=10, max_samples=100_000, random_state=None):
