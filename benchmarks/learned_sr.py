@@ -21,13 +21,11 @@ shaved. Rows:
   with ``--subsample N`` also the schedule "learn the anchors on N random
   patches, then the closed form of those anchors on all patches" (the times
   of both fits summed);
-  with ``--components R`` (default 16; 0: none) also the schedule "learn the
-  anchors on the leading R principal components of the (normalised,
-  weighted) residual targets, then the closed form of those anchors on all 81
-  targets", once per step cap of ``--component-iters``: the reduced objective
-  is invariant to a rotation of the targets, and its gradient pass costs
-  ``n m t`` per target dimension ``t`` (81 -> 16 is most of an L-BFGS
-  evaluation's time beyond the statistics).
+  with ``--components R`` (default 16; 0: none) also
+  :class:`target_components.TargetComponentsARN`: L-BFGS learns the anchors
+  on the leading R principal components of the (normalised, weighted)
+  residual targets, then the closed form of those anchors fits all 81
+  targets, once per step cap of ``--component-iters``.
 
 The fit time of each row is the whole ``fit_patches`` (start included). The
 load average is printed before each model; ratios are taken in one run.
@@ -63,7 +61,10 @@ from arn_sklearn.superres import (
     modcrop,
     psnr,
 )
-from arn_sklearn.superres._aplus import normalise_rows, target_scales
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from target_components import TargetComponentsARN  # noqa: E402
 
 SCALE = 3
 # The issue's target: the learned solver's margin over the closed form, and
@@ -80,23 +81,6 @@ def mean_psnr(model, tests):
         lr, _ = degrade(hr, SCALE)
         values.append(psnr(hr, np.clip(model.upscale_y(lr), 0, 1), border=SCALE))
     return float(np.mean(values))
-
-
-def leading_target_components(X, Y, weights, n_components):
-    """Orthonormal ``(n_targets, n_components)`` leading principal directions of the
-    targets as ``SuperResolver`` hands them to its regressor (divided by the
-    feature norm), under the patch weights ``weights``.
-    """
-    _, norms = normalise_rows(X)
-    targets = Y / target_scales(norms)[:, None]
-    centred = targets - weights @ targets / weights.sum()
-    values, vectors = np.linalg.eigh((centred * weights[:, None]).T @ centred)
-    return vectors[:, np.argsort(values)[::-1][:n_components]]
-
-
-def patch_weights_of(X, kind):
-    """The row weights of ``SuperResolver(patch_weights=kind)``."""
-    return np.linalg.norm(X, axis=1) if kind == "contrast" else np.ones(X.shape[0])
 
 
 def fit(regressor, features, X, Y, patch_weights):
@@ -215,27 +199,20 @@ def main(argv=None):
         model, seconds = fit(regressor, features, X, Y, args.patch_weights)
         n_iter = getattr(model.regressor_, "n_iter_", 1)
         report(label, model, seconds, n_iter, load, is_learned)
-    if args.components:
-        # The directions come from the training patches alone; their time counts.
-        tic = time.perf_counter()
-        V = leading_target_components(
-            X, Y, patch_weights_of(X, args.patch_weights), args.components
+    for cap in (int(c) for c in filter(None, args.component_iters.split(","))):
+        if not args.components:
+            break
+        regressor = TargetComponentsARN(args.anchors, args.components, cap, **common)
+        load = os.getloadavg()[0]
+        model, seconds = fit(regressor, features, X, Y, args.patch_weights)
+        report(
+            f"lbfgs, {cap} steps on the top {args.components} target components, "
+            "then the closed form on all",
+            model,
+            seconds,
+            model.regressor_.n_iter_,
+            load,
         )
-        Y_reduced = Y @ V
-        directions = time.perf_counter() - tic
-        for cap in (int(c) for c in args.component_iters.split(",")):
-            load = os.getloadavg()[0]
-            # A fixed step cap, no validation split: the caps are the schedule.
-            sub_model, first = fit(
-                learned("lbfgs", cap, False), features, X, Y_reduced, args.patch_weights
-            )
-            then_closed_form(
-                f"lbfgs, {cap} steps on the top {args.components} target components, "
-                "then the closed form on all",
-                sub_model,
-                directions + first,
-                load,
-            )
     rng = np.random.RandomState(args.seed)
     for count in (int(c) for c in filter(None, args.subsample.split(","))):
         rows_sub = rng.choice(X.shape[0], min(count, X.shape[0]), replace=False)
