@@ -14,7 +14,9 @@ shaved. Rows:
 - ``closed form``: the spherical KMeans anchors (``anchors="kmeans"``, which
   is sign-invariant spherical KMeans for ``absdot``) and the auto softness;
 - ``adam, E epochs``: anchors and regressors trained together from that
-  closed form (batch 1000, rate 1e-3), the time reference;
+  closed form (batch 1000, rate 1e-3), with the machine's BLAS threads and,
+  for the first ``E``, also on one BLAS thread; the faster of those two is
+  the time reference;
 - each learned solver of ``--solvers``, from the same start, with
   ``early_stopping`` (10% of the patches held out; ``--no-early-stopping``:
   none) and ``--max-iter``;
@@ -47,7 +49,9 @@ import time
 import warnings
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
 
 from arn_sklearn import ARNRegressor
 from arn_sklearn.superres import (
@@ -83,10 +87,10 @@ def mean_psnr(model, tests):
     return float(np.mean(values))
 
 
-def fit(regressor, features, X, Y, patch_weights):
+def fit(regressor, features, X, Y, patch_weights, blas_threads=None):
     """A ``SuperResolver`` around ``regressor`` fitted on the prepared patches; its seconds."""
     model = SuperResolver(regressor, scale=SCALE, patch_weights=patch_weights)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(blas_threads, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         tic = time.perf_counter()
         model.fit_patches(features, X, Y)
@@ -188,15 +192,19 @@ def main(argv=None):
         model, second = fit(closed, features, X, Y_all, args.patch_weights)
         report(label, model, first + second, regressor.n_iter_, load)
 
-    runs = [("closed form", ARNRegressor(args.anchors, **common), False)]
-    for count in epochs:
+    runs = [("closed form", ARNRegressor(args.anchors, **common), False, None)]
+    for index, count in enumerate(epochs):
         adam = ARNRegressor(args.anchors, solver="adam", max_iter=count, tol=0, **common)
-        runs.append((f"adam, {count} epochs", adam, False))
+        runs.append((f"adam, {count} epochs", adam, False, None))
+        if index == 0:
+            # Threaded BLAS on 1000-row batches is what a shared machine slows
+            # most (10 epochs: 31 s threaded, 11 s on one thread, at load 8.5).
+            runs.append((f"adam, {count} epochs, one BLAS thread", clone(adam), False, 1))
     for solver in filter(None, args.solvers.split(",")):
-        runs.append((f"{solver}{stopping}", learned(solver), True))
-    for label, regressor, is_learned in runs:
+        runs.append((f"{solver}{stopping}", learned(solver), True, None))
+    for label, regressor, is_learned, blas_threads in runs:
         load = os.getloadavg()[0]
-        model, seconds = fit(regressor, features, X, Y, args.patch_weights)
+        model, seconds = fit(regressor, features, X, Y, args.patch_weights, blas_threads)
         n_iter = getattr(model.regressor_, "n_iter_", 1)
         report(label, model, seconds, n_iter, load, is_learned)
     for cap in (int(c) for c in filter(None, args.component_iters.split(","))):
@@ -228,8 +236,9 @@ def main(argv=None):
                 load,
             )
 
-    closed, adam = rows[0], rows[1]
+    closed, adam = rows[0], min(rows[1:3], key=lambda row: row[2])
     print()
+    print(f"time reference: {adam[0]}")
     print("| model | mean PSNR (dB) | gain (dB) | fit s | time / Adam's | iterations | load |")
     print("|---|---|---|---|---|---|---|")
     for label, value, seconds, n_iter, load, _ in rows:
