@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from arn_sklearn import ARNRegressor
 from arn_sklearn._kernels._assignment import SIMILARITIES
-from arn_sklearn._learning._ridge import RELATIVE_ALPHAS, ValidationRidge
+from arn_sklearn._learning._ridge import RELATIVE_ALPHAS, HeldOutRidge
 from arn_sklearn._learning._training import VARPRO_SOLVERS
 from arn_sklearn._learning._varpro import closed_form_weights, predict
 
@@ -40,12 +40,11 @@ def test_choice_is_the_brute_force_best_penalty(similarity, weighted):
     w = random.uniform(0.2, 2.0, size=len(X)) if weighted else np.ones(len(X))
     anchors, softness = random.normal(size=(5, 3)), 1.3
     train, held = slice(0, 350), slice(350, None)
-    _, _, stats = closed_form_weights(
-        X[train], Y[train], w[train], anchors, softness, similarity, 1.0, xp
+    stats, held_out = (
+        closed_form_weights(X[r], Y[r], w[r], anchors, softness, similarity, 1.0, xp)[2]
+        for r in (train, held)
     )
-    alpha, score = ValidationRidge(X[held], Y[held], w[held], similarity, xp).choose(
-        anchors, softness, stats
-    )
+    alpha, score = HeldOutRidge(Y[held], w[held]).choose(stats, held_out, xp)
 
     scale = np.trace(stats.gram) / stats.gram.shape[0]
     errors, scores = [], []

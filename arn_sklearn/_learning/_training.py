@@ -23,7 +23,7 @@ from .._utils._arrays import to_numpy
 from .._utils._threads import single_threaded_blas
 from .._utils._warnings import warn_user
 from ._optim import make_optimizer, run_epochs
-from ._ridge import ValidationRidge
+from ._ridge import HeldOutRidge
 from ._varpro import closed_form_weights, fit_varpro, reduced_objective
 from ._varpro import predict as varpro_predict
 
@@ -173,7 +173,7 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
     With ``options.alpha="auto"`` the penalty is chosen on held-out rows (the
     ``early_stopping`` split; without it, the same split held out for this
     choice only) at the start of each stage, for the stage's start anchors
-    (:class:`~arn_sklearn._learning._ridge.ValidationRidge`); a stage then
+    (:class:`~arn_sklearn._learning._ridge.HeldOutRidge`); a stage then
     minimises the objective of that penalty, and the final closed form keeps
     the last stage's penalty per unit of row weight.
     """
@@ -187,7 +187,7 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
         X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
         X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
         if auto:
-            ridge = ValidationRidge(X_val, Y_val, w_val, kind, xp)
+            ridge = HeldOutRidge(Y_val, w_val)
     else:
         X_train, Y_train, w_train = X, Y, w
     if options.early_stopping:
@@ -216,8 +216,9 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
             print(f"[ARN] {options.solver} stage {stage + 1}/{len(stages)}: {X_s.shape[0]} rows")
         anchors = xp.asarray(np.asarray(to_numpy(anchors), dtype=np.float64))
         if ridge is not None:
-            alpha_per_weight = _chosen_alpha(ridge, anchors, softness, X_s, Y_s, w_s, options, xp)
-            alpha_per_weight /= stage_weight
+            rows_s, rows_val = (X_s, Y_s, w_s), (X_val, Y_val, w_val)
+            alpha = _chosen_alpha(ridge, anchors, softness, rows_s, rows_val, options, xp)
+            alpha_per_weight = alpha / stage_weight
         anchors, softness, stage_history = minimise(
             X_s,
             Y_s,
@@ -264,16 +265,17 @@ def fixed_alpha(alpha):
     return DEFAULT_ALPHA if alpha == "auto" else alpha
 
 
-def _chosen_alpha(ridge, anchors, softness, X, Y, w, options, xp):
-    """The held-out choice of the penalty for ``anchors`` on the rows ``(X, Y, w)``."""
+def _chosen_alpha(ridge, anchors, softness, rows, held_out_rows, options, xp):
+    """The held-out choice of the penalty for ``anchors`` on ``rows`` (``(X, Y, w)``)."""
     with single_threaded_blas():
-        _, _, stats = closed_form_weights(
-            X, Y, w, anchors, softness, options.similarity, DEFAULT_ALPHA, xp
+        stats, held_out = (
+            closed_form_weights(*r, anchors, softness, options.similarity, DEFAULT_ALPHA, xp)[2]
+            for r in (rows, held_out_rows)
         )
-        alpha, score = ridge.choose(anchors, softness, stats)
+        alpha, score = ridge.choose(stats, held_out, xp)
     if options.verbose:
         print(
-            f"[ARN] alpha {alpha:.4g} for {X.shape[0]} rows "
+            f"[ARN] alpha {alpha:.4g} for {rows[0].shape[0]} rows "
             f"({alpha / stats.weight_sum:.3g} per unit weight), held-out R^2 {score:.6g}"
         )
     return alpha
