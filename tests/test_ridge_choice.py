@@ -124,3 +124,21 @@ def test_auto_is_validated_and_a_grid_search_over_alpha_still_works():
     assert search.best_params_["alpha"] in ("auto", 0.01, 1.0)
     fixed = search.cv_results_["params"].index({"alpha": 0.01})
     assert np.isfinite(search.cv_results_["mean_test_score"][fixed])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_auto_without_rows_to_hold_out_uses_the_unit_penalty():
+    X, Y = smooth_problem(200, 0.1, n_targets=1)
+    common = dict(solver="gauss_newton", max_iter=3, random_state=0)
+    # Three rows: no split of 2 + 2 rows exists.
+    tiny = ARNRegressor(2, **common).fit(X[:3], Y[:3, 0])
+    reference = ARNRegressor(2, alpha=1.0, **common).fit(X[:3], Y[:3, 0])
+    assert tiny.alpha_ == 1.0
+    np.testing.assert_array_equal(tiny.coef_, reference.coef_)
+    # Five weighted rows of 200: the held-out side has no weight.
+    w = np.zeros(len(X))
+    w[:5] = 1.0
+    assert ARNRegressor(2, **common).fit(X, Y[:, 0], sample_weight=w).alpha_ == 1.0
+    # With early stopping the split's own error stands.
+    with pytest.raises(ValueError, match="early_stopping needs at least 2"):
+        ARNRegressor(2, early_stopping=True, **common).fit(X[:3], Y[:3, 0])

@@ -10,7 +10,7 @@ closures that ``_optim.run_epochs`` (minibatch solvers) or
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -180,16 +180,17 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
     kind = options.similarity
     auto = options.alpha == "auto"
     validation_score, ridge = None, None
+    X_train, Y_train, w_train = X, Y, w
     if options.early_stopping or auto:
-        train_rows, validation_rows = _validation_split(
-            X.shape[0], options.validation_fraction, random_state
-        )
-        X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
-        X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
-        if auto:
-            ridge = HeldOutRidge(Y_val, w_val)
-    else:
-        X_train, Y_train, w_train = X, Y, w
+        split = _held_out_split(X, Y, w, options, xp, random_state)
+        if split is None:
+            # alpha="auto" alone, too few rows (or weight) to hold any out: the
+            # closed form's penalty.
+            options, auto = replace(options, alpha=DEFAULT_ALPHA), False
+        else:
+            (X_train, Y_train, w_train), (X_val, Y_val, w_val) = split
+            if auto:
+                ridge = HeldOutRidge(Y_val, w_val)
     if options.early_stopping:
 
         def validation_score(anchors, softness, W, y_mean):
@@ -257,6 +258,28 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
     history.alpha = alpha_per_weight * float(xp.sum(w))
     warn_if_unfinished(history, options)
     return anchors, softness, history
+
+
+def _held_out_split(X, Y, w, options, xp, random_state):
+    """``((X, Y, w) training, (X, Y, w) held out)`` of ``early_stopping`` or ``alpha="auto"``.
+
+    With ``early_stopping`` the split's own errors stand; for ``alpha="auto"``
+    alone, None where it cannot be made (under 4 rows, or no weight on a side).
+    """
+    try:
+        train_rows, validation_rows = _validation_split(
+            X.shape[0], options.validation_fraction, random_state
+        )
+    except ValueError:
+        if options.early_stopping:
+            raise
+        return None
+    train, held_out = (_take_rows(xp, rows, X, Y, w) for rows in (train_rows, validation_rows))
+    if not options.early_stopping and not (
+        float(xp.sum(train[2])) > 0 and float(xp.sum(held_out[2])) > 0
+    ):
+        return None
+    return train, held_out
 
 
 def fixed_alpha(alpha):
