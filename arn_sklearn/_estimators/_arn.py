@@ -98,7 +98,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         among 21 values from 1e-10 to 1 times the mean eigenvalue of the
         lifted Gram matrix (one eigendecomposition for all of them). A fixed
         penalty rarely suits learned anchors: with ``alpha=1`` they ended at
-        5x the test error on a near-noiseless robot arm, and a fixed small
+        9x the test error on a near-noiseless robot arm, and a fixed small
         one over-fits small data (``benchmarks/learned_vs_mlp.py``,
         ``docs/user_guide/learned.md``). ``alpha_`` holds the value used.
     anchors : {"auto", "kmeans", "kplane", "random"} or array-like, default="auto"
