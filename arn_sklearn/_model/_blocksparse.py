@@ -35,6 +35,7 @@ from .._kernels._block_cg import (
     BlockRows,
     anchor_aggregates,
     block_pcg,
+    shared_block_pcg,
 )
 from .._kernels._pair_gram import (
     PAGE_BYTES,
@@ -557,12 +558,7 @@ class BlockSparseStatistics:
         key = (id(self.blocks), self.pair_keys.shape[0], self.n_samples, self.weight_sum)
         cached = getattr(self, "_block_rows_cache", None)
         if cached is None or cached[0] != key:
-            blocks = to_numpy(self.blocks)
-            # Block-row panels make each product ~1.5x faster but copy the blocks
-            # twice more: only when that takes at most half the free memory.
-            available = available_memory_bytes()
-            panels = available is None or 2 * blocks.nbytes <= available // 2
-            rows = BlockRows(to_numpy(self.pair_keys), blocks, self.n_anchors, panels=panels)
+            rows = BlockRows(to_numpy(self.pair_keys), to_numpy(self.blocks), self.n_anchors)
             self._block_rows_cache = cached = (key, rows)
         return cached[1]
 
@@ -796,7 +792,8 @@ class IterativeFactor:
 
     iterative = True
 
-    def __init__(self, stats, alpha, like=None, xp=None, rtol=None):
+    def __init__(self, stats, alpha, like=None, xp=None, rtol=None, method="block"):
+        self.method = method
         self.rows = stats.block_rows()
         self.alpha = float(alpha)
         self.n_threads = blas_thread_count()
@@ -818,7 +815,8 @@ class IterativeFactor:
         host = np.asarray(to_numpy(B), dtype=np.float64)
         start = None if x0 is None else np.asarray(to_numpy(x0), dtype=np.float64)
         with single_threaded_blas():
-            X, self.n_iter_ = block_pcg(
+            solver = shared_block_pcg if self.method == "block" else block_pcg
+            X, self.n_iter_ = solver(
                 self.matmul,
                 self.precondition,
                 host,
