@@ -155,9 +155,7 @@ class BlockRows:
                     # Row a over b < a: the blocks (b, a) gathered from b's stacks.
                     stack = _take(self.blocks, self.mirror_blocks[s:e], blocks)
                     partners = _take(V3, self.mirror_partners[s:e], vectors)
-                    out[a] += stack.reshape((e - s) * d1, d1).T @ partners.reshape(
-                        (e - s) * d1, t
-                    )
+                    out[a] += stack.reshape((e - s) * d1, d1).T @ partners.reshape((e - s) * d1, t)
 
         if n_threads > 1:
             with ThreadPoolExecutor(n_threads) as pool:
