@@ -310,7 +310,11 @@ def blas_section(p=1344, t=81, size=3000, repeat=5):
 
 
 def cg_section(n=200_000, m=1024, d=30, t=81, k=4):
-    """The Gram product of CG (in place) over one dgemm's rate, and a solve each way."""
+    """The Gram product of CG (in place) over one dgemm's rate, and a solve each way.
+
+    Also the same product on a float32 copy of the blocks (what a mixed-precision
+    CG would run; not used by the package), its rate and its relative error.
+    """
     from arn_sklearn._model._blocksparse import IterativeFactor
 
     X, Y = clustered(n + m, d, t, n_clusters=200)
@@ -323,8 +327,12 @@ def cg_section(n=200_000, m=1024, d=30, t=81, k=4):
     rows = BlockRows(stats.pair_keys, stats.blocks, m)
     V = np.random.default_rng(0).normal(size=(stats.n_lifted, t))
     gflops = dgemm_gflops()
+    rows32 = BlockRows(stats.pair_keys, stats.blocks.astype(np.float32), m)
     with single_threaded_blas():
         rate = rows.flops(t) / best(lambda: rows.matmul(V, n_threads=2)) / 1e9
+        rate32 = rows.flops(t) / best(lambda: rows32.matmul(V, n_threads=2)) / 1e9
+        exact = rows.matmul(V, n_threads=2)
+        error32 = np.linalg.norm(rows32.matmul(V, n_threads=2) - exact) / np.linalg.norm(exact)
     rhs, _ = centered_rhs(stats, XP)
     solves = []
     for method in ("block", "columns"):
@@ -334,7 +342,8 @@ def cg_section(n=200_000, m=1024, d=30, t=81, k=4):
         solves.append(f"{method} {factor.n_iter_} iterations, {time.perf_counter() - tic:.1f} s")
     print(
         f"\n[cg] m={m}, {stats.pair_keys.size} pairs, {t} targets: Gram product in place "
-        f"{rate:.1f} GFLOP/s = {rate / gflops:.2f} of dgemm ({gflops:.1f}); CG at alpha 1: "
+        f"{rate:.1f} GFLOP/s = {rate / gflops:.2f} of dgemm ({gflops:.1f}); on float32 blocks "
+        f"{rate32 / gflops:.2f} of dgemm, relative error {error32:.1e}; CG at alpha 1: "
         f"{'; '.join(solves)}; the cost model picks {stats.choose_solver(1.0)}"
     )
 

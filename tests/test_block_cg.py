@@ -143,8 +143,10 @@ def test_aggregates_stay_inside_connected_components_and_fill_them():
 
 @pytest.mark.parametrize("kind", ["separated", "overlapping", "dense"])
 @pytest.mark.parametrize("alpha", [1e-3, 1.0, 100.0])
-def test_iterative_direct_and_dense_predictions_agree(kind, alpha):
+@pytest.mark.parametrize("block_cg", [True, False])
+def test_iterative_direct_and_dense_predictions_agree(monkeypatch, kind, alpha, block_cg):
     """The documented tolerance: predictions within 1e-6 relative of the exact solve."""
+    monkeypatch.setattr(bs, "_BLOCK_CG_WORK", 0.0 if block_cg else np.inf)
     d = 30 if kind == "overlapping" else 4
     stats, X, assign = statistics(kind, d=d)
     X_new = X[::3] + 0.1
@@ -252,7 +254,7 @@ def test_block_pcg_warns_when_it_runs_out_of_iterations(solver):
         )
 
 
-@pytest.mark.parametrize("method", ["block", "columns"])
+@pytest.mark.parametrize("method", ["auto", "block", "columns"])
 def test_iterative_factor_solves_any_right_hand_side(method):
     stats, _, _ = statistics("overlapping", d=30)
     factor = bs.IterativeFactor(stats, 0.5, xp=xp, method=method)
@@ -267,8 +269,20 @@ def test_iterative_factor_solves_any_right_hand_side(method):
 
 def test_iterative_factor_rejects_an_unknown_method():
     stats, _, _ = statistics("overlapping", d=4)
-    with pytest.raises(ValueError, match="method='lanczos' must be 'block' or 'columns'"):
+    with pytest.raises(ValueError, match="method='lanczos' must be 'auto', 'block' or"):
         bs.IterativeFactor(stats, 0.5, xp=xp, method="lanczos")
+
+
+def test_iterative_factor_takes_block_cg_where_the_gram_product_dominates():
+    stats, _, _ = statistics("overlapping", d=30)
+    factor = bs.IterativeFactor(stats, 0.5, xp=xp)
+    rows = factor.rows
+    per_row = rows.n_stored / rows.n_anchors
+    # Block CG's own work ~16 p t^2 against the product's 2 n_blocks d1^2 t.
+    wide = int(np.ceil(per_row * rows.d1 / 40)) + 1
+    assert factor.chosen_method(np.zeros((rows.shape[0], wide))) == "columns"
+    assert factor.chosen_method(np.zeros((rows.shape[0], 1))) == "block"
+    assert factor.chosen_method(np.zeros(rows.shape[0])) == "block"
 
 
 def test_solve_path_warm_starts_match_independent_solves():

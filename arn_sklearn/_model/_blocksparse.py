@@ -84,6 +84,10 @@ _SUPERLU_SLOWDOWN = 20.0
 # clusters, where the aggregates took 4-6).
 _CG_FLOP_SHARE = 0.5
 _CG_ITERATIONS = 20
+# Block CG (one Krylov space for all targets) when its own ~16 p t^2 flops per
+# iteration are at most a fifth of the Gram product's 2 n_blocks (d + 1)^2 t:
+# at least this many times t / (d + 1) stored blocks per anchor row.
+_BLOCK_CG_WORK = 40.0
 # Most unknowns per aggregate of CG's preconditioner (16 anchors at d = 30):
 # its inverses take at most ``p x 512`` doubles.
 _AGGREGATE_UNKNOWNS = 512
@@ -791,18 +795,23 @@ class IterativeFactor:
     relative energy-norm tolerance ``rtol``: predictions agree with an exact
     solve's to about 1e-6 relative.
 
-    ``method="block"`` (default) runs block CG, all columns in one shared Krylov
-    space (:func:`~arn_sklearn._kernels._block_cg.shared_block_pcg`): on 300k
-    rows of x3 patch statistics, 15 iterations where one space per column
+    ``method="block"`` runs block CG, all columns in one shared Krylov space
+    (:func:`~arn_sklearn._kernels._block_cg.shared_block_pcg`): on 300k rows
+    of x3 patch statistics, 15 iterations where one space per column
     (``method="columns"``, :func:`~arn_sklearn._kernels._block_cg.block_pcg`)
-    took 22, for the same Gram product per iteration.
+    took 22, for the same Gram product per iteration. Its own work, about
+    ``16 p t^2`` flops per iteration for ``t`` columns, exceeds the product's
+    on sparse graphs (1024 anchors of overlapping clusters: 8 stored blocks
+    per anchor row, same 6 iterations either way), so ``method="auto"``
+    (default) takes it where that work is at most a fifth of the product's
+    ``2 n_blocks (d + 1)^2 t``: at least ``40 t / (d + 1)`` blocks per row.
     """
 
     iterative = True
 
-    def __init__(self, stats, alpha, like=None, xp=None, rtol=None, method="block"):
-        if method not in ("block", "columns"):
-            raise ValueError(f"method={method!r} must be 'block' or 'columns'.")
+    def __init__(self, stats, alpha, like=None, xp=None, rtol=None, method="auto"):
+        if method not in ("auto", "block", "columns"):
+            raise ValueError(f"method={method!r} must be 'auto', 'block' or 'columns'.")
         self.method = method
         self.rows = stats.block_rows()
         self.alpha = float(alpha)
@@ -821,11 +830,19 @@ class IterativeFactor:
         """``(G + alpha I) V`` on the host."""
         return self.rows.matmul(V, n_threads=self.n_threads) + self.alpha * V
 
+    def chosen_method(self, B):
+        """ "block" or "columns" for right-hand sides ``B``, see the class docstring."""
+        if self.method != "auto":
+            return self.method
+        t = B.shape[1] if B.ndim == 2 else 1
+        blocks_per_row = self.rows.n_stored / max(self.rows.n_anchors, 1)
+        return "block" if blocks_per_row >= _BLOCK_CG_WORK * t / self.rows.d1 else "columns"
+
     def solve(self, B, x0=None):
         host = np.asarray(to_numpy(B), dtype=np.float64)
         start = None if x0 is None else np.asarray(to_numpy(x0), dtype=np.float64)
         with single_threaded_blas():
-            solver = shared_block_pcg if self.method == "block" else block_pcg
+            solver = block_pcg if self.chosen_method(host) == "columns" else shared_block_pcg
             X, self.n_iter_ = solver(
                 self.matmul,
                 self.precondition,
