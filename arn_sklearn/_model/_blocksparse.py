@@ -504,7 +504,8 @@ class BlockSparseStatistics:
         if solver == "iterative":
             W = factor.solve(rhs, x0=x0)
             self.solve_note = (
-                f" (CG: {factor.n_iter_} iterations; Gram rows and preconditioner of "
+                f" ({factor.method_used_} CG: {factor.n_iter_} iterations; Gram rows and "
+                f"preconditioner of "
                 f"{factor.n_groups} aggregates set up in {setup:.2f} s)"
             )
             return W, y_mean
@@ -805,6 +806,7 @@ class IterativeFactor:
     per anchor row, same 6 iterations either way), so ``method="auto"``
     (default) takes it where that work is at most a fifth of the product's
     ``2 n_blocks (d + 1)^2 t``: at least ``40 t / (d + 1)`` blocks per row.
+    After :meth:`solve`, ``n_iter_`` and ``method_used_`` say what it ran.
     """
 
     iterative = True
@@ -824,7 +826,7 @@ class IterativeFactor:
         )
         self.like, self.xp = like, xp
         self.rtol = DEFAULT_RTOL if rtol is None else rtol
-        self.n_iter_ = None
+        self.n_iter_ = self.method_used_ = None
 
     def matmul(self, V):
         """``(G + alpha I) V`` on the host."""
@@ -842,7 +844,8 @@ class IterativeFactor:
         host = np.asarray(to_numpy(B), dtype=np.float64)
         start = None if x0 is None else np.asarray(to_numpy(x0), dtype=np.float64)
         with single_threaded_blas():
-            solver = block_pcg if self.chosen_method(host) == "columns" else shared_block_pcg
+            self.method_used_ = self.chosen_method(host)
+            solver = block_pcg if self.method_used_ == "columns" else shared_block_pcg
             X, self.n_iter_ = solver(
                 self.matmul,
                 self.precondition,
