@@ -28,8 +28,11 @@ the times more than the code does. Tasks:
   does (``similarity="absdot"``, ``alpha=0.1``, no scaler: the unit-norm features
   are its geometry, and unscaled targets weigh the pixels as the PSNR does), from
   the spherical KMeans start (``anchors="kmeans"``): the closed form at 16 and 64
-  anchors and the learned solvers with early stopping at ``--anchors``; the MLPs
-  get the scalers as everywhere else. The line also gives the held-out patch PSNR,
+  anchors; at ``--anchors``, the closed form with contrast weights and the learned
+  row, L-BFGS on the top 16 target components then the closed form on all
+  (``target_components.TargetComponentsARN``, same weights; ``--sr-solvers``: also
+  solvers on all targets with early stopping); the MLPs get the scalers as
+  everywhere else. The line also gives the held-out patch PSNR,
   ``10 log10(1 / MSE)`` (pixels in [0, 1]; not whole-image PSNR, no overlap
   averaging; whole images: ``benchmarks/learned_sr.py``).
 
@@ -63,6 +66,7 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from arn_benchmarks.common import make_data  # noqa: E402
+from target_components import TargetComponentsARN  # noqa: E402
 
 from arn_sklearn import ARNRegressor  # noqa: E402
 from arn_sklearn.demo import make_arm  # noqa: E402
@@ -88,15 +92,20 @@ class PatchNormalised(RegressorMixin, BaseEstimator):
     """What ``SuperResolver`` does around its regressor, for raw patch rows.
 
     Features divided by their norm, targets by the same norm (A+'s flat-patch
-    rule), predictions multiplied by the norm.
+    rule), predictions multiplied by the norm. ``patch_weights="contrast"``
+    weighs each row by its feature norm (``SuperResolver``'s option).
     """
 
-    def __init__(self, regressor):
+    def __init__(self, regressor, patch_weights="uniform"):
         self.regressor = regressor
+        self.patch_weights = patch_weights
 
     def fit(self, X, Y):
         X, norms = normalise_rows(X)
-        self.regressor_ = clone(self.regressor).fit(X, Y / target_scales(norms)[:, None])
+        fit_params = {"sample_weight": norms} if self.patch_weights == "contrast" else {}
+        self.regressor_ = clone(self.regressor).fit(
+            X, Y / target_scales(norms)[:, None], **fit_params
+        )
         return self
 
     def predict(self, X):
@@ -104,11 +113,17 @@ class PatchNormalised(RegressorMixin, BaseEstimator):
         return self.regressor_.predict(X) * norms[:, None]
 
 
-def sr_models(n_anchors, skip_mlp, solvers=("lbfgs",), seed=0):
+def sr_models(n_anchors, skip_mlp, solvers=(), seed=0, component_iters=(12,)):
     """``(label, factory)`` of the sr task's models (each already wrapped).
 
-    Gauss-Newton is not a default here: with 81 outputs its Jacobian pass costs
-    ``n t q^2`` (q = 384 anchor coordinates), 13 s a step on 4,500 rows.
+    The learned rows: :class:`target_components.TargetComponentsARN` (L-BFGS,
+    each cap of ``component_iters`` steps on the top 16 target components, no
+    early stopping, then the closed form on all 81 targets) with contrast
+    weights, next to the closed form with the same weights; and with
+    ``solvers`` each of them on all targets with early stopping (which kept
+    its start on these patches in every run so far). Gauss-Newton is not a
+    default: with 81 outputs its Jacobian pass costs ``n t q^2`` (q = 384
+    anchor coordinates), 13 s a step on 4,500 rows.
     """
     common = dict(similarity="absdot", alpha=SR_ALPHA, anchors="kmeans", random_state=seed)
     out = [
@@ -118,6 +133,22 @@ def sr_models(n_anchors, skip_mlp, solvers=("lbfgs",), seed=0):
         )
         for m in sorted({16, 64, n_anchors})
     ]
+    out.append(
+        (
+            f"ARN closed form m={n_anchors}, absdot, contrast weights",
+            lambda: PatchNormalised(ARNRegressor(n_anchors, **common), "contrast"),
+        )
+    )
+    for cap in component_iters:
+        out.append(
+            (
+                f"ARN lbfgs m={n_anchors}, {cap} steps on 16 target components, "
+                "then closed form, contrast weights",
+                lambda cap=cap: PatchNormalised(
+                    TargetComponentsARN(n_anchors, 16, cap, **common), "contrast"
+                ),
+            )
+        )
     for solver in solvers:
         out.append(
             (
@@ -229,7 +260,7 @@ def models(n_anchors, lbfgs, skip_mlp, alpha=None, seed=0):
     return out
 
 
-def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None, sr_solvers=("lbfgs",)):
+def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None, sr_solvers=()):
     X, Y, X_test, Y_test = task_data(name, n)
     rows = []
     if name == "sr":
@@ -357,8 +388,8 @@ def main(argv=None):
     )
     parser.add_argument(
         "--sr-solvers",
-        default="lbfgs",
-        help="learned solvers of the sr task (comma-separated, e.g. lbfgs,gauss_newton)",
+        default="",
+        help="also these learned solvers on all sr targets, early stopping (e.g. lbfgs)",
     )
     args = parser.parse_args(argv)
     if args.efficiency:
