@@ -1,10 +1,11 @@
 """Learned anchors against scikit-learn's MLP: test error and fit time, same run.
 
 Per task, the test error and fit time of ``ARNRegressor(solver="gauss_newton")``
-with and without ``early_stopping``, with early stopping at ``alpha=1e-3`` (the
-default ``alpha=1`` over-smooths the near-noiseless arm: test MSE 0.00122 against
-0.00024 with 16 anchors), and, with ``--lbfgs``, of ``solver="lbfgs"``
-against ``MLPRegressor`` with
+with its defaults (``alpha="auto"``: the penalty chosen on held-out rows) with
+and without ``early_stopping``, with early stopping at a fixed ``--alpha``
+(default 1, the previous default, which over-smooths the near-noiseless arm:
+test MSE 0.00120 against 0.00013 with the chosen penalty, 16 anchors), and,
+with ``--lbfgs``, of ``solver="lbfgs"`` against ``MLPRegressor`` with
 ``early_stopping=True`` at (128, 128) and (256, 256) hidden units; the ratios
 are to the MLP with the lower test error. Every model is fitted behind a
 ``StandardScaler`` on the inputs and the targets (``TransformedTargetRegressor``),
@@ -37,10 +38,14 @@ the times more than the code does. Tasks:
   averaging; whole images: ``benchmarks/learned_sr.py``).
 
     python benchmarks/learned_vs_mlp.py [--n 20000] [--tasks report,friedman,arm,sr]
-        [--anchors 16] [--alpha 1e-3] [--lbfgs] [--skip-mlp] [--efficiency]
-        [--sr-solvers lbfgs]
+        [--anchors 16] [--alpha 1] [--lbfgs] [--skip-mlp] [--efficiency]
+        [--sr-solvers lbfgs] [--one-blas-thread]
 
-Prints one line per model as it finishes, then a Markdown table. With
+Prints one line per model as it finishes, then a Markdown table: wall-clock fit time
+and the process's CPU time (all its threads). On a shared machine the wall ratio
+follows the load more than the code (an MLP with multithreaded BLAS took 232 s at load
+5.5 where it takes 8.5 s alone); ``--one-blas-thread`` fits every model under one BLAS
+thread, so that the CPU-time ratio compares the work done. With
 ``--efficiency``, first the time of one Gauss-Newton step's two passes over
 the rows (the closed form at the trial point; the Jacobian pass) against the
 BLAS time of the same products on arrays of the same shapes (best of 5, same
@@ -53,6 +58,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
@@ -62,6 +68,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -260,7 +267,7 @@ def models(n_anchors, lbfgs, skip_mlp, alpha=None, seed=0):
     return out
 
 
-def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None, sr_solvers=()):
+def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None, sr_solvers=(), one_thread=False):
     X, Y, X_test, Y_test = task_data(name, n)
     rows = []
     if name == "sr":
@@ -273,22 +280,27 @@ def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None, sr_solvers=()):
     for label, factory in factories:
         model = factory()
         load = os.getloadavg()[0]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), blas_limit(one_thread):
             warnings.simplefilter("ignore", ConvergenceWarning)
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             model.fit(X, Y)
-            seconds = time.perf_counter() - tic
+            seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
         mse = float(np.mean((model.predict(X_test) - Y_test) ** 2))
         n_iter = getattr(_final_estimator(model), "n_iter_", "")
-        rows.append((label, mse, seconds, n_iter))
+        rows.append((label, mse, seconds, n_iter, cpu))
         # Residual pixels in [0, 1]: the patch MSE gives a (patch) PSNR directly.
         psnr = f", patch PSNR {10 * np.log10(1 / mse):.3f} dB" if name == "sr" else ""
         print(
-            f"{name}: {label}: test MSE {mse:.5g}{psnr}, fit {seconds:.2f} s, "
-            f"n_iter {n_iter}, load {load:.1f}"
+            f"{name}: {label}: test MSE {mse:.5g}{psnr}, fit {seconds:.2f} s "
+            f"(CPU {cpu:.2f} s), n_iter {n_iter}, load {load:.1f}"
         )
         sys.stdout.flush()
     return rows
+
+
+def blas_limit(one_thread):
+    """One BLAS thread for the block when ``one_thread``, else the machine's threads."""
+    return threadpool_limits(limits=1, user_api="blas") if one_thread else nullcontext()
 
 
 def _final_estimator(model):
@@ -354,20 +366,25 @@ def efficiency(n, n_anchors, repeats=5):
 
 def table(results):
     lines = [
-        "| task | model | test MSE | fit s | iterations | MSE / MLP's | time / MLP's |",
-        "|---|---|---|---|---|---|---|",
+        "| task | model | test MSE | fit s | CPU s | iterations | MSE / MLP's | time / MLP's "
+        "| CPU / MLP's |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for task, rows in results.items():
         mlps = [r for r in rows if r[0].startswith("MLP")]
         best = min(mlps, key=lambda r: r[1]) if mlps else None
-        for label, mse, seconds, n_iter in rows:
+        for label, mse, seconds, n_iter, cpu in rows:
             if best is None or label.startswith("MLP"):
-                ratios = ("", "")
+                ratios = ("", "", "")
             else:
-                ratios = (f"{mse / best[1]:.2f}", f"{seconds / best[2]:.2f}")
+                ratios = (
+                    f"{mse / best[1]:.2f}",
+                    f"{seconds / best[2]:.2f}",
+                    f"{cpu / best[4]:.2f}",
+                )
             lines.append(
-                f"| {task} | {label} | {mse:.4g} | {seconds:.1f} | {n_iter} | "
-                f"{ratios[0]} | {ratios[1]} |"
+                f"| {task} | {label} | {mse:.4g} | {seconds:.1f} | {cpu:.1f} | {n_iter} | "
+                f"{ratios[0]} | {ratios[1]} | {ratios[2]} |"
             )
     return "\n".join(lines)
 
@@ -381,10 +398,15 @@ def main(argv=None):
     parser.add_argument("--skip-mlp", action="store_true")
     parser.add_argument("--efficiency", action="store_true")
     parser.add_argument(
+        "--one-blas-thread",
+        action="store_true",
+        help="fit every model under one BLAS thread (compare CPU times on a busy machine)",
+    )
+    parser.add_argument(
         "--alpha",
         type=float,
-        default=1e-3,
-        help="also Gauss-Newton with early stopping at this ridge penalty (0: no such row)",
+        default=1.0,
+        help="also Gauss-Newton with early stopping at this fixed ridge penalty (0: no such row)",
     )
     parser.add_argument(
         "--sr-solvers",
@@ -404,6 +426,7 @@ def main(argv=None):
             args.skip_mlp,
             args.alpha or None,
             tuple(filter(None, args.sr_solvers.split(","))),
+            args.one_blas_thread,
         )
     print()
     print(table(results))
