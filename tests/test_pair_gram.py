@@ -28,7 +28,7 @@ def naive(X, Y, w, idx, vals, m):
 def chunk_data(b=600, m=7, k=3, d=4, t=2, seed=0):
     rng = np.random.RandomState(seed)
     idx = np.stack([rng.choice(m, k, replace=False) for _ in range(b)])
-    idx[:200] = [4, 1, 6]  # a frequent set: pairs well above MIN_PAIR_ROWS
+    idx[:200] = [4, 1, 6]  # a frequent set: pairs of many rows
     vals = rng.dirichlet(np.ones(k), size=b)
     vals[0, 0] = 0.0  # an assignment that underflowed
     w = rng.uniform(0, 2, b)
@@ -42,12 +42,16 @@ def threads(tasks):
             future.result()
 
 
-@pytest.mark.parametrize("min_rows", [1, 16, 10**6])  # every pair large / mixed / small
+# Every pair its own batch (pieces of 8 rows, or 4096) / mixed / every pair in shared stacks.
+@pytest.mark.parametrize("own_rows, batch_rows", [(1, 8), (1, 4096), (16, 64), (10**6, 4096)])
 @pytest.mark.parametrize("n_tasks", [1, 2])
 @pytest.mark.parametrize("table", [True, False])
 @pytest.mark.parametrize("set_share", [0.25, 2.0])  # frequent sets by set GEMMs / never
-def test_accumulate_chunk_equals_naive_sums(min_rows, n_tasks, table, set_share, monkeypatch):
-    monkeypatch.setattr(pg, "MIN_PAIR_ROWS", min_rows)
+def test_accumulate_chunk_equals_naive_sums(
+    own_rows, batch_rows, n_tasks, table, set_share, monkeypatch
+):
+    monkeypatch.setattr(pg, "_OWN_BATCH_ROWS", own_rows)
+    monkeypatch.setattr(pg, "_BATCH_ROWS", batch_rows)
     monkeypatch.setattr(pg._FrequentSets, "MIN_SHARE", set_share)
     m = 7
     X, Y, w, idx, vals = chunk_data(m=m)
