@@ -1,21 +1,21 @@
-"""Pair blocks of a top-k Gram matrix: per anchor, small GEMMs on rows held in cache.
+"""Pair blocks of a top-k Gram matrix: per-anchor GEMMs and batched per-pair dsyrk.
 
 A row with top-k anchors ``a_s`` (assignments ``v_s``, weight ``w``) adds
 ``w v_s v_t x1 x1^T`` (``x1 = [x, 1]``) to each block ``(a_s, a_t)`` and
 ``w v_s x1 [y, 1]^T`` to anchor ``a_s``'s rows of ``[Z^T Y, Z^T 1]``. Every
 block is symmetric, so only ``a <= b`` is computed and stored.
 
-:func:`accumulate_chunk` groups the chunk's (row, anchor) entries by anchor and
-its (row, pair) entries by pair with linear radix sorts, then visits the
-anchors in reverse Cuthill-McKee order of the pair graph (anchors that share
-rows one after the other, contiguous runs per caller's thread). Anchor ``a``'s
-rows are gathered once, a block of a few hundred rows that stays in cache,
-and give in ONE GEMM its diagonal block and its ``Z^T Y`` rows
-(``(w v_a x1)^T [v_a x1, y, 1]``). Each pair ``(a, b > a)`` with
-``MIN_PAIR_ROWS`` rows or more is one GEMM on rows gathered from that cached
-block; the pairs with fewer rows (most pairs of isotropic data) go through
-batched matmuls over zero-padded stacks. When a quarter of the chunk's rows
-or more share their whole top-k set with 15 others or more (overlapping
+:func:`accumulate_chunk` works in two stages of tasks shared by the caller's
+threads. First, each anchor's rows (grouped by a linear radix sort) are
+gathered once and give in ONE GEMM its diagonal block and its ``Z^T Y`` rows
+(``[v_a x1, y, 1]^T (w v_a x1)``), while one task groups the chunk's
+(row, pair) entries by pair with a single sort of packed ``key << bits |
+entry`` integers. Then each pair block is the Gram matrix ``Q^T Q`` of its
+rows scaled by ``sqrt(w v_a v_b)``: pairs of 256 rows or more alone (one
+dsyrk per 4096 rows), the others in batched matmuls over stacks padded to
+2, 4, 8 or a multiple of 8 rows, about 1 MiB each (isotropic data has most of
+its pairs under 16 rows in a chunk). When a quarter of the chunk's rows or
+more share their whole top-k set with 15 others or more (overlapping
 clusters), those rows go first through one GEMM per set (:class:`_FrequentSets`).
 
 :class:`PairBlockStore` holds the blocks while a stream is accumulated: each
