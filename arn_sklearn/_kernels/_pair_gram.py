@@ -5,12 +5,12 @@ A row with top-k anchors ``a_s`` (assignments ``v_s``, weight ``w``) adds
 ``w v_s x1 [y, 1]^T`` to anchor ``a_s``'s rows of ``[Z^T Y, Z^T 1]``. Every
 block is symmetric, so only ``a <= b`` is computed and stored.
 
-:func:`accumulate_chunk` works in two stages of tasks shared by the caller's
+:func:`accumulate_chunk` cuts its work in tasks shared by the caller's
 threads. First, each anchor's rows (grouped by a linear radix sort) are
 gathered once and give in ONE GEMM its diagonal block and its ``Z^T Y`` rows
 (``[v_a x1, y, 1]^T (w v_a x1)``), while one task groups the chunk's
 (row, pair) entries by pair with a single sort of packed ``key << bits |
-entry`` integers. Then each pair block is the Gram matrix ``Q^T Q`` of its
+entry`` integers. Next (no barrier), each pair block is the Gram matrix ``Q^T Q`` of its
 rows scaled by ``sqrt(w v_a v_b)``: pairs of 256 rows or more alone (one
 dsyrk per 4096 rows), the others in batched matmuls over stacks padded to
 2, 4, 8 or a multiple of 8 rows, about 1 MiB each (isotropic data has most of
@@ -255,10 +255,10 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
     run : callable
         ``run(tasks)`` calls every callable of the list ``tasks``, in any order
         and on any thread (e.g. a pool's workers taking them in turn); the tasks
-        write disjoint blocks. It is called twice.
+        write disjoint blocks. Taken in list order, no task waits for another.
     n_tasks : int
         Number of threads the tasks are shared by (the work is cut in about
-        ``4 n_tasks`` tasks per call so that the threads finish together).
+        ``4 n_tasks`` parts of each kind so that the threads finish together).
     """
     m = store.n_anchors
     d1 = X.shape[1] + 1
@@ -319,16 +319,36 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
             store.view(diag_slots[a])[...] += RT[:d1]  # symmetric
             zty1[a] += RT[d1:].T
 
-    pairs = []
+    n_parts = 4 * n if n > 1 else 1
+    grouped = []
+    grouping = threading.Lock()
 
     def group_pairs():
-        entries = _PairEntries(idx, vals, w, m)
-        # New pairs get their slots here, before any task writes them.
-        slots = store.slots(entries.keys)
-        pairs.append((entries, slots, entries.batches(b, slots)))
+        """The pair batches and their share per pair task (once, by whichever task comes first)."""
+        with grouping:
+            if not grouped:
+                entries = _PairEntries(idx, vals, w, m)
+                # New pairs get their slots here, before any task writes them.
+                slots = store.slots(entries.keys)
+                batches = entries.batches(b, slots)
+                bounds = [0] * (n_parts + 1)
+                if batches:
+                    work = np.cumsum([batch.rows.size for batch in batches])
+                    cuts = np.searchsorted(work, work[-1] * np.arange(1, n_parts) / n_parts)
+                    bounds = np.r_[0, cuts, len(batches)].tolist()
+                grouped.append((slots, batches, bounds))
+        return grouped[0]
 
-    # Stage 1: the pairs are grouped while the anchors' GEMMs run.
-    n_parts = 4 * n if n > 1 else 1
+    def pair_task(part):
+        slots, batches, bounds = group_pairs()
+        # Buffers for every batch of the part: no fresh pages per batch.
+        buffers = _PairBatch.buffers(d1)
+        add_buffer = np.empty((_ADD_BLOCKS, d1, d1))
+        for batch in batches[bounds[part] : bounds[part + 1]]:
+            store.add(slots[batch.ids], batch.gram(X1, *buffers), add_buffer)
+
+    # One list of tasks, taken in turn by the threads: the pairs are grouped
+    # while the anchors' GEMMs run, and their blocks follow without a barrier.
     work = np.cumsum(np.diff(a_ptr)[anchors])
     cuts = np.searchsorted(work, work[-1] * np.arange(1, n_parts) / n_parts) if b else []
     tasks = [group_pairs] + [
@@ -336,23 +356,7 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
     ]
     if sets is not None:
         tasks += [(lambda t=t: sets.task(t)) for t in range(n)]
-    run(tasks)
-    entries, pair_slots, batches = pairs[0]
-
-    # Stage 2: the pair blocks, batches of about equal work in turn.
-    def pair_task(group):
-        # Buffers for every batch of the group: no fresh pages per batch.
-        buffers = _PairBatch.buffers(d1)
-        add_buffer = np.empty((_ADD_BLOCKS, d1, d1))
-        for batch in group:
-            store.add(pair_slots[batch.ids], batch.gram(X1, *buffers), add_buffer)
-
-    if batches:
-        work = np.cumsum([batch.rows.size for batch in batches])
-        cuts = np.searchsorted(work, work[-1] * np.arange(1, n_parts) / n_parts)
-        bounds = np.r_[0, cuts, len(batches)].tolist()
-        groups = [batches[s:e] for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
-        run([(lambda g=g: pair_task(g)) for g in groups if g])
+    run(tasks + [(lambda part=part: pair_task(part)) for part in range(n_parts)])
     if sets is not None:
         sets.add_to(store, zty1)
 
