@@ -44,6 +44,7 @@ from arn_sklearn._kernels._solve import (
 from arn_sklearn._kernels._topk import predict_top_k, top_k_assignments
 from arn_sklearn._model._blocksparse import BlockSparseStatistics
 from arn_sklearn._model._statistics import SufficientStatistics
+from arn_sklearn._utils._threads import single_threaded_blas
 
 XP = np  # numpy is its own array namespace for these kernels (array_api_compat wraps it)
 
@@ -315,7 +316,11 @@ def blas_section(p=1344, t=81, size=3000, repeat=5):
 
 
 def cg_section(n=200_000, m=1024, d=30, t=81, k=4):
-    """The Gram product of CG (panels and in place) over one dgemm's rate, and a solve."""
+    """The Gram product of CG (in place) over one dgemm's rate, and a solve each way.
+
+    Also the same product on a float32 copy of the blocks (what a mixed-precision
+    CG would run; not used by the package), its rate and its relative error.
+    """
     from arn_sklearn._model._blocksparse import IterativeFactor
 
     X, Y = clustered(n + m, d, t, n_clusters=200)
@@ -325,22 +330,27 @@ def cg_section(n=200_000, m=1024, d=30, t=81, k=4):
         lambda c: top_k_assignments(c, C, "euclidean", 0.5, k, XP),
         XP,
     )
-    rows = BlockRows(stats.pair_keys, stats.blocks, m, panels=True)
-    in_place = BlockRows(stats.pair_keys, stats.blocks, m)
+    rows = BlockRows(stats.pair_keys, stats.blocks, m)
     V = np.random.default_rng(0).normal(size=(stats.n_lifted, t))
     gflops = dgemm_gflops()
-    rate = rows.flops(t) / best(lambda: rows.matmul(V, n_threads=2)) / 1e9
-    rate_in_place = in_place.flops(t) / best(lambda: in_place.matmul(V, n_threads=2)) / 1e9
-    factor = IterativeFactor(stats, 1.0, xp=XP)
+    rows32 = BlockRows(stats.pair_keys, stats.blocks.astype(np.float32), m)
+    with single_threaded_blas():
+        rate = rows.flops(t) / best(lambda: rows.matmul(V, n_threads=2)) / 1e9
+        rate32 = rows.flops(t) / best(lambda: rows32.matmul(V, n_threads=2)) / 1e9
+        exact = rows.matmul(V, n_threads=2)
+        error32 = np.linalg.norm(rows32.matmul(V, n_threads=2) - exact) / np.linalg.norm(exact)
     rhs, _ = centered_rhs(stats, XP)
-    tic = time.perf_counter()
-    factor.solve(rhs)
+    solves = []
+    for method in ("block", "columns"):
+        factor = IterativeFactor(stats, 1.0, xp=XP, method=method)
+        tic = time.perf_counter()
+        factor.solve(rhs)
+        solves.append(f"{method} {factor.n_iter_} iterations, {time.perf_counter() - tic:.1f} s")
     print(
-        f"\n[cg] m={m}, {stats.pair_keys.size} pairs, {t} targets: Gram product "
-        f"{rate:.1f} GFLOP/s = {rate / gflops:.2f} of dgemm ({gflops:.1f}) with block-row "
-        f"panels, {rate_in_place:.1f} GFLOP/s = {rate_in_place / gflops:.2f} in place; CG at "
-        f"alpha 1: {factor.n_iter_} iterations, {time.perf_counter() - tic:.1f} s; "
-        f"the cost model picks {stats.choose_solver(1.0)}"
+        f"\n[cg] m={m}, {stats.pair_keys.size} pairs, {t} targets: Gram product in place "
+        f"{rate:.1f} GFLOP/s = {rate / gflops:.2f} of dgemm ({gflops:.1f}); on float32 blocks "
+        f"{rate32 / gflops:.2f} of dgemm, relative error {error32:.1e}; CG at alpha 1: "
+        f"{'; '.join(solves)}; the cost model picks {stats.choose_solver(1.0)}"
     )
 
 

@@ -1,10 +1,11 @@
 """Learned anchors against scikit-learn's MLP: test error and fit time, same run.
 
 Per task, the test error and fit time of ``ARNRegressor(solver="gauss_newton")``
-with and without ``early_stopping``, with early stopping at ``alpha=1e-3`` (the
-default ``alpha=1`` over-smooths the near-noiseless arm: test MSE 0.00122 against
-0.00024 with 16 anchors), and, with ``--lbfgs``, of ``solver="lbfgs"``
-against ``MLPRegressor`` with
+with its defaults (``alpha="auto"``: the penalty chosen on held-out rows) with
+and without ``early_stopping``, with early stopping at a fixed ``--alpha``
+(default 1, the previous default, which over-smooths the near-noiseless arm:
+test MSE 0.00120 against 0.00013 with the chosen penalty, 16 anchors), and,
+with ``--lbfgs``, of ``solver="lbfgs"`` against ``MLPRegressor`` with
 ``early_stopping=True`` at (128, 128) and (256, 256) hidden units; the ratios
 are to the MLP with the lower test error. Every model is fitted behind a
 ``StandardScaler`` on the inputs and the targets (``TransformedTargetRegressor``),
@@ -28,16 +29,23 @@ the times more than the code does. Tasks:
   does (``similarity="absdot"``, ``alpha=0.1``, no scaler: the unit-norm features
   are its geometry, and unscaled targets weigh the pixels as the PSNR does), from
   the spherical KMeans start (``anchors="kmeans"``): the closed form at 16 and 64
-  anchors and the learned solvers with early stopping at ``--anchors``; the MLPs
-  get the scalers as everywhere else. The line also gives the held-out patch PSNR,
+  anchors; at ``--anchors``, the closed form with contrast weights and the learned
+  row, L-BFGS on the top 16 target components then the closed form on all
+  (``target_components.TargetComponentsARN``, same weights; ``--sr-solvers``: also
+  solvers on all targets with early stopping); the MLPs get the scalers as
+  everywhere else. The line also gives the held-out patch PSNR,
   ``10 log10(1 / MSE)`` (pixels in [0, 1]; not whole-image PSNR, no overlap
   averaging; whole images: ``benchmarks/learned_sr.py``).
 
     python benchmarks/learned_vs_mlp.py [--n 20000] [--tasks report,friedman,arm,sr]
-        [--anchors 16] [--alpha 1e-3] [--lbfgs] [--skip-mlp] [--efficiency]
-        [--sr-solvers lbfgs]
+        [--anchors 16] [--alpha 1] [--lbfgs] [--skip-mlp] [--efficiency]
+        [--sr-solvers lbfgs] [--one-blas-thread]
 
-Prints one line per model as it finishes, then a Markdown table. With
+Prints one line per model as it finishes, then a Markdown table: wall-clock fit time
+and the process's CPU time (all its threads). On a shared machine the wall ratio
+follows the load more than the code (an MLP with multithreaded BLAS took 232 s at load
+5.5 where it takes 8.5 s alone); ``--one-blas-thread`` fits every model under one BLAS
+thread, so that the CPU-time ratio compares the work done. With
 ``--efficiency``, first the time of one Gauss-Newton step's two passes over
 the rows (the closed form at the trial point; the Jacobian pass) against the
 BLAS time of the same products on arrays of the same shapes (best of 5, same
@@ -50,6 +58,7 @@ import os
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
@@ -59,10 +68,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from arn_benchmarks.common import make_data  # noqa: E402
+from target_components import TargetComponentsARN  # noqa: E402
 
 from arn_sklearn import ARNRegressor  # noqa: E402
 from arn_sklearn.demo import make_arm  # noqa: E402
@@ -88,15 +99,20 @@ class PatchNormalised(RegressorMixin, BaseEstimator):
     """What ``SuperResolver`` does around its regressor, for raw patch rows.
 
     Features divided by their norm, targets by the same norm (A+'s flat-patch
-    rule), predictions multiplied by the norm.
+    rule), predictions multiplied by the norm. ``patch_weights="contrast"``
+    weighs each row by its feature norm (``SuperResolver``'s option).
     """
 
-    def __init__(self, regressor):
+    def __init__(self, regressor, patch_weights="uniform"):
         self.regressor = regressor
+        self.patch_weights = patch_weights
 
     def fit(self, X, Y):
         X, norms = normalise_rows(X)
-        self.regressor_ = clone(self.regressor).fit(X, Y / target_scales(norms)[:, None])
+        fit_params = {"sample_weight": norms} if self.patch_weights == "contrast" else {}
+        self.regressor_ = clone(self.regressor).fit(
+            X, Y / target_scales(norms)[:, None], **fit_params
+        )
         return self
 
     def predict(self, X):
@@ -104,11 +120,17 @@ class PatchNormalised(RegressorMixin, BaseEstimator):
         return self.regressor_.predict(X) * norms[:, None]
 
 
-def sr_models(n_anchors, skip_mlp, solvers=("lbfgs",), seed=0):
+def sr_models(n_anchors, skip_mlp, solvers=(), seed=0, component_iters=(12,)):
     """``(label, factory)`` of the sr task's models (each already wrapped).
 
-    Gauss-Newton is not a default here: with 81 outputs its Jacobian pass costs
-    ``n t q^2`` (q = 384 anchor coordinates), 13 s a step on 4,500 rows.
+    The learned rows: :class:`target_components.TargetComponentsARN` (L-BFGS,
+    each cap of ``component_iters`` steps on the top 16 target components, no
+    early stopping, then the closed form on all 81 targets) with contrast
+    weights, next to the closed form with the same weights; and with
+    ``solvers`` each of them on all targets with early stopping (which kept
+    its start on these patches in every run so far). Gauss-Newton is not a
+    default: with 81 outputs its Jacobian pass costs ``n t q^2`` (q = 384
+    anchor coordinates), 13 s a step on 4,500 rows.
     """
     common = dict(similarity="absdot", alpha=SR_ALPHA, anchors="kmeans", random_state=seed)
     out = [
@@ -118,6 +140,22 @@ def sr_models(n_anchors, skip_mlp, solvers=("lbfgs",), seed=0):
         )
         for m in sorted({16, 64, n_anchors})
     ]
+    out.append(
+        (
+            f"ARN closed form m={n_anchors}, absdot, contrast weights",
+            lambda: PatchNormalised(ARNRegressor(n_anchors, **common), "contrast"),
+        )
+    )
+    for cap in component_iters:
+        out.append(
+            (
+                f"ARN lbfgs m={n_anchors}, {cap} steps on 16 target components, "
+                "then closed form, contrast weights",
+                lambda cap=cap: PatchNormalised(
+                    TargetComponentsARN(n_anchors, 16, cap, **common), "contrast"
+                ),
+            )
+        )
     for solver in solvers:
         out.append(
             (
@@ -229,7 +267,7 @@ def models(n_anchors, lbfgs, skip_mlp, alpha=None, seed=0):
     return out
 
 
-def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None, sr_solvers=("lbfgs",)):
+def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None, sr_solvers=(), one_thread=False):
     X, Y, X_test, Y_test = task_data(name, n)
     rows = []
     if name == "sr":
@@ -242,22 +280,27 @@ def run_task(name, n, n_anchors, lbfgs, skip_mlp, alpha=None, sr_solvers=("lbfgs
     for label, factory in factories:
         model = factory()
         load = os.getloadavg()[0]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), blas_limit(one_thread):
             warnings.simplefilter("ignore", ConvergenceWarning)
-            tic = time.perf_counter()
+            tic, cpu = time.perf_counter(), time.process_time()
             model.fit(X, Y)
-            seconds = time.perf_counter() - tic
+            seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
         mse = float(np.mean((model.predict(X_test) - Y_test) ** 2))
         n_iter = getattr(_final_estimator(model), "n_iter_", "")
-        rows.append((label, mse, seconds, n_iter))
+        rows.append((label, mse, seconds, n_iter, cpu))
         # Residual pixels in [0, 1]: the patch MSE gives a (patch) PSNR directly.
         psnr = f", patch PSNR {10 * np.log10(1 / mse):.3f} dB" if name == "sr" else ""
         print(
-            f"{name}: {label}: test MSE {mse:.5g}{psnr}, fit {seconds:.2f} s, "
-            f"n_iter {n_iter}, load {load:.1f}"
+            f"{name}: {label}: test MSE {mse:.5g}{psnr}, fit {seconds:.2f} s "
+            f"(CPU {cpu:.2f} s), n_iter {n_iter}, load {load:.1f}"
         )
         sys.stdout.flush()
     return rows
+
+
+def blas_limit(one_thread):
+    """One BLAS thread for the block when ``one_thread``, else the machine's threads."""
+    return threadpool_limits(limits=1, user_api="blas") if one_thread else nullcontext()
 
 
 def _final_estimator(model):
@@ -323,20 +366,25 @@ def efficiency(n, n_anchors, repeats=5):
 
 def table(results):
     lines = [
-        "| task | model | test MSE | fit s | iterations | MSE / MLP's | time / MLP's |",
-        "|---|---|---|---|---|---|---|",
+        "| task | model | test MSE | fit s | CPU s | iterations | MSE / MLP's | time / MLP's "
+        "| CPU / MLP's |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for task, rows in results.items():
         mlps = [r for r in rows if r[0].startswith("MLP")]
         best = min(mlps, key=lambda r: r[1]) if mlps else None
-        for label, mse, seconds, n_iter in rows:
+        for label, mse, seconds, n_iter, cpu in rows:
             if best is None or label.startswith("MLP"):
-                ratios = ("", "")
+                ratios = ("", "", "")
             else:
-                ratios = (f"{mse / best[1]:.2f}", f"{seconds / best[2]:.2f}")
+                ratios = (
+                    f"{mse / best[1]:.2f}",
+                    f"{seconds / best[2]:.2f}",
+                    f"{cpu / best[4]:.2f}",
+                )
             lines.append(
-                f"| {task} | {label} | {mse:.4g} | {seconds:.1f} | {n_iter} | "
-                f"{ratios[0]} | {ratios[1]} |"
+                f"| {task} | {label} | {mse:.4g} | {seconds:.1f} | {cpu:.1f} | {n_iter} | "
+                f"{ratios[0]} | {ratios[1]} | {ratios[2]} |"
             )
     return "\n".join(lines)
 
@@ -350,15 +398,20 @@ def main(argv=None):
     parser.add_argument("--skip-mlp", action="store_true")
     parser.add_argument("--efficiency", action="store_true")
     parser.add_argument(
+        "--one-blas-thread",
+        action="store_true",
+        help="fit every model under one BLAS thread (compare CPU times on a busy machine)",
+    )
+    parser.add_argument(
         "--alpha",
         type=float,
-        default=1e-3,
-        help="also Gauss-Newton with early stopping at this ridge penalty (0: no such row)",
+        default=1.0,
+        help="also Gauss-Newton with early stopping at this fixed ridge penalty (0: no such row)",
     )
     parser.add_argument(
         "--sr-solvers",
-        default="lbfgs",
-        help="learned solvers of the sr task (comma-separated, e.g. lbfgs,gauss_newton)",
+        default="",
+        help="also these learned solvers on all sr targets, early stopping (e.g. lbfgs)",
     )
     args = parser.parse_args(argv)
     if args.efficiency:
@@ -373,6 +426,7 @@ def main(argv=None):
             args.skip_mlp,
             args.alpha or None,
             tuple(filter(None, args.sr_solvers.split(","))),
+            args.one_blas_thread,
         )
     print()
     print(table(results))

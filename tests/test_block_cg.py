@@ -16,6 +16,7 @@ from arn_sklearn._kernels._block_cg import (
     apply_block_diagonal,
     block_jacobi,
     block_pcg,
+    shared_block_pcg,
 )
 from arn_sklearn._kernels._lifting import iter_chunks
 from arn_sklearn._kernels._solve import centered_rhs
@@ -56,11 +57,16 @@ def statistics(kind, n=3000, d=4, m=40, t=3, k=3, seed=0):
     return stats, X, assign
 
 
-@pytest.mark.parametrize("panels", [False, True])
-def test_block_rows_matmul_matches_dense_gram(panels):
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_block_rows_matmul_matches_dense_gram(shuffle):
     stats, _, _ = statistics("overlapping", d=6, m=30)
-    rows = BlockRows(stats.pair_keys, stats.blocks, stats.n_anchors, panels=panels)
-    assert (rows.panels is not None) == panels
+    keys, blocks = stats.pair_keys, stats.blocks
+    if shuffle:  # unsorted keys are sorted on the way in
+        order = np.random.RandomState(0).permutation(keys.size)
+        keys, blocks = keys[order], blocks[order]
+    rows = BlockRows(keys, blocks, stats.n_anchors)
+    # Both halves of the product are exercised: stacks in place and gathered mirrors.
+    assert rows.mirror_blocks.size > 0 and np.any(np.diff(rows.indptr) > 1)
     G = stats.to_dense().gram
     V = np.random.RandomState(1).normal(size=(G.shape[0], 5))
     np.testing.assert_allclose(rows.matmul(V), G @ V, rtol=1e-12, atol=1e-9)
@@ -137,8 +143,10 @@ def test_aggregates_stay_inside_connected_components_and_fill_them():
 
 @pytest.mark.parametrize("kind", ["separated", "overlapping", "dense"])
 @pytest.mark.parametrize("alpha", [1e-3, 1.0, 100.0])
-def test_iterative_direct_and_dense_predictions_agree(kind, alpha):
+@pytest.mark.parametrize("block_cg", [True, False])
+def test_iterative_direct_and_dense_predictions_agree(monkeypatch, kind, alpha, block_cg):
     """The documented tolerance: predictions within 1e-6 relative of the exact solve."""
+    monkeypatch.setattr(bs, "_BLOCK_CG_WORK", 0.0 if block_cg else np.inf)
     d = 30 if kind == "overlapping" else 4
     stats, X, assign = statistics(kind, d=d)
     X_new = X[::3] + 0.1
@@ -199,13 +207,46 @@ def test_block_pcg_solves_spd_system_and_warm_start_saves_iterations():
     assert np.all(X2[:, -1] == 0)
 
 
-def test_block_pcg_warns_when_it_runs_out_of_iterations():
+def test_shared_block_pcg_matches_exact_solve_on_dependent_right_hand_sides():
+    """Block CG drops the directions of dependent residuals instead of breaking down."""
+    stats, _, _ = statistics("overlapping", d=30)
+    rows = stats.block_rows()
+    alpha = 0.1
+    A = stats.to_dense().gram + alpha * np.eye(stats.n_lifted)
+    rhs, _ = centered_rhs(stats, xp)
+    # A copy, a combination of two columns and a zero column: rank 3 of 6.
+    B = np.column_stack([rhs, rhs[:, 0], rhs[:, 1] - 2 * rhs[:, 2], np.zeros(rhs.shape[0])])
+    exact = np.linalg.solve(A, B)
+    inverse = block_jacobi(rows.diagonal, alpha)
+
+    def matmul(V):
+        return rows.matmul(V) + alpha * V
+
+    def precondition(R):
+        return apply_block_diagonal(inverse, R)
+
+    X, n_shared = shared_block_pcg(matmul, precondition, B, rtol=1e-9, shift=alpha)
+    assert np.all(X[:, -1] == 0)
+    E = X - exact
+    energy = np.sum(E * (A @ E), axis=0)
+    assert np.all(energy[:-1] <= 1e-16 * np.sum(B * exact, axis=0)[:-1])
+    # Each column's error is no larger than CG's on that column alone, in fewer
+    # iterations: the shared space holds every column's Krylov space.
+    _, n_columns = block_pcg(matmul, precondition, B, rtol=1e-9, shift=alpha)
+    assert n_shared <= n_columns
+    x1, _ = shared_block_pcg(matmul, precondition, B[:, 0], rtol=1e-9, shift=alpha)
+    assert x1.shape == (stats.n_lifted,)
+    np.testing.assert_allclose(x1, exact[:, 0], rtol=1e-6, atol=1e-9 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("solver", [block_pcg, shared_block_pcg])
+def test_block_pcg_warns_when_it_runs_out_of_iterations(solver):
     stats, _, _ = statistics("overlapping", d=30)
     rows = stats.block_rows()
     inverse = block_jacobi(rows.diagonal, 1e-3)
     rhs, _ = centered_rhs(stats, xp)
     with pytest.warns(ConvergenceWarning, match="linear_solver='dense' or 'sparse'"):
-        block_pcg(
+        solver(
             lambda V: rows.matmul(V) + 1e-3 * V,
             lambda R: apply_block_diagonal(inverse, R),
             rhs,
@@ -213,10 +254,10 @@ def test_block_pcg_warns_when_it_runs_out_of_iterations():
         )
 
 
-def test_iterative_factor_solves_any_right_hand_side():
+@pytest.mark.parametrize("method", ["auto", "block", "columns"])
+def test_iterative_factor_solves_any_right_hand_side(method):
     stats, _, _ = statistics("overlapping", d=30)
-    stats.linear_solver = "iterative"
-    factor = stats.factorize(0.5, xp)
+    factor = bs.IterativeFactor(stats, 0.5, xp=xp, method=method)
     assert factor.iterative
     B = np.random.RandomState(0).normal(size=(stats.n_lifted, 4))
     A = stats.to_dense().gram + 0.5 * np.eye(stats.n_lifted)
@@ -224,6 +265,24 @@ def test_iterative_factor_solves_any_right_hand_side():
     # Energy-norm relative error, the quantity the tolerance is stated in.
     E = X - np.linalg.solve(A, B)
     assert np.all(np.sum(E * (A @ E), axis=0) <= 1e-12 * np.sum(B * np.linalg.solve(A, B), axis=0))
+
+
+def test_iterative_factor_rejects_an_unknown_method():
+    stats, _, _ = statistics("overlapping", d=4)
+    with pytest.raises(ValueError, match="method='lanczos' must be 'auto', 'block' or"):
+        bs.IterativeFactor(stats, 0.5, xp=xp, method="lanczos")
+
+
+def test_iterative_factor_takes_block_cg_where_the_gram_product_dominates():
+    stats, _, _ = statistics("overlapping", d=30)
+    factor = bs.IterativeFactor(stats, 0.5, xp=xp)
+    rows = factor.rows
+    per_row = rows.n_stored / rows.n_anchors
+    # Block CG's own work ~16 p t^2 against the product's 2 n_blocks d1^2 t.
+    wide = int(np.ceil(per_row * rows.d1 / 40)) + 1
+    assert factor.chosen_method(np.zeros((rows.shape[0], wide))) == "columns"
+    assert factor.chosen_method(np.zeros((rows.shape[0], 1))) == "block"
+    assert factor.chosen_method(np.zeros(rows.shape[0])) == "block"
 
 
 def test_solve_path_warm_starts_match_independent_solves():

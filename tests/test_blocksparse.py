@@ -172,10 +172,12 @@ def test_estimate_bytes_bounds_the_measured_arrays():
     held = stats.blocks.nbytes + stats.zty.nbytes + stats.pair_keys.nbytes
     estimate = BlockSparseStatistics.estimate_bytes(40, 4, 2, 3, n_pairs=stats.pair_keys.size)
     assert held < estimate < 50 * held
-    # CG's arrays: its view of the stored blocks and the aggregates' inverses.
+    # CG's arrays: its view of the stored blocks, its threads' buffers and the
+    # aggregates' inverses.
     factor = IterativeFactor(stats, 1.0)
     assert factor.rows.blocks is stats.blocks  # read in place, not copied
-    assert held + factor.rows.nbytes + factor.precondition.nbytes < estimate
+    work = factor.rows.work_bytes(2, n_threads=2)
+    assert held + factor.rows.nbytes + work + factor.precondition.nbytes < estimate
     # The default pair estimate is an upper bound on this data.
     assert stats.pair_keys.size <= bs_pairs(40, 3)
     assert BlockSparseStatistics.estimate_bytes(40, 4, 2, 3) >= estimate

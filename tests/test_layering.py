@@ -177,6 +177,7 @@ ESTIMATOR_IMPORTS_BELOW_FIT = {
         "LEARNED_SOLVERS",
         "HISTORY_ATTRIBUTES",
         "history_attributes",
+        "fixed_alpha",
     },
     "_model": {
         "FittedLayer",

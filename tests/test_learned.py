@@ -58,7 +58,7 @@ def training_objective(model, X, y):
         "log_softness": np.asarray(np.log(model.softness_)),
     }
     w = np.ones(len(y))
-    value = objective([layer], X, (y - y_mean)[:, None], w, model.alpha / len(y), "euclidean", xp)
+    value = objective([layer], X, (y - y_mean)[:, None], w, model.alpha_ / len(y), "euclidean", xp)
     return float(value[0])
 
 

@@ -58,3 +58,25 @@ def test_learned_fit_never_ends_below_its_start_on_validation(solver, similarity
         lambda: ARNRegressor(6, **dict(kept, softness=model.softness_)), X, Y, train, validation
     )
     assert kept_score == pytest.approx(model.best_validation_score_, abs=1e-8)
+
+
+def test_learned_anchors_do_not_depend_on_a_rotation_of_the_targets():
+    # benchmarks/target_components.py learns SR anchors on the leading principal
+    # components of the 81 targets: sound because the reduced objective (and so
+    # every L-BFGS step) is invariant to an orthogonal rotation of the targets.
+    X, Y = sr_like(400, n_targets=5)
+    rotation, _ = np.linalg.qr(np.random.RandomState(1).normal(size=(5, 5)))
+    w = np.random.RandomState(2).uniform(0.5, 2.0, size=len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fits = [
+            ARNRegressor(
+                4, solver="lbfgs", similarity="absdot", alpha=0.1, max_iter=5, tol=0, random_state=0
+            ).fit(X, targets, sample_weight=w)
+            for targets in (Y, Y @ rotation)
+        ]
+    assert fits[0].n_iter_ == fits[1].n_iter_ == 5
+    np.testing.assert_allclose(fits[1].anchors_, fits[0].anchors_, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+        fits[1].predict(X), fits[0].predict(X) @ rotation, rtol=1e-6, atol=1e-8
+    )

@@ -108,7 +108,7 @@ def training_objective(model, X, y, kind="euclidean"):
         "log_softness": np.asarray(np.log(model.softness_)),
     }
     value = objective(
-        [layer], X, (y - y_mean)[:, None], np.ones(len(y)), model.alpha / len(y), kind, xp
+        [layer], X, (y - y_mean)[:, None], np.ones(len(y)), model.alpha_ / len(y), kind, xp
     )
     return float(value[0])
 
@@ -118,7 +118,7 @@ def training_objective(model, X, y, kind="euclidean"):
 def test_varpro_never_ends_above_the_closed_form(solver, seed):
     X, y, _ = cells(1500, seed)
     anchors = np.random.RandomState(seed).normal(size=(4, 4))
-    params = dict(anchors=anchors, softness=0.5, random_state=seed)
+    params = dict(anchors=anchors, softness=0.5, alpha=1.0, random_state=seed)
     closed = ARNRegressor(4, **params).fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -139,7 +139,9 @@ def test_varpro_regressors_are_the_closed_form_of_its_anchors(solver):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         learned = ARNRegressor(4, solver=solver, max_iter=5, random_state=0).fit(X, y)
-    again = ARNRegressor(4, anchors=learned.anchors_, softness=learned.softness_).fit(X, y)
+    again = ARNRegressor(
+        4, anchors=learned.anchors_, softness=learned.softness_, alpha=learned.alpha_
+    ).fit(X, y)
     np.testing.assert_allclose(learned.coef_, again.coef_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(learned.intercept_, again.intercept_, rtol=1e-9, atol=1e-12)
     # The statistics kept are those of the final anchors (for partial-fit-like reuse).
@@ -201,7 +203,8 @@ def test_varpro_learns_on_every_similarity_with_and_without_weights(solver, kind
     X, y, _ = cells(600)
     w = np.random.RandomState(3).uniform(0.0, 2.0, len(y)) if weighted else None
     start = np.random.RandomState(4).normal(size=(4, 4))
-    params = dict(similarity=kind, anchors=start, softness=1.0, random_state=0)
+    # A fixed penalty: the training objective is then the closed form's.
+    params = dict(similarity=kind, anchors=start, softness=1.0, alpha=1.0, random_state=0)
     closed = ARNRegressor(4, **params).fit(X, y, sample_weight=w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -232,7 +235,7 @@ def weighted_objective(model, X, y, w, kind):
         "weights": pack_weights(as_3d(model.coef_), as_2d(model.intercept_) - y_mean, xp),
         "log_softness": np.asarray(np.log(model.softness_)),
     }
-    value = objective([layer], X, (y - y_mean)[:, None], w, model.alpha / np.sum(w), kind, xp)
+    value = objective([layer], X, (y - y_mean)[:, None], w, model.alpha_ / np.sum(w), kind, xp)
     return float(value[0])
 
 

@@ -22,6 +22,7 @@ from .._learning._training import (
     HISTORY_ATTRIBUTES,
     LEARNED_SOLVERS,
     TrainingOptions,
+    fixed_alpha,
     history_attributes,
 )
 from .._model._blocksparse import LINEAR_SOLVERS
@@ -86,8 +87,20 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         lower generalised cross-validation score of its closed form (the
         training objective alone prefers the harder start, which over-fits
         small data).
-    alpha : float >= 0, default=1.0
+    alpha : "auto" or float >= 0, default="auto"
         Ridge penalty ``lambda`` of eq. (10), on weights and biases alike.
+        ``"auto"`` is 1.0 for the closed form (:class:`ARNRegressorCV`
+        cross-validates it) and the minibatch solvers; ``"gauss_newton"`` and
+        ``"lbfgs"`` choose it on held-out rows (``validation_fraction`` of them:
+        the ``early_stopping`` split, or the same split held out for this
+        choice only, the final regressors still see every row), at the start
+        of each stage, as the penalty with the lowest held-out squared error
+        among 21 values from 1e-10 to 1 times the mean eigenvalue of the
+        lifted Gram matrix (one eigendecomposition for all of them). A fixed
+        penalty rarely suits learned anchors: with ``alpha=1`` they ended at
+        9x the test error on a near-noiseless robot arm, and a fixed small
+        one over-fits small data (``benchmarks/learned_vs_mlp.py``,
+        ``docs/user_guide/learned.md``). ``alpha_`` holds the value used.
     anchors : {"auto", "kmeans", "kplane", "random"} or array-like, default="auto"
         ``"kmeans"``: KMeans centroids of at most ``max(10000, 64 * n_anchors)``
         random rows (for ``similarity="absdot"``, sign-invariant spherical KMeans:
@@ -214,6 +227,9 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     intercept_ : ndarray of shape (n_anchors,) or (n_anchors, n_targets)
         ``b_k`` for each anchor, including the target mean (the assignments
         sum to one, so it can be carried by every anchor).
+    alpha_ : float
+        The ridge penalty of the fitted regressors (``alpha``, or the learned
+        fit's choice with ``alpha="auto"``).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -276,7 +292,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "n_anchors": [Interval(Integral, 1, None, closed="left")],
         "similarity": [StrOptions(set(SIMILARITIES))],
         "softness": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
         "anchors": [StrOptions({"auto", "kmeans", "kplane", "random"}), "array-like"],
         "solver": [StrOptions({"closed_form", *LEARNED_SOLVERS})],
         "batch_size": [None, Interval(Integral, 1, None, closed="left")],
@@ -294,7 +310,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         *,
         similarity="euclidean",
         softness="auto",
-        alpha=1.0,
+        alpha="auto",
         anchors="auto",
         solver="closed_form",
         batch_size=None,
@@ -445,7 +461,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 X,
                 Y,
                 w,
-                self.alpha,
+                fixed_alpha(self.alpha),
                 batch_size=self.batch_size,
                 backend=backend,
                 verbose=self.verbose,
@@ -626,7 +642,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             softness=self.softness,
             top_k=self.top_k,
             linear_solver=self.linear_solver,
-            alpha=self.alpha,
+            alpha=fixed_alpha(self.alpha),
             learned=self.solver in LEARNED_SOLVERS,
             verbose=self.verbose,
         )
@@ -653,6 +669,7 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         a = layer.assignment
         self.anchors_, self.coef_, self.intercept_ = map(to_output, (a.anchors, coef, intercept))
         self.softness_, self.similarity_, self.top_k_ = a.softness, a.similarity, a.top_k
+        self.alpha_ = fixed_alpha(self.alpha) if layer.alpha is None else layer.alpha
         if layer.stats is None:  # learned regressors: the statistics were the start's
             self.__dict__.pop("_stats", None)
         else:

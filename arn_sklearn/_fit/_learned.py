@@ -84,7 +84,8 @@ def fit_variable_projection(
             f"{time.perf_counter() - tic:.2f} s"
         )
     # The regressors are the exact ridge solution for the kept anchors on
-    # all rows, so the statistics kept in the model are theirs.
+    # all rows (with the learning's penalty), so the statistics kept in the
+    # model are theirs.
     assignment = make_assignment(backend.to_compute(to_numpy(anchors)), spec.similarity, softness)
     X, Y, w = (backend.to_compute(a) for a in (X, Y, w))
     # One BLAS thread, as the learned passes: on a busy 2-core machine the
@@ -95,7 +96,7 @@ def fit_variable_projection(
             X,
             Y,
             w,
-            spec.alpha,
+            history.alpha,
             xp,
             batch_size=options.batch_size,
             verbose=options.verbose,

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 class TrainingHistory:
     """The curve, the best iterate and how the run ended.
 
+    ``alpha`` is the ridge penalty of a variable-projection fit's final
+    closed form (for all its rows), where the fit chose it (``alpha="auto"``).
+
     Examples
     --------
     >>> history = TrainingHistory()
@@ -38,6 +41,7 @@ class TrainingHistory:
     message: str = ""
     stalled: int = 0
     best: object = field(default=None, repr=False)
+    alpha: float | None = None
 
     def start(self, loss, params, score=None):
         """The starting point competes as iteration 0: a fit never ends worse than it."""
@@ -70,7 +74,7 @@ class TrainingHistory:
         """This run followed by ``later`` (a run that started from this one's best).
 
         The curves are concatenated and the iterations summed; the best
-        iterate, its scores and how the run ended are ``later``'s.
+        iterate, its scores, its penalty and how the run ended are ``later``'s.
         """
         return TrainingHistory(
             n_iter=self.n_iter + later.n_iter,
@@ -83,4 +87,5 @@ class TrainingHistory:
             message=later.message,
             stalled=later.stalled,
             best=later.best,
+            alpha=later.alpha,
         )

@@ -10,7 +10,7 @@ closures that ``_optim.run_epochs`` (minibatch solvers) or
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -23,7 +23,8 @@ from .._utils._arrays import to_numpy
 from .._utils._threads import single_threaded_blas
 from .._utils._warnings import warn_user
 from ._optim import make_optimizer, run_epochs
-from ._varpro import fit_varpro, reduced_objective
+from ._ridge import HeldOutRidge
+from ._varpro import closed_form_weights, fit_varpro, reduced_objective
 from ._varpro import predict as varpro_predict
 
 # Minibatch solvers (ARN and Deep ARN); the variable-projection solvers (one
@@ -43,6 +44,10 @@ LEARNED_SOLVERS = (*GRADIENT_SOLVERS, *VARPRO_SOLVERS)
 # stage stopped early (report: MSE 0.0109 in 8.8 CPU-s against 0.0067 in 49).
 SCHEDULES = {"gauss_newton": ((6000, None, 5), (None, 1, None))}
 COARSE_MIN_FACTOR = 2
+
+# alpha="auto" (the default) for the closed form and the minibatch solvers;
+# the variable-projection solvers choose theirs on held-out rows (_ridge.py).
+DEFAULT_ALPHA = 1.0
 
 # The paper's minibatch size; batch_size=None uses min(1000, n_samples).
 DEFAULT_GRADIENT_BATCH = 1000
@@ -68,7 +73,7 @@ class TrainingOptions:
     """
 
     solver: str = "adam"
-    alpha: float = 1.0
+    alpha: float | str = 1.0
     similarity: str = "euclidean"
     batch_size: int | None = None
     learning_rate_init: float = 0.001
@@ -106,7 +111,7 @@ def train_layers(options, layers, X, Y, w, xp, random_state):
     weight_sum = float(xp.sum(w_train))
     if not weight_sum > 0:
         raise ValueError("The sum of sample weights of the training rows is zero.")
-    penalty = options.alpha / weight_sum
+    penalty = fixed_alpha(options.alpha) / weight_sum
 
     def batch_gradient(params, rows):
         X_b, Y_b, w_b = _take_rows(xp, rows, X_train, Y_train, w_train)
@@ -160,28 +165,44 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
 
     ``X``, ``Y`` (2-D, not centred) and ``w`` are float64 arrays in ``xp``.
     Returns the kept anchors (numpy) and softness; the regressors are then
-    the closed form for them, solved by the caller on all rows. ``minimise``
-    is :func:`~arn_sklearn._learning._varpro.fit_varpro` (L-BFGS) or
+    the closed form for them, solved by the caller on all rows with the
+    penalty ``history.alpha``. ``minimise`` is
+    :func:`~arn_sklearn._learning._varpro.fit_varpro` (L-BFGS) or
     :func:`~arn_sklearn._learning._gauss_newton.fit_gauss_newton` (same signature).
+
+    With ``options.alpha="auto"`` the penalty is chosen on held-out rows (the
+    ``early_stopping`` split; without it, the same split held out for this
+    choice only) at the start of each stage, for the stage's start anchors
+    (:class:`~arn_sklearn._learning._ridge.HeldOutRidge`); a stage then
+    minimises the objective of that penalty, and the final closed form keeps
+    the last stage's penalty per unit of row weight.
     """
     kind = options.similarity
+    auto = options.alpha == "auto"
+    validation_score, ridge = None, None
+    X_train, Y_train, w_train = X, Y, w
+    if options.early_stopping or auto:
+        split = _held_out_split(X, Y, w, options, xp, random_state)
+        if split is None:
+            # alpha="auto" alone, too few rows (or weight) to hold any out: the
+            # closed form's penalty.
+            options, auto = replace(options, alpha=DEFAULT_ALPHA), False
+        else:
+            (X_train, Y_train, w_train), (X_val, Y_val, w_val) = split
+            if auto:
+                ridge = HeldOutRidge(Y_val, w_val)
     if options.early_stopping:
-        train_rows, validation_rows = _validation_split(
-            X.shape[0], options.validation_fraction, random_state
-        )
-        X_train, Y_train, w_train = _take_rows(xp, train_rows, X, Y, w)
-        X_val, Y_val, w_val = _take_rows(xp, validation_rows, X, Y, w)
 
         def validation_score(anchors, softness, W, y_mean):
             Y_pred = varpro_predict(X_val, anchors, softness, kind, W, y_mean, xp)
             return weighted_r2(Y_val, Y_pred, w_val, xp)
-    else:
-        X_train, Y_train, w_train = X, Y, w
-        validation_score = None
+
     if not float(xp.sum(w_train)) > 0:
         raise ValueError("The sum of sample weights of the training rows is zero.")
     stages = coarse_to_fine_rows(X_train.shape[0], random_state, SCHEDULES.get(options.solver, ()))
     train_weight = float(xp.sum(w_train))
+    # The penalty per unit of row weight: each stage's system gets its share.
+    alpha_per_weight = None if auto else options.alpha / train_weight
     start, history = (anchors, softness), None
     for stage, (rows, max_iter, patience) in enumerate(stages):
         X_s, Y_s, w_s = (
@@ -194,15 +215,19 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
             continue  # a zero-weight subsample: nothing to learn from it
         if options.verbose and len(stages) > 1:
             print(f"[ARN] {options.solver} stage {stage + 1}/{len(stages)}: {X_s.shape[0]} rows")
+        anchors = xp.asarray(np.asarray(to_numpy(anchors), dtype=np.float64))
+        if ridge is not None:
+            rows_s, rows_val = (X_s, Y_s, w_s), (X_val, Y_val, w_val)
+            alpha = _chosen_alpha(ridge, anchors, softness, rows_s, rows_val, options, xp)
+            alpha_per_weight = alpha / stage_weight
         anchors, softness, stage_history = minimise(
             X_s,
             Y_s,
             w_s,
-            xp.asarray(np.asarray(to_numpy(anchors), dtype=np.float64)),
+            anchors,
             softness,
             kind,
-            # The same penalty per unit of row weight as on all rows.
-            options.alpha * stage_weight / train_weight,
+            alpha_per_weight * stage_weight,
             xp,
             learn_softness=options.learn_softness,
             max_iter=options.max_iter if max_iter is None else min(max_iter, options.max_iter),
@@ -225,15 +250,63 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
             X_train,
             Y_train,
             w_train,
-            options,
+            alpha_per_weight * train_weight,
+            options.similarity,
             xp,
             validation_score,
         )
+    history.alpha = alpha_per_weight * float(xp.sum(w))
     warn_if_unfinished(history, options)
     return anchors, softness, history
 
 
-def _start_competes(start, anchors, softness, history, X, Y, w, options, xp, validation_score):
+def _held_out_split(X, Y, w, options, xp, random_state):
+    """``((X, Y, w) training, (X, Y, w) held out)`` of ``early_stopping`` or ``alpha="auto"``.
+
+    With ``early_stopping`` the split's own errors stand; for ``alpha="auto"``
+    alone, None where it cannot be made (under 4 rows, or no weight on a side).
+    """
+    try:
+        train_rows, validation_rows = _validation_split(
+            X.shape[0], options.validation_fraction, random_state
+        )
+    except ValueError:
+        if options.early_stopping:
+            raise
+        return None
+    train, held_out = (_take_rows(xp, rows, X, Y, w) for rows in (train_rows, validation_rows))
+    if not options.early_stopping and not (
+        float(xp.sum(train[2])) > 0 and float(xp.sum(held_out[2])) > 0
+    ):
+        return None
+    return train, held_out
+
+
+def fixed_alpha(alpha):
+    """The penalty of the closed form and the minibatch solvers: ``"auto"`` is
+    ``DEFAULT_ALPHA``."""
+    return DEFAULT_ALPHA if alpha == "auto" else alpha
+
+
+def _chosen_alpha(ridge, anchors, softness, rows, held_out_rows, options, xp):
+    """The held-out choice of the penalty for ``anchors`` on ``rows`` (``(X, Y, w)``)."""
+    with single_threaded_blas():
+        stats, held_out = (
+            closed_form_weights(*r, anchors, softness, options.similarity, DEFAULT_ALPHA, xp)[2]
+            for r in (rows, held_out_rows)
+        )
+        alpha, score = ridge.choose(stats, held_out, xp)
+    if options.verbose:
+        print(
+            f"[ARN] alpha {alpha:.4g} for {rows[0].shape[0]} rows "
+            f"({alpha / stats.weight_sum:.3g} per unit weight), held-out R^2 {score:.6g}"
+        )
+    return alpha
+
+
+def _start_competes(
+    start, anchors, softness, history, X, Y, w, alpha, similarity, xp, validation_score
+):
     """The start where it beats the learned anchors on all rows (the coarse
     stages chose theirs on a subsample), so that a fit never ends worse than it.
     """
@@ -244,8 +317,8 @@ def _start_competes(start, anchors, softness, history, X, Y, w, options, xp, val
             X,
             Y,
             w,
-            options.similarity,
-            options.alpha,
+            similarity,
+            alpha,
             xp,
             gradient=False,
         )

@@ -35,6 +35,7 @@ from .._kernels._block_cg import (
     BlockRows,
     anchor_aggregates,
     block_pcg,
+    shared_block_pcg,
 )
 from .._kernels._pair_gram import (
     PAGE_BYTES,
@@ -83,6 +84,10 @@ _SUPERLU_SLOWDOWN = 20.0
 # clusters, where the aggregates took 4-6).
 _CG_FLOP_SHARE = 0.5
 _CG_ITERATIONS = 20
+# Block CG (one Krylov space for all targets) when its own ~16 p t^2 flops per
+# iteration are at most a fifth of the Gram product's 2 n_blocks (d + 1)^2 t:
+# at least this many times t / (d + 1) stored blocks per anchor row.
+_BLOCK_CG_WORK = 40.0
 # Most unknowns per aggregate of CG's preconditioner (16 anchors at d = 30):
 # its inverses take at most ``p x 512`` doubles.
 _AGGREGATE_UNKNOWNS = 512
@@ -499,7 +504,8 @@ class BlockSparseStatistics:
         if solver == "iterative":
             W = factor.solve(rhs, x0=x0)
             self.solve_note = (
-                f" (CG: {factor.n_iter_} iterations; Gram rows and preconditioner of "
+                f" ({factor.method_used_} CG: {factor.n_iter_} iterations; Gram rows and "
+                f"preconditioner of "
                 f"{factor.n_groups} aggregates set up in {setup:.2f} s)"
             )
             return W, y_mean
@@ -557,12 +563,7 @@ class BlockSparseStatistics:
         key = (id(self.blocks), self.pair_keys.shape[0], self.n_samples, self.weight_sum)
         cached = getattr(self, "_block_rows_cache", None)
         if cached is None or cached[0] != key:
-            blocks = to_numpy(self.blocks)
-            # Block-row panels make each product ~1.5x faster but copy the blocks
-            # twice more: only when that takes at most half the free memory.
-            available = available_memory_bytes()
-            panels = available is None or 2 * blocks.nbytes <= available // 2
-            rows = BlockRows(to_numpy(self.pair_keys), blocks, self.n_anchors, panels=panels)
+            rows = BlockRows(to_numpy(self.pair_keys), to_numpy(self.blocks), self.n_anchors)
             self._block_rows_cache = cached = (key, rows)
         return cached[1]
 
@@ -589,8 +590,9 @@ class BlockSparseStatistics:
             form, 12 bytes per non-zero each, and a factor estimated at twice
             its non-zeros) and CG's (which reads the stored blocks in place:
             the aggregate preconditioner's inverses, at most ``p x 512``
-            doubles, six ``p x n_targets`` iterates and two more for the
-            threads' products). The
+            doubles, block CG's ten ``p x n_targets`` iterates and
+            temporaries, and two threads' buffers of at most ``n_anchors``
+            gathered blocks and partners' rows). The
             chunk's own rows are the caller's (see
             :func:`arn_sklearn._kernels._topk.chunk_row_bytes`).
 
@@ -610,7 +612,8 @@ class BlockSparseStatistics:
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
         sparse = 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets
         aggregate = min(p, max(1, _AGGREGATE_UNKNOWNS // d1) * d1)
-        iterative = 8 * p * aggregate + 8 * (6 + 2) * p * n_targets
+        buffers = 2 * 8 * n_anchors * d1 * (d1 + n_targets)
+        iterative = 8 * p * aggregate + 8 * 10 * p * n_targets + buffers
         solve = block_bytes + max(sparse, iterative) + vectors
         return int(max(accumulate, solve))
 
@@ -792,11 +795,26 @@ class IterativeFactor:
     namespace and the result is returned in it. Solutions are accurate to the
     relative energy-norm tolerance ``rtol``: predictions agree with an exact
     solve's to about 1e-6 relative.
+
+    ``method="block"`` runs block CG, all columns in one shared Krylov space
+    (:func:`~arn_sklearn._kernels._block_cg.shared_block_pcg`): on 300k rows
+    of x3 patch statistics, 15 iterations where one space per column
+    (``method="columns"``, :func:`~arn_sklearn._kernels._block_cg.block_pcg`)
+    took 22, for the same Gram product per iteration. Its own work, about
+    ``16 p t^2`` flops per iteration for ``t`` columns, exceeds the product's
+    on sparse graphs (1024 anchors of overlapping clusters: 8 stored blocks
+    per anchor row, same 6 iterations either way), so ``method="auto"``
+    (default) takes it where that work is at most a fifth of the product's
+    ``2 n_blocks (d + 1)^2 t``: at least ``40 t / (d + 1)`` blocks per row.
+    After :meth:`solve`, ``n_iter_`` and ``method_used_`` say what it ran.
     """
 
     iterative = True
 
-    def __init__(self, stats, alpha, like=None, xp=None, rtol=None):
+    def __init__(self, stats, alpha, like=None, xp=None, rtol=None, method="auto"):
+        if method not in ("auto", "block", "columns"):
+            raise ValueError(f"method={method!r} must be 'auto', 'block' or 'columns'.")
+        self.method = method
         self.rows = stats.block_rows()
         self.alpha = float(alpha)
         self.n_threads = blas_thread_count()
@@ -808,17 +826,27 @@ class IterativeFactor:
         )
         self.like, self.xp = like, xp
         self.rtol = DEFAULT_RTOL if rtol is None else rtol
-        self.n_iter_ = None
+        self.n_iter_ = self.method_used_ = None
 
     def matmul(self, V):
         """``(G + alpha I) V`` on the host."""
         return self.rows.matmul(V, n_threads=self.n_threads) + self.alpha * V
 
+    def chosen_method(self, B):
+        """ "block" or "columns" for right-hand sides ``B``, see the class docstring."""
+        if self.method != "auto":
+            return self.method
+        t = B.shape[1] if B.ndim == 2 else 1
+        blocks_per_row = self.rows.n_stored / max(self.rows.n_anchors, 1)
+        return "block" if blocks_per_row >= _BLOCK_CG_WORK * t / self.rows.d1 else "columns"
+
     def solve(self, B, x0=None):
         host = np.asarray(to_numpy(B), dtype=np.float64)
         start = None if x0 is None else np.asarray(to_numpy(x0), dtype=np.float64)
         with single_threaded_blas():
-            X, self.n_iter_ = block_pcg(
+            self.method_used_ = self.chosen_method(host)
+            solver = block_pcg if self.method_used_ == "columns" else shared_block_pcg
+            X, self.n_iter_ = solver(
                 self.matmul,
                 self.precondition,
                 host,

@@ -1,0 +1,137 @@
+"""Time the block-sparse CG solve on cached statistics (issue 19, the solve stage).
+
+``python benchmarks/cg_solve.py --data patches --n 300000`` accumulates the
+statistics of ``paper_scale.py``'s data once (1024 anchors, top_k=4, 30 -> 81),
+caches them under ``--cache`` (default /tmp/cg), then times the solve at
+``--alpha`` (default 1) with each ``--method`` of
+:class:`~arn_sklearn._model._blocksparse.IterativeFactor` and compares its
+training predictions ``G W`` with the reference solve's (per-column CG at
+``rtol=1e-10``, cached too) in the energy norm. Prints iterations, seconds and
+peak RSS over the statistics. ``paper_scale.py`` is imported for its data.
+"""
+
+import argparse
+import os
+import pickle
+import resource
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def peak_rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def build_stats(data, n, m=1024, k=4, chunk=262_144, kmeans_rows=65_536, seed=0):
+    from array_api_compat import array_namespace
+    from paper_scale import make_data, make_patch_data
+    from sklearn.cluster import MiniBatchKMeans
+
+    from arn_sklearn._anchors._init import auto_softness
+    from arn_sklearn._kernels._lifting import iter_chunks
+    from arn_sklearn._kernels._topk import top_k_assignments
+    from arn_sklearn._model._blocksparse import BlockSparseStatistics
+
+    if data == "patches":
+        X, Y, _ = make_patch_data(n, 30, offsets=[(0, 0), (0, 1), (0, 2)])
+    else:
+        X, Y = make_data(n, 30, 81, data)
+    xp = array_namespace(X)
+    rng = np.random.RandomState(seed)
+    sub = np.sort(rng.choice(n, size=min(kmeans_rows, n), replace=False))
+    kmeans = MiniBatchKMeans(m, n_init=1, batch_size=8192, max_iter=20, random_state=seed)
+    anchors = kmeans.fit(X[sub]).cluster_centers_
+    softness = auto_softness(X, anchors, "euclidean", xp, rng, top_k=k)
+    return BlockSparseStatistics.zeros(m, X.shape[1], Y.shape[1], xp).accumulate(
+        iter_chunks(X, Y, np.ones(n), chunk),
+        lambda c: top_k_assignments(c, anchors, "euclidean", softness, k, xp),
+        xp,
+    )
+
+
+def load_stats(data, n, cache):
+    path = os.path.join(cache, f"stats_{data}_{n}.pkl")
+    if not os.path.exists(path):
+        tic = time.perf_counter()
+        stats = build_stats(data, n)
+        with open(path, "wb") as f:
+            pickle.dump(stats, f, protocol=4)
+        print(f"built {path} in {time.perf_counter() - tic:.1f} s", flush=True)
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def main():
+    from array_api_compat import numpy as xp
+
+    from arn_sklearn._kernels._block_cg import BlockRows
+    from arn_sklearn._kernels._solve import centered_rhs
+    from arn_sklearn._model._blocksparse import IterativeFactor
+    from arn_sklearn._utils._threads import single_threaded_blas
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="patches")
+    parser.add_argument("--n", type=int, default=300_000)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--cache", default="/tmp/cg")
+    parser.add_argument(
+        "--method", nargs="+", default=["auto"], choices=["auto", "block", "columns"]
+    )
+    parser.add_argument("--no-reference", action="store_true")
+    args = parser.parse_args()
+    stats = load_stats(args.data, args.n, args.cache)
+    m = stats.n_anchors
+    n_pairs = stats.pair_keys.size
+    rss0 = peak_rss_gib()
+    print(
+        f"{args.data} {args.n} rows: {n_pairs} pairs ({n_pairs / (m * (m + 1) / 2):.1%}), "
+        f"blocks {stats.blocks.nbytes / 2**30:.2f} GiB; RSS {rss0:.2f} GiB; "
+        f"load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    rhs, _ = centered_rhs(stats, xp)
+    evaluation = BlockRows(stats.pair_keys, stats.blocks, m)
+
+    def product(W):
+        # Training predictions' error: ||Z e||^2 = e^T G e.
+        with single_threaded_blas():
+            return evaluation.matmul(W, n_threads=2)
+
+    reference = None
+    if not args.no_reference:
+        ref_path = os.path.join(args.cache, f"ref_{args.data}_{args.n}_{args.alpha}.npy")
+        if os.path.exists(ref_path):
+            reference = np.load(ref_path)
+        else:
+            stats.linear_solver = "iterative"
+            factor = IterativeFactor(stats, args.alpha, xp=xp, rtol=1e-10, method="columns")
+            reference = factor.solve(rhs)
+            np.save(ref_path, reference)
+        pred_ref = product(reference)
+    for method in args.method:
+        stats._block_rows_cache = None
+        tic = time.perf_counter()
+        factor = IterativeFactor(stats, args.alpha, xp=xp, method=method)
+        setup = time.perf_counter() - tic
+        tic = time.perf_counter()
+        W = factor.solve(rhs)
+        solve = time.perf_counter() - tic
+        line = (
+            f"{method} ({factor.method_used_} CG): setup {setup:.1f} s, "
+            f"{factor.n_iter_} iterations, {solve:.1f} s; "
+            f"peak RSS +{peak_rss_gib() - rss0:.2f} GiB"
+        )
+        if reference is not None:
+            pred = product(W)
+            err = np.linalg.norm(pred - pred_ref, axis=0) / np.linalg.norm(pred_ref, axis=0)
+            line += f"; predictions max rel. error {err.max():.1e}"
+        print(line, f"load {os.getloadavg()[0]:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
