@@ -113,6 +113,34 @@ def test_store_slots_pages_and_finish(table):
     assert store.pages == []
 
 
+@pytest.mark.parametrize("add_blocks", [1, 3, 64])  # blocks per buffered run of add()
+def test_store_add_in_runs_across_pages(add_blocks, monkeypatch):
+    monkeypatch.setattr(pg, "_ADD_BLOCKS", add_blocks)
+    rng = np.random.RandomState(4)
+    store = PairBlockStore(30, 3, page_blocks=5)
+    slots = store.slots(np.arange(23))
+    expected = np.zeros((23, 3, 3))
+    for _ in range(3):  # unsorted, sorted, and a subset spanning pages
+        for sel in (rng.permutation(23), np.arange(23), np.array([2, 4, 5, 9, 10, 22])):
+            values = rng.normal(size=(sel.size, 3, 3))
+            store.add(slots[sel], values)
+            expected[sel] += values
+    keys, blocks = store.finish()
+    np.testing.assert_array_equal(keys, np.arange(23))
+    np.testing.assert_allclose(blocks, expected, rtol=1e-14, atol=1e-14)
+
+
+def test_accumulate_chunk_rejects_negative_weights_or_assignments():
+    X, Y, w, idx, vals = chunk_data()
+    store, zty1 = PairBlockStore(7, 5), np.zeros((7, 5, 3))
+    w[3] = -1.0
+    with pytest.raises(ValueError, match="non-negative weights and assignments"):
+        accumulate_chunk(X, Y, w, idx, vals, store, zty1)
+    w[3], vals[5, 1] = 1.0, -0.25
+    with pytest.raises(ValueError, match="non-negative weights and assignments"):
+        accumulate_chunk(X, Y, w, idx, vals, store, zty1)
+
+
 def test_store_starts_from_sorted_blocks_without_touching_them():
     keys = np.array([2, 5, 9], dtype=np.int64)
     blocks = np.arange(12.0).reshape(3, 2, 2)
