@@ -130,6 +130,13 @@ def test_store_add_in_runs_across_pages(add_blocks, monkeypatch):
     np.testing.assert_allclose(blocks, expected, rtol=1e-14, atol=1e-14)
 
 
+def test_accumulate_chunk_of_no_rows_adds_nothing():
+    X, Y, w, idx, vals = chunk_data()
+    store, zty1 = PairBlockStore(7, 5), np.zeros((7, 5, 3))
+    accumulate_chunk(X[:0], Y[:0], w[:0], idx[:0], vals[:0], store, zty1, n_tasks=2)
+    assert store.n_pairs == 0 and not zty1.any()
+
+
 def test_accumulate_chunk_rejects_negative_weights_or_assignments():
     X, Y, w, idx, vals = chunk_data()
     store, zty1 = PairBlockStore(7, 5), np.zeros((7, 5, 3))

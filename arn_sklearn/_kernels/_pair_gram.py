@@ -517,7 +517,7 @@ class _FrequentSets:
     @classmethod
     def find(cls, X, Y, w, idx, vals, m, n_tasks):
         b, k = idx.shape
-        if k < 2 or k * np.log2(max(m, 2)) >= 62:
+        if not b or k < 2 or k * np.log2(max(m, 2)) >= 62:
             return None
         sidx = np.sort(idx, axis=1)
         codes = np.zeros(b, dtype=np.int64)
