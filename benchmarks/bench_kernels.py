@@ -10,8 +10,9 @@
   similarity GEMM ``X @ C.T`` alone: dense softmax, top-4, top-4 + predict;
 - block-sparse pair accumulation GFLOP/s on its ``n k^2 (d + 1)^2`` useful
   multiply-adds (x2 flops) over one large dgemm's GFLOP/s, on 1M rows of
-  ``paper_scale.py``'s ``separated`` and ``clustered`` data (``ARN_BENCH_KINDS``
-  to choose, ``ARN_BENCH_REFERENCE`` to time another checkout in the same run);
+  ``paper_scale.py``'s ``separated``, ``clustered``, ``gaussian`` and
+  ``patches`` data (``ARN_BENCH_KINDS`` to choose, ``ARN_BENCH_N`` for the rows,
+  ``ARN_BENCH_REFERENCE`` to time another checkout in the same run);
 - the dense solve (``solve_ridge(..., overwrite=True)``) rate over a bare LAPACK
   ``dpotrf`` of the same size, and over the former blocked Cholesky;
 - the sparse solve against the dense Cholesky of the same statistics: time and
@@ -115,7 +116,8 @@ def accumulate_section(n=1_000_000, m=1024, d=30, t=81, k=4, chunk=262_144, kind
     ``ARN_BENCH_REFERENCE=/path/to/checkout`` also times that checkout's
     accumulation in the same run (e.g. ``main``, for a before/after ratio).
     """
-    kinds = kinds or os.environ.get("ARN_BENCH_KINDS", "separated,clustered").split(",")
+    default = "separated,clustered,gaussian,patches"
+    kinds = kinds or os.environ.get("ARN_BENCH_KINDS", default).split(",")
     n = int(os.environ.get("ARN_BENCH_N", n))
     reference = os.environ.get("ARN_BENCH_REFERENCE")
     versions = {"ours": BlockSparseStatistics}
@@ -128,12 +130,16 @@ def accumulate_section(n=1_000_000, m=1024, d=30, t=81, k=4, chunk=262_144, kind
 
 def _accumulate_kind(kind, versions, n, m, d, t, k, chunk):
     from array_api_compat import array_namespace
-    from paper_scale import make_data
+    from paper_scale import make_data, make_patch_data
     from sklearn.cluster import MiniBatchKMeans
 
     from arn_sklearn._anchors._init import auto_softness
 
-    X, Y = make_data(n, d, t, kind)
+    if kind == "patches":
+        # paper_scale.py --data patches: x3 patch features of the photographs.
+        X, Y, _ = make_patch_data(n, d, offsets=[(0, 0), (0, 1), (0, 2)])
+    else:
+        X, Y = make_data(n, d, t, kind)
     rng = np.random.RandomState(0)
     sub = np.sort(rng.choice(n, size=min(65_536, n), replace=False))
     kmeans = MiniBatchKMeans(m, n_init=1, batch_size=8192, max_iter=20, random_state=0)

@@ -13,10 +13,15 @@ being rewired): anchors by MiniBatchKMeans on a bounded subsample,
 """
 
 import argparse
+import os
 import resource
+import sys
 import time
 
 import numpy as np
+
+# This checkout's package, not the installed one (as bench_kernels.py).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_data(n, d=30, t=81, kind="gaussian", seed=0, chunk=500_000):

@@ -28,7 +28,7 @@ def naive(X, Y, w, idx, vals, m):
 def chunk_data(b=600, m=7, k=3, d=4, t=2, seed=0):
     rng = np.random.RandomState(seed)
     idx = np.stack([rng.choice(m, k, replace=False) for _ in range(b)])
-    idx[:200] = [4, 1, 6]  # a frequent set: pairs well above MIN_PAIR_ROWS
+    idx[:200] = [4, 1, 6]  # a frequent set: pairs of many rows
     vals = rng.dirichlet(np.ones(k), size=b)
     vals[0, 0] = 0.0  # an assignment that underflowed
     w = rng.uniform(0, 2, b)
@@ -42,12 +42,16 @@ def threads(tasks):
             future.result()
 
 
-@pytest.mark.parametrize("min_rows", [1, 16, 10**6])  # every pair large / mixed / small
+# Every pair its own batch (pieces of 8 rows, or 4096) / mixed / every pair in shared stacks.
+@pytest.mark.parametrize("own_rows, batch_rows", [(1, 8), (1, 4096), (16, 64), (10**6, 4096)])
 @pytest.mark.parametrize("n_tasks", [1, 2])
 @pytest.mark.parametrize("table", [True, False])
 @pytest.mark.parametrize("set_share", [0.25, 2.0])  # frequent sets by set GEMMs / never
-def test_accumulate_chunk_equals_naive_sums(min_rows, n_tasks, table, set_share, monkeypatch):
-    monkeypatch.setattr(pg, "MIN_PAIR_ROWS", min_rows)
+def test_accumulate_chunk_equals_naive_sums(
+    own_rows, batch_rows, n_tasks, table, set_share, monkeypatch
+):
+    monkeypatch.setattr(pg, "_OWN_BATCH_ROWS", own_rows)
+    monkeypatch.setattr(pg, "_BATCH_ROWS", batch_rows)
     monkeypatch.setattr(pg._FrequentSets, "MIN_SHARE", set_share)
     m = 7
     X, Y, w, idx, vals = chunk_data(m=m)
@@ -107,6 +111,41 @@ def test_store_slots_pages_and_finish(table):
     values[1] += 1.0
     np.testing.assert_array_equal(blocks, values[order])
     assert store.pages == []
+
+
+@pytest.mark.parametrize("add_blocks", [1, 3, 64])  # blocks per buffered run of add()
+def test_store_add_in_runs_across_pages(add_blocks, monkeypatch):
+    monkeypatch.setattr(pg, "_ADD_BLOCKS", add_blocks)
+    rng = np.random.RandomState(4)
+    store = PairBlockStore(30, 3, page_blocks=5)
+    slots = store.slots(np.arange(23))
+    expected = np.zeros((23, 3, 3))
+    for _ in range(3):  # unsorted, sorted, and a subset spanning pages
+        for sel in (rng.permutation(23), np.arange(23), np.array([2, 4, 5, 9, 10, 22])):
+            values = rng.normal(size=(sel.size, 3, 3))
+            store.add(slots[sel], values)
+            expected[sel] += values
+    keys, blocks = store.finish()
+    np.testing.assert_array_equal(keys, np.arange(23))
+    np.testing.assert_allclose(blocks, expected, rtol=1e-14, atol=1e-14)
+
+
+def test_accumulate_chunk_of_no_rows_adds_nothing():
+    X, Y, w, idx, vals = chunk_data()
+    store, zty1 = PairBlockStore(7, 5), np.zeros((7, 5, 3))
+    accumulate_chunk(X[:0], Y[:0], w[:0], idx[:0], vals[:0], store, zty1, n_tasks=2)
+    assert store.n_pairs == 0 and not zty1.any()
+
+
+def test_accumulate_chunk_rejects_negative_weights_or_assignments():
+    X, Y, w, idx, vals = chunk_data()
+    store, zty1 = PairBlockStore(7, 5), np.zeros((7, 5, 3))
+    w[3] = -1.0
+    with pytest.raises(ValueError, match="non-negative weights and assignments"):
+        accumulate_chunk(X, Y, w, idx, vals, store, zty1)
+    w[3], vals[5, 1] = 1.0, -0.25
+    with pytest.raises(ValueError, match="non-negative weights and assignments"):
+        accumulate_chunk(X, Y, w, idx, vals, store, zty1)
 
 
 def test_store_starts_from_sorted_blocks_without_touching_them():

@@ -12,8 +12,8 @@ blocks are kept (``a <= b``; ``G_ba = G_ab^T``) and the system is solved by a
 sparse factorisation (SuperLU with a fill-reducing ordering) instead of a dense
 Cholesky of a matrix that is 99% zeros.
 
-On numpy the accumulation runs one small GEMM per anchor pair on rows gathered
-per anchor, on all BLAS threads' cores, into a paged store that holds each
+On numpy the accumulation runs one GEMM per anchor and batched dsyrk per
+anchor pair, on all BLAS threads' cores, into a paged store that holds each
 block once (:mod:`arn_sklearn._kernels._pair_gram`); CuPy uses
 ``cupyx.scipy.sparse`` products, and other namespaces dense one-hot products
 (correct, for small problems and tests). Solving always runs on the host
@@ -139,7 +139,7 @@ def chunk_row_bytes(top_k, n_features, n_targets=1):
     (sample, anchor pair) entry for the grouping
     (:func:`arn_sklearn._kernels._pair_gram.accumulate_chunk`); the similarity
     block of the assignment is bounded separately (row blocks of about 2 MiB).
-    The per-pair GEMMs want many rows per pair: chunks of 10^5 rows or more.
+    Pairs with many rows in a chunk batch best: chunks of 10^5 rows or more.
     """
     k = top_k
     return 8 * (n_features + n_targets + 2) + 40 * k + 72 * (k * (k - 1) // 2)
