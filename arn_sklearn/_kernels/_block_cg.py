@@ -376,22 +376,9 @@ def block_pcg(matmul, precondition, B, x0=None, rtol=DEFAULT_RTOL, max_iter=None
     n_iter : int
         Iterations of the slowest column.
     """
-    B = np.asarray(B, dtype=np.float64)
-    one_d = B.ndim == 1
-    B2 = B[:, None] if one_d else B
-    p, t = B2.shape
     if max_iter is None:
         max_iter = _MAX_ITER
-    X = precondition(B2) if x0 is None else np.array(x0, dtype=np.float64).reshape(p, t)
-    X = np.array(X, dtype=np.float64, order="C", copy=True)
-    zero = ~np.any(B2 != 0, axis=0)
-    X[:, zero] = 0.0
-    active = np.flatnonzero(~zero)
-    # The iterating columns are held contiguous (a column gather of a (p, t)
-    # array per update cost more than the Gram product); a column leaves them
-    # when it converges.
-    Xa, Ba = X[:, active], B2[:, active]
-    R = Ba - matmul(Xa)
+    one_d, X, active, Xa, Ba, R = _start(matmul, precondition, B, x0)
     Zp = precondition(R)
     P = Zp.copy()
     rz = _column_dots(R, Zp)
@@ -421,14 +408,43 @@ def block_pcg(matmul, precondition, B, x0=None, rtol=DEFAULT_RTOL, max_iter=None
             active, rz = active[keep], rz[keep]
             Xa, Ba, R, P = Xa[:, keep], Ba[:, keep], R[:, keep], P[:, keep]
             history = [h[keep] for h in history[-2 * _DELAY :]]
+    return _finish(X, active, Xa, one_d, n_iter, max_iter)
+
+
+def _start(matmul, precondition, B, x0):
+    """Set-up shared by both CG variants.
+
+    Returns ``(one_d, X, active, Xa, Ba, R)``: the solution array (zero for
+    zero right-hand sides), the indices of the columns to iterate, their start
+    ``Xa``, right-hand sides ``Ba`` and residuals ``R``. The iterating columns
+    are held contiguous (a column gather of a ``(p, t)`` array per update cost
+    more than the Gram product); a column leaves them when it converges.
+    """
+    B = np.asarray(B, dtype=np.float64)
+    one_d = B.ndim == 1
+    B2 = B[:, None] if one_d else B
+    p, t = B2.shape
+    X = precondition(B2) if x0 is None else np.array(x0, dtype=np.float64).reshape(p, t)
+    X = np.array(X, dtype=np.float64, order="C", copy=True)
+    zero = ~np.any(B2 != 0, axis=0)
+    X[:, zero] = 0.0
+    active = np.flatnonzero(~zero)
+    Xa, Ba = X[:, active], B2[:, active]
+    return one_d, X, active, Xa, Ba, Ba - matmul(Xa)
+
+
+def _finish(X, active, Xa, one_d, n_iter, max_iter):
+    """``(X, n_iter)``, with the columns still iterating written back and a
+    ``ConvergenceWarning`` when the iteration cap stopped them."""
     if active.size:
         X[:, active] = Xa
-        warn_user(
-            f"Conjugate gradients stopped after {max_iter} iterations with {active.size} "
-            "target(s) short of the tolerance. Increase alpha, or use linear_solver='dense' "
-            "or 'sparse'.",
-            ConvergenceWarning,
-        )
+        if n_iter >= max_iter:
+            warn_user(
+                f"Conjugate gradients stopped after {max_iter} iterations with {active.size} "
+                "target(s) short of the tolerance. Increase alpha, or use "
+                "linear_solver='dense' or 'sparse'.",
+                ConvergenceWarning,
+            )
     return (X[:, 0] if one_d else X), n_iter
 
 
@@ -493,19 +509,9 @@ def shared_block_pcg(
     H. Ji and Y. Li, "A breakdown-free block conjugate gradient method",
     BIT Numer. Math. 57 (2017) 379-403.
     """
-    B = np.asarray(B, dtype=np.float64)
-    one_d = B.ndim == 1
-    B2 = B[:, None] if one_d else B
-    p, t = B2.shape
     if max_iter is None:
         max_iter = _MAX_ITER
-    X = precondition(B2) if x0 is None else np.array(x0, dtype=np.float64).reshape(p, t)
-    X = np.array(X, dtype=np.float64, order="C", copy=True)
-    zero = ~np.any(B2 != 0, axis=0)
-    X[:, zero] = 0.0
-    active = np.flatnonzero(~zero)
-    Xa, Ba = X[:, active], B2[:, active]
-    R = Ba - matmul(Xa)
+    one_d, X, active, Xa, Ba, R = _start(matmul, precondition, B, x0)
     P = _orthonormal(precondition(R), drop)
     history = []
     n_iter = 0
@@ -535,16 +541,7 @@ def shared_block_pcg(
         # Z + P beta is A-conjugate to P: beta = -(P^T A P)^{-1} (A P)^T Z.
         Z -= P @ _spd_solve(PQ, Q.T @ Z)
         P = _orthonormal(Z, drop)
-    if active.size:
-        X[:, active] = Xa
-        if n_iter >= max_iter:
-            warn_user(
-                f"Conjugate gradients stopped after {max_iter} iterations with {active.size} "
-                "target(s) short of the tolerance. Increase alpha, or use "
-                "linear_solver='dense' or 'sparse'.",
-                ConvergenceWarning,
-            )
-    return (X[:, 0] if one_d else X), n_iter
+    return _finish(X, active, Xa, one_d, n_iter, max_iter)
 
 
 def _orthonormal(Y, drop):
