@@ -505,8 +505,7 @@ class BlockSparseStatistics:
             W = factor.solve(rhs, x0=x0)
             self.solve_note = (
                 f" ({factor.method_used_} CG: {factor.n_iter_} iterations; Gram rows and "
-                f"preconditioner of "
-                f"{factor.n_groups} aggregates set up in {setup:.2f} s)"
+                f"preconditioner of {factor.n_groups} aggregates set up in {setup:.2f} s)"
             )
             return W, y_mean
         self.solve_note = f" ({type(factor).__name__}, factorised in {setup:.2f} s)"
