@@ -206,3 +206,24 @@ def test_estimator_reports_top_k_memory_exhaustion(monkeypatch):
         model.fit(X, y)
     with pytest.raises(NotFittedError):
         check_is_fitted(model)
+
+
+@pytest.mark.parametrize("add_blocks", [1, 4, 64])
+def test_store_add_writes_new_slots_and_sums_old_ones(add_blocks, monkeypatch):
+    # Slots from first_new on are written, the others summed, in mixed runs too.
+    monkeypatch.setattr(pg, "_ADD_BLOCKS", add_blocks)
+    rng = np.random.RandomState(5)
+    store = PairBlockStore(30, 3, page_blocks=5)
+    old = store.slots(np.arange(0, 24, 2))
+    first = rng.normal(size=(old.size, 3, 3))
+    store.add(old, first)
+    new, first_new = store.slots(np.arange(24), return_first_new=True)
+    assert first_new == 12 and set(new[1::2].tolist()) == set(range(12, 24))
+    values = rng.normal(size=(24, 3, 3))
+    order = rng.permutation(24)
+    store.add(new[order], values[order], first_new=first_new)
+    keys, blocks = store.finish()
+    expected = values.copy()
+    expected[::2] += first
+    np.testing.assert_array_equal(keys, np.arange(24))
+    np.testing.assert_allclose(blocks, expected, rtol=1e-14, atol=1e-14)

@@ -110,10 +110,15 @@ class PairBlockStore:
             self._keys = [np.concatenate(self._keys)]
         return self._keys[0]
 
-    def slots(self, keys):
-        """Slots of the unique ``keys``; unseen keys get new (zero) slots."""
+    def slots(self, keys, return_first_new=False):
+        """Slots of the unique ``keys``; unseen keys get new (zero) slots.
+
+        With ``return_first_new``, also the first slot this call made: the
+        slots from there on are new, never written yet (see :meth:`add`).
+        """
         keys = np.asarray(keys, dtype=np.int64)
         with self._lock:
+            first_new = self.n_pairs
             if self._table is not None:
                 out = self._table[keys].astype(np.int64)
                 new = out < 0
@@ -140,7 +145,7 @@ class PairBlockStore:
                     self._check_memory()
                     # calloc'd: a page costs memory only where blocks are written.
                     self.pages.append(np.zeros((self.page_blocks, self.d1, self.d1)))
-            return out
+            return (out, first_new) if return_first_new else out
 
     def _check_memory(self):
         available = available_memory_bytes()
@@ -160,14 +165,16 @@ class PairBlockStore:
         page, offset = divmod(int(slot), self.page_blocks)
         return self.pages[page][offset]
 
-    def add(self, slots, blocks, buffer=None):
+    def add(self, slots, blocks, buffer=None, first_new=None):
         """``block[slots[i]] += blocks[i]`` for distinct ``slots``.
 
         Runs of ``_ADD_BLOCKS`` blocks at a time through ``buffer`` (shape
         ``(_ADD_BLOCKS, d1, d1)``; one is made if None): a fancy ``+=`` of a
         whole batch made and freed temporaries of megabytes, whose fresh pages
         cost more system time than the sums (8 of 15 s on isotropic data).
-        Increasing ``slots`` read the pages in order.
+        Increasing ``slots`` read the pages in order. Slots from ``first_new``
+        on (if given) are known to be still zero: they are written without
+        being read, which also spares the fresh page a read fault.
         """
         if buffer is None:
             buffer = np.empty((_ADD_BLOCKS, self.d1, self.d1))
@@ -182,6 +189,14 @@ class PairBlockStore:
                 runs = [(p, part[sel], values[sel]) for p, sel in sels]
             for page, part_slots, part_values in runs:
                 local = part_slots - page * n_page
+                if first_new is not None:
+                    fresh = part_slots >= first_new
+                    if fresh.all():
+                        self.pages[page][local] = part_values
+                        continue
+                    if fresh.any():
+                        self.pages[page][local[fresh]] = part_values[fresh]
+                        local, part_values = local[~fresh], part_values[~fresh]
                 tmp = buffer[: local.size]
                 np.take(self.pages[page], local, axis=0, out=tmp, mode="clip")
                 tmp += part_values
@@ -329,23 +344,23 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
             if not grouped:
                 entries = _PairEntries(idx, vals, w, m)
                 # New pairs get their slots here, before any task writes them.
-                slots = store.slots(entries.keys)
+                slots, first_new = store.slots(entries.keys, return_first_new=True)
                 batches = entries.batches(b, slots)
                 bounds = [0] * (n_parts + 1)
                 if batches:
                     work = np.cumsum([batch.rows.size for batch in batches])
                     cuts = np.searchsorted(work, work[-1] * np.arange(1, n_parts) / n_parts)
                     bounds = np.r_[0, cuts, len(batches)].tolist()
-                grouped.append((slots, batches, bounds))
+                grouped.append((slots, first_new, batches, bounds))
         return grouped[0]
 
     def pair_task(part):
-        slots, batches, bounds = group_pairs()
+        slots, first_new, batches, bounds = group_pairs()
         # Buffers for every batch of the part: no fresh pages per batch.
         buffers = _PairBatch.buffers(d1)
         add_buffer = np.empty((_ADD_BLOCKS, d1, d1))
         for batch in batches[bounds[part] : bounds[part + 1]]:
-            store.add(slots[batch.ids], batch.gram(X1, *buffers), add_buffer)
+            store.add(slots[batch.ids], batch.gram(X1, *buffers), add_buffer, first_new)
 
     # One list of tasks, taken in turn by the threads: the pairs are grouped
     # while the anchors' GEMMs run, and their blocks follow without a barrier.
