@@ -92,6 +92,8 @@ def test_random_inputs_match_float64_reference(kind, k, scale):
 
 @pytest.mark.parametrize("kind", SIMILARITIES)
 def test_screened_equals_float64_path(kind, monkeypatch):
+    # Blocks of 64 rows: many blocks, on every thread.
+    monkeypatch.setattr(_topk, "_SCREEN_BLOCK_BYTES", 4 * 300 * 64)
     rng = np.random.RandomState(0)
     X, C = rng.normal(size=(5000, 12)), rng.normal(size=(300, 12))
     recomputed = spy_on_float64_rows(monkeypatch)

@@ -324,21 +324,23 @@ def _scaled_rows(Xb, prep, row_constant=True):
     return Xb / u[:, None], u, np.full(b, t)
 
 
-def _block_rows(n_anchors):
-    return min(8192, rows_for(n_anchors, _BLOCK_BYTES, minimum=64))
+def _block_rows(n_anchors, block_bytes=None, itemsize=8):
+    block_bytes = _BLOCK_BYTES if block_bytes is None else block_bytes
+    return min(8192, rows_for(n_anchors, block_bytes, minimum=64, itemsize=itemsize))
 
 
 _POOL = []
 
 
-def _run_blocks(n_rows, n_anchors, block):
+def _run_blocks(n_rows, n_anchors, block, step=None):
     """Call ``block(slice)`` on row blocks, on one Python thread per BLAS thread.
 
     Each block's GEMM is small, so BLAS runs single-threaded meanwhile and the
     blocks (GEMM plus in-cache elementwise passes, which release the GIL) are
-    spread over the cores instead.
+    spread over the cores instead. ``step``: rows per block (default
+    :func:`_block_rows`).
     """
-    step = _block_rows(n_anchors)
+    step = step or _block_rows(n_anchors)
     slices = [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
     n_threads = blas_thread_count() if len(slices) > 1 else 1
 
