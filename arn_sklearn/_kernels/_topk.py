@@ -236,7 +236,8 @@ class _Screen:
             if j < k + r - 1:
                 T32[ar, col] = -np.inf
         last = T32[ar, col].astype(np.float64)  # the largest float32 value left out, or more
-        exact = np.einsum("ij,ikj->ik", A, self.C_rows[cand])
+        # mode="clip" skips numpy's buffered bounds check (indices are valid).
+        exact = np.einsum("ij,ikj->ik", A, np.take(self.C_rows, cand, axis=0, mode="clip"))
         if prep.kind == "absdot":
             np.abs(exact, out=exact)
         ib, top = _ordered(cand[:, : k + r], exact)
