@@ -31,6 +31,9 @@ AUTO_SOFTNESS_MAX_ROWS = 10_000
 # less smooth; benchmarks/bench_softness.py --top-k), so the rule is only a guard:
 # the median sample keeps at least half of its softmax mass.
 AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS = 0.5
+# Rows whose bounds on that mass clear the median by this much are not
+# re-evaluated in the bisection (far above float64 rounding of a mass in [0, 1]).
+_BRACKET_MARGIN = 1e-9
 
 
 def subsample_indices(n_samples, n_rows, random_state):
@@ -270,17 +273,40 @@ def auto_softness(X, anchors, kind, xp, random_state, top_k=None):
     # made each one 6x slower (page faults), with the same values.
     E = np.empty_like(D)
 
-    def outside(K):
-        np.multiply(D, -K, out=E)
-        np.exp(E, out=E)
-        return float(np.median(E[:, top_k:].sum(axis=1) / E.sum(axis=1)))
+    def masses(K, rows=None):
+        """Each row's softmax mass outside its ``top_k`` largest at softness ``K``."""
+        Dr = D if rows is None else D[rows]
+        Er = E[: Dr.shape[0]]
+        np.multiply(Dr, -K, out=Er)
+        np.exp(Er, out=Er)
+        return Er[:, top_k:].sum(axis=1) / Er.sum(axis=1)
 
-    if outside(softness) <= target:
+    f_hi = masses(softness)
+    if np.median(f_hi) <= target:
         return softness
     lo, hi = softness, softness
-    while outside(hi) > target and hi < softness * 2.0**40:
+    while np.median(f_hi) > target and hi < softness * 2.0**40:
         lo, hi = hi, hi * 4.0
+        f_lo, f_hi = f_hi, masses(hi)
+    # The median's order statistics (one for an odd count of rows).
+    n = D.shape[0]
+    r1, r2 = (n - 1) // 2, n // 2
     for _ in range(30):  # bisection on log K
         mid = np.sqrt(lo * hi)
-        lo, hi = (mid, hi) if outside(mid) > target else (lo, mid)
+        # Each row's mass decreases with K, so f(mid) lies in [f_hi, f_lo]:
+        # rows sure to fall below or above the median's order statistics need
+        # no evaluation (the margin covers rounding), and the median is the
+        # same number as over all rows.
+        below = f_lo < np.partition(f_hi, r1)[r1] - _BRACKET_MARGIN
+        above = f_hi > np.partition(f_lo, r2)[r2] + _BRACKET_MARGIN
+        active = np.flatnonzero(~(below | above))
+        values = masses(mid, active)
+        skip = int(np.count_nonzero(below))
+        middle = np.partition(values, [r1 - skip, r2 - skip])[[r1 - skip, r2 - skip]]
+        if np.median(middle) > target:
+            lo = mid
+            f_lo[active] = values
+        else:
+            hi = mid
+            f_hi[active] = values
     return float(hi)
