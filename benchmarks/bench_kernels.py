@@ -153,8 +153,7 @@ def _assign_stages_kind(kind, n, m, d, k, chunk, reference):
             softness = (time.perf_counter() - tic, time.process_time() - cpu)
             tic, cpu = time.perf_counter(), time.process_time()
             idx = [
-                assign_fn(X[s : s + chunk], C, "euclidean", K, k, XP)[0]
-                for s in range(0, n, chunk)
+                assign_fn(X[s : s + chunk], C, "euclidean", K, k, XP)[0] for s in range(0, n, chunk)
             ]
             assign = (time.perf_counter() - tic, time.process_time() - cpu)
             if name in out:
