@@ -7,7 +7,11 @@
   SciPy's (a second OpenBLAS and thread pool);
 
 - assignment of a chunk (65,536 x 30 rows, 1024 anchors) over the time of its
-  similarity GEMM ``X @ C.T`` alone: dense softmax, top-4, top-4 + predict;
+  similarity GEMM ``X @ C.T`` alone: dense softmax, top-4, top-4 + predict; then
+  the fit's anchors, softness and top-4 assignment stages on 1M rows of
+  ``paper_scale.py``'s ``patches``, ``clustered`` and ``gaussian`` data, the
+  assignment over one dgemm of its flops (``ARN_BENCH_KINDS``, ``ARN_BENCH_N``
+  and ``ARN_BENCH_REFERENCE`` as below);
 - block-sparse pair accumulation GFLOP/s on its ``n k^2 (d + 1)^2`` useful
   multiply-adds (x2 flops) over one large dgemm's GFLOP/s, on 1M rows of
   ``paper_scale.py``'s ``separated``, ``clustered``, ``gaussian`` and
@@ -91,6 +95,84 @@ def assign_section(n=65_536, m=1024, d=30, k=4):
     for name, fn in rows:
         t = best(fn)
         print(f"  {name:28s} {t * 1e3:8.1f} ms  = {t / gemm:5.2f} x GEMM")
+    assign_stages()
+
+
+def assign_stages(n=1_000_000, m=1024, d=30, k=4, chunk=262_144, kinds=None):
+    """The fit's first three stages on ``paper_scale.py``'s data, next to one dgemm.
+
+    Per data kind (``ARN_BENCH_KINDS``, default patches, clustered, gaussian;
+    ``ARN_BENCH_N`` rows): anchors as ``paper_scale.py`` (MiniBatchKMeans on
+    65,536 rows), ``auto_softness(top_k=k)``, and ``top_k_assignments`` over
+    ``chunk``-row chunks; the assignment's time over that of its flops
+    (``2 n (d + 2) m``) at the rate of one large dgemm measured in the same run.
+    ``ARN_BENCH_REFERENCE=/path/to/checkout`` also times that checkout's
+    softness and assignment, back to back, and checks that they agree.
+    """
+    kinds = kinds or os.environ.get("ARN_BENCH_KINDS", "patches,clustered,gaussian").split(",")
+    n = int(os.environ.get("ARN_BENCH_N", n))
+    reference = os.environ.get("ARN_BENCH_REFERENCE")
+    print(f"\n[assign] stages at {n} x {d}, {m} anchors, top_k={k}, chunks of {chunk} rows")
+    for kind in kinds:
+        _assign_stages_kind(kind, n, m, d, k, chunk, reference)
+
+
+def _assign_stages_kind(kind, n, m, d, k, chunk, reference):
+    import importlib
+
+    from array_api_compat import array_namespace
+    from paper_scale import make_data, make_patch_data
+    from sklearn.cluster import MiniBatchKMeans
+
+    from arn_sklearn._anchors._init import auto_softness
+
+    if kind == "patches":
+        X, _, _ = make_patch_data(n, d, offsets=[(0, 0), (0, 1), (0, 2)])
+    else:
+        X, _ = make_data(n, d, 1, kind)
+    xp = array_namespace(X)
+    tic = time.perf_counter()
+    sub = np.sort(np.random.RandomState(0).choice(n, size=min(65_536, n), replace=False))
+    kmeans = MiniBatchKMeans(m, n_init=1, batch_size=8192, max_iter=20, random_state=0)
+    C = kmeans.fit(X[sub]).cluster_centers_
+    anchors = time.perf_counter() - tic
+    versions = {"ours": (auto_softness, top_k_assignments)}
+    if reference:
+        _reference_package(reference)
+        versions["reference"] = (
+            importlib.import_module("arn_reference._anchors._init").auto_softness,
+            importlib.import_module("arn_reference._kernels._topk").top_k_assignments,
+        )
+    out = {}
+    # Versions alternate, twice; the best wall time of each stage is kept (with
+    # its CPU time): on a shared machine the load moves every term.
+    for _ in range(2):
+        for name, (softness_fn, assign_fn) in versions.items():
+            tic, cpu = time.perf_counter(), time.process_time()
+            K = softness_fn(X, C, "euclidean", xp, np.random.RandomState(0), top_k=k)
+            softness = (time.perf_counter() - tic, time.process_time() - cpu)
+            tic, cpu = time.perf_counter(), time.process_time()
+            idx = [
+                assign_fn(X[s : s + chunk], C, "euclidean", K, k, XP)[0] for s in range(0, n, chunk)
+            ]
+            assign = (time.perf_counter() - tic, time.process_time() - cpu)
+            if name in out:
+                softness, assign = min(softness, out[name][2]), min(assign, out[name][3])
+            out[name] = (K, np.concatenate(idx), softness, assign)
+    gemm = 2.0 * n * (d + 2) * m / (max(dgemm_gflops(), dgemm_gflops()) * 1e9)
+    for name, (K, idx, softness, assign) in out.items():
+        agree = ""
+        if name != "ours":
+            ours = out["ours"]
+            rows = int(np.sum(np.any(idx != ours[1], axis=1)))
+            agree = f"; softness equal: {K == ours[0]}, rows with other anchors: {rows}"
+        print(
+            f"  {kind:9s} {name:9s}: anchors {anchors:.2f} s, softness {softness[0]:.2f} s "
+            f"(CPU {softness[1]:.2f}), assignment {assign[0]:.2f} s (CPU {assign[1]:.2f}) "
+            f"= {assign[0] / gemm:.2f} x dgemm of its flops ({gemm:.2f} s); "
+            f"stages {anchors + softness[0] + assign[0]:.2f} s{agree}",
+            flush=True,
+        )
 
 
 def _reference_package(path):

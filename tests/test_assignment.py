@@ -34,6 +34,7 @@ def naive_softmax(S, softness):
 def small_blocks(monkeypatch):
     # Many row blocks and threads even on a small input.
     monkeypatch.setattr(assignment, "_BLOCK_BYTES", 8 * 7 * 5)
+    monkeypatch.setattr("arn_sklearn._kernels._topk._SCREEN_BLOCK_BYTES", 4 * 7 * 5)
 
 
 @pytest.mark.parametrize("kind", ["euclidean", "dot", "absdot", "cosine"])

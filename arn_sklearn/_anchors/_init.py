@@ -3,7 +3,8 @@
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
-from .._kernels._assignment import best_abs_dot, similarity, top_two_gap
+from .._kernels._assignment import best_abs_dot, similarity
+from .._utils._arrays import to_numpy
 from ._kplane import kplane_anchors
 
 # KMeans runs on a bounded random subsample so that initialisation never
@@ -30,6 +31,9 @@ AUTO_SOFTNESS_MAX_ROWS = 10_000
 # less smooth; benchmarks/bench_softness.py --top-k), so the rule is only a guard:
 # the median sample keeps at least half of its softmax mass.
 AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS = 0.5
+# Rows whose bounds on that mass clear the median by this much are not
+# re-evaluated in the bisection (far above float64 rounding of a mass in [0, 1]).
+_BRACKET_MARGIN = 1e-9
 
 
 def subsample_indices(n_samples, n_rows, random_state):
@@ -253,28 +257,56 @@ def auto_softness(X, anchors, kind, xp, random_state, top_k=None):
     if anchors.shape[0] < 2:
         return 1.0
     sample = X[subsample_indices(X.shape[0], AUTO_SOFTNESS_MAX_ROWS, random_state)]
-    gap = float(np.median(np.asarray(top_two_gap(sample, anchors, kind, xp))))
+    # One similarity block, sorted once, serves the gap and the top-k guard.
+    S = np.asarray(to_numpy(similarity(sample, anchors, kind, xp)), dtype=np.float64)
+    S = np.sort(S, axis=1)
+    gap = float(np.median(S[:, -1] - S[:, -2]))
     if not np.isfinite(gap) or gap <= 0:
         return 1.0
     softness = AUTO_SOFTNESS_LOG_RATIO / gap
     if top_k is None or top_k >= anchors.shape[0]:
         return softness
-    S = np.asarray(similarity(sample, anchors, kind, xp), dtype=np.float64)
     # Decreasing order per row: D[:, j] = s_(1) - s_(j+1) >= 0.
-    S.sort(axis=1)
     D = S[:, -1:] - S[:, ::-1]
     target = AUTO_SOFTNESS_TOP_K_OUTSIDE_MASS
+    # One buffer for every evaluation: a fresh rows x anchors array per call
+    # made each one 6x slower (page faults), with the same values.
+    E = np.empty_like(D)
 
-    def outside(K):
-        E = np.exp(-K * D)
-        return float(np.median(E[:, top_k:].sum(axis=1) / E.sum(axis=1)))
+    def masses(K, rows=None):
+        """Each row's softmax mass outside its ``top_k`` largest at softness ``K``."""
+        Dr = D if rows is None else D[rows]
+        Er = E[: Dr.shape[0]]
+        np.multiply(Dr, -K, out=Er)
+        np.exp(Er, out=Er)
+        return Er[:, top_k:].sum(axis=1) / Er.sum(axis=1)
 
-    if outside(softness) <= target:
+    f_hi = masses(softness)
+    if np.median(f_hi) <= target:
         return softness
     lo, hi = softness, softness
-    while outside(hi) > target and hi < softness * 2.0**40:
+    while np.median(f_hi) > target and hi < softness * 2.0**40:
         lo, hi = hi, hi * 4.0
+        f_lo, f_hi = f_hi, masses(hi)
+    # The median's order statistics (one for an odd count of rows).
+    n = D.shape[0]
+    r1, r2 = (n - 1) // 2, n // 2
     for _ in range(30):  # bisection on log K
         mid = np.sqrt(lo * hi)
-        lo, hi = (mid, hi) if outside(mid) > target else (lo, mid)
+        # Each row's mass decreases with K, so f(mid) lies in [f_hi, f_lo]:
+        # rows sure to fall below or above the median's order statistics need
+        # no evaluation (the margin covers rounding), and the median is the
+        # same number as over all rows.
+        below = f_lo < np.partition(f_hi, r1)[r1] - _BRACKET_MARGIN
+        above = f_hi > np.partition(f_lo, r2)[r2] + _BRACKET_MARGIN
+        active = np.flatnonzero(~(below | above))
+        values = masses(mid, active)
+        skip = int(np.count_nonzero(below))
+        middle = np.partition(values, [r1 - skip, r2 - skip])[[r1 - skip, r2 - skip]]
+        if np.median(middle) > target:
+            lo = mid
+            f_lo[active] = values
+        else:
+            hi = mid
+            f_hi[active] = values
     return float(hi)

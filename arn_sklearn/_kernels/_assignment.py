@@ -274,6 +274,20 @@ def _scaled_block(Xb, prep, out, row_constant=True):
 
     Returns ``(f1, f2)``, or ``(None, None)`` when every factor is one.
     """
+    A, f1, f2 = _scaled_rows(Xb, prep, row_constant)
+    np.matmul(A, prep.CT, out=out)
+    if prep.kind == "euclidean" and row_constant:
+        np.minimum(out, 0.0, out=out)  # the expansion can round above 0 at x == c
+    elif prep.kind == "absdot":
+        np.abs(out, out=out)
+    return f1, f2
+
+
+def _scaled_rows(Xb, prep, row_constant=True):
+    """The left factor of :func:`_scaled_block`: ``T = A @ prep.CT`` (``|.|`` for absdot).
+
+    Returns ``(A, f1, f2)``; ``A`` is float64 with ``prep.CT.shape[0]`` columns.
+    """
     Xb = np.asarray(Xb, dtype=np.float64)
     b = Xb.shape[0]
     amax = np.max(np.abs(Xb), axis=1) if Xb.shape[1] else np.zeros(b)
@@ -286,8 +300,7 @@ def _scaled_block(Xb, prep, out, row_constant=True):
         norm = np.sqrt(np.einsum("ij,ij->i", Xs, Xs))
         # Rows of norm below eps keep the plain formula's x.c / eps (about 0).
         Xs /= np.where(norm * u < _NORM_EPS, _NORM_EPS / u, norm)[:, None]
-        np.matmul(Xs, prep.CT, out=out)
-        return None, None
+        return Xs, None, None
     safe = bool(amax.max(initial=0.0) <= _SAFE_ABS) and t == 1.0
     if prep.kind == "euclidean":
         A = np.empty((b, Xb.shape[1] + 2))
@@ -295,48 +308,39 @@ def _scaled_block(Xb, prep, out, row_constant=True):
             np.multiply(Xb, 2.0, out=A[:, :-2])
             A[:, -2] = -np.einsum("ij,ij->i", Xb, Xb) if row_constant else 0.0
             A[:, -1] = -1.0
-            f1 = f2 = None
-        else:
-            # -||x - c||^2 / r^2 with x = u x', c = t c', r = max(u, t): every
-            # term is at most d in size; scaling by powers of two is exact.
-            u = np.where(amax <= _SAFE_ABS, 1.0, _pow2_at_least(amax))
-            r = np.maximum(u, t)
-            Xs = Xb / u[:, None]
-            np.multiply(Xs, (2.0 * (u / r) * (t / r))[:, None], out=A[:, :-2])
-            A[:, -2] = -((u / r) ** 2) * np.einsum("ij,ij->i", Xs, Xs) if row_constant else 0.0
-            A[:, -1] = -((t / r) ** 2)
-            f1 = f2 = r
-        np.matmul(A, prep.CT, out=out)
-        if row_constant:
-            np.minimum(out, 0.0, out=out)  # the expansion can round above 0 at x == c
-        return f1, f2
-    if safe:
-        np.matmul(Xb, prep.CT, out=out)
-        f1 = f2 = None
-    else:
+            return A, None, None
+        # -||x - c||^2 / r^2 with x = u x', c = t c', r = max(u, t): every
+        # term is at most d in size; scaling by powers of two is exact.
         u = np.where(amax <= _SAFE_ABS, 1.0, _pow2_at_least(amax))
-        np.matmul(Xb / u[:, None], prep.CT, out=out)
-        f1, f2 = u, np.full(b, t)
-    if prep.kind == "absdot":
-        np.abs(out, out=out)
-    return f1, f2
+        r = np.maximum(u, t)
+        Xs = Xb / u[:, None]
+        np.multiply(Xs, (2.0 * (u / r) * (t / r))[:, None], out=A[:, :-2])
+        A[:, -2] = -((u / r) ** 2) * np.einsum("ij,ij->i", Xs, Xs) if row_constant else 0.0
+        A[:, -1] = -((t / r) ** 2)
+        return A, r, r
+    if safe:
+        return Xb, None, None
+    u = np.where(amax <= _SAFE_ABS, 1.0, _pow2_at_least(amax))
+    return Xb / u[:, None], u, np.full(b, t)
 
 
-def _block_rows(n_anchors):
-    return min(8192, rows_for(n_anchors, _BLOCK_BYTES, minimum=64))
+def _block_rows(n_anchors, block_bytes=None, itemsize=8):
+    block_bytes = _BLOCK_BYTES if block_bytes is None else block_bytes
+    return min(8192, rows_for(n_anchors, block_bytes, minimum=64, itemsize=itemsize))
 
 
 _POOL = []
 
 
-def _run_blocks(n_rows, n_anchors, block):
+def _run_blocks(n_rows, n_anchors, block, step=None):
     """Call ``block(slice)`` on row blocks, on one Python thread per BLAS thread.
 
     Each block's GEMM is small, so BLAS runs single-threaded meanwhile and the
     blocks (GEMM plus in-cache elementwise passes, which release the GIL) are
-    spread over the cores instead.
+    spread over the cores instead. ``step``: rows per block (default
+    :func:`_block_rows`).
     """
-    step = _block_rows(n_anchors)
+    step = step or _block_rows(n_anchors)
     slices = [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
     n_threads = blas_thread_count() if len(slices) > 1 else 1
 

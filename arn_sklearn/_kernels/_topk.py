@@ -13,7 +13,13 @@ import numpy as np
 
 from .._utils._arrays import is_numpy
 from .._utils._threads import single_threaded_blas
-from ._assignment import _block_rows, _Prepared, _run_blocks, _scaled_block, _scaled_similarity_xp
+from ._assignment import (
+    _block_rows,
+    _Prepared,
+    _run_blocks,
+    _scaled_rows,
+    _scaled_similarity_xp,
+)
 
 
 def sparse_top_k(n_anchors, top_k):
@@ -78,6 +84,21 @@ def top_k_assignments(X, anchors, kind, softness, k, xp):
 # Up to this k, the top k are selected by k passes of argmax.
 _ARGMAX_MAX_K = 8
 
+# Extra float32 candidates per row re-scored in float64 (see _top_k_numpy).
+# One: rows with a near tie at the k-th place (0.01-0.8% of rows on the
+# benchmark data) are recomputed; a second margin pass costs more than that saves.
+_SCREEN_MARGIN = 1
+
+# Unit roundoffs of float32 and float64.
+_U32, _U64 = 2.0**-24, 2.0**-53
+
+# float32 screening only where A's and the anchors' entries are this small or
+# smaller: no product or sum of 2^10 of them can overflow float32 (2^128).
+_SCREEN_MAX_ABS = 2.0**50
+
+# Row blocks of about this many bytes of float32 similarities when screening.
+_SCREEN_BLOCK_BYTES = 2**22
+
 
 def _top_k_numpy(X, anchors, kind, softness, k):
     n, m = X.shape[0], anchors.shape[0]
@@ -86,51 +107,151 @@ def _top_k_numpy(X, anchors, kind, softness, k):
     idx = np.empty((n, k), dtype=np.int64)
     vals = np.empty((n, k))
     prepared = _Prepared(anchors, kind)
-    step = _block_rows(m)
+    screen = _Screen(prepared, k, m) if k <= _ARGMAX_MAX_K and k < m else None
+    if screen is not None:
+        # Larger blocks: a block's few dozen numpy calls cost 0.3 us a row
+        # at 256 rows (1024 anchors), and float32 halves the bytes.
+        step = _block_rows(m, _SCREEN_BLOCK_BYTES, itemsize=4)
+    else:
+        step = _block_rows(m)
     buffers = {}
+
+    def buffer(b, dtype):
+        key = (threading.get_ident(), dtype)
+        if key not in buffers or buffers[key].shape[0] < b:
+            buffers[key] = np.empty((b, m), dtype=dtype)
+        return buffers[key][:b]
 
     def block(rows):
         b = rows.stop - rows.start
-        key = threading.get_ident()
-        if key not in buffers or buffers[key].shape[0] < b:
-            buffers[key] = np.empty((b, m))
-        T = buffers[key][:b]
-        f1, f2 = _scaled_block(X[rows], prepared, T, row_constant=False)
-        if k <= _ARGMAX_MAX_K:
-            # k passes of argmax over the in-cache block beat a partition for
-            # small k; argmax takes the first maximum, so ties go to the lower
-            # index, and the k come out in decreasing order.
-            ib = np.empty((b, k), dtype=np.int64)
-            top = np.empty((b, k))
-            ar = np.arange(b)
-            for j in range(k):
-                col = np.argmax(T, axis=1)
-                ib[:, j] = col
-                top[:, j] = T[ar, col]
-                T[ar, col] = -np.inf
+        A, f1, f2 = _scaled_rows(X[rows], prepared, row_constant=False)
+        if screen is not None and screen.usable(A):
+            ib, top = screen.select(A, buffer(b, np.float32))
         else:
-            if k < m:
-                # argpartition is linear in m; only the k kept columns are sorted.
-                part = np.argpartition(T, m - k, axis=1)[:, m - k :]
-            else:
-                part = np.broadcast_to(np.arange(m), (b, m))
-            top = np.take_along_axis(T, part, axis=1)
-            # Decreasing similarity, ties broken by the lower anchor index.
-            order = np.lexsort((part, -top), axis=1)
-            ib = np.take_along_axis(part, order, axis=1)
-            top = np.take_along_axis(top, order, axis=1)
+            T = buffer(b, np.float64)
+            _finish_block(A, prepared, T)
+            ib, top = _select(T, k)
         top -= top[:, :1]
         top *= softness
         if f1 is not None:
-            top *= f1[:, None]
-            top *= f2[:, None]
+            # (T - max T) K f1 f2 in this order: the zero stays zero, the
+            # rest may reach -inf (rows and anchors both huge), never NaN.
+            with np.errstate(over="ignore"):
+                top *= f1[:, None]
+                top *= f2[:, None]
         np.exp(top, out=top)
         top /= top.sum(axis=1, keepdims=True)
         idx[rows] = ib
         vals[rows] = top
 
-    _run_blocks(n, m, block) if step < n else block(slice(0, n))
+    _run_blocks(n, m, block, step) if step < n else block(slice(0, n))
     return idx, vals
+
+
+def _finish_block(A, prep, out):
+    """The float64 block ``T`` of :func:`_scaled_rows`' ``A`` (``row_constant=False``)."""
+    np.matmul(A, prep.CT, out=out)
+    if prep.kind == "absdot":
+        np.abs(out, out=out)
+
+
+def _select(T, k):
+    """Indices and values of the ``k`` largest entries of each row of ``T`` (overwritten).
+
+    In decreasing order, ties broken by the lower index.
+    """
+    b, m = T.shape
+    if k <= _ARGMAX_MAX_K:
+        # k passes of argmax over the in-cache block beat a partition for
+        # small k; argmax takes the first maximum, so ties go to the lower
+        # index, and the k come out in decreasing order.
+        ib = np.empty((b, k), dtype=np.int64)
+        top = np.empty((b, k))
+        ar = np.arange(b)
+        for j in range(k):
+            col = np.argmax(T, axis=1)
+            ib[:, j] = col
+            top[:, j] = T[ar, col]
+            T[ar, col] = -np.inf
+        return ib, top
+    if k < m:
+        # argpartition is linear in m; only the k kept columns are sorted.
+        part = np.argpartition(T, m - k, axis=1)[:, m - k :]
+    else:
+        part = np.broadcast_to(np.arange(m), (b, m))
+    top = np.take_along_axis(T, part, axis=1)
+    return _ordered(part, top)
+
+
+def _ordered(cols, vals):
+    """``cols`` and ``vals`` per row by decreasing value, ties by the lower column."""
+    order = np.lexsort((cols, -vals), axis=1)
+    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+class _Screen:
+    """Top-k selection by a float32 GEMM, exact in float64.
+
+    The float32 block picks ``k + margin`` candidates per row (half the GEMM's
+    time and half its bytes); their similarities are then recomputed in
+    float64 and the ``k`` largest kept. That is the float64 selection whenever
+    no other anchor can reach the ``k``-th kept value: every float32 entry is
+    within ``e = (p + 4)(u32 + 2 u64) ||a|| max_j ||c_j||`` of the float64 one
+    (``p`` terms per dot product, inputs rounded to float32; Higham's bound
+    for any summation order, with Cauchy-Schwarz), so rows whose ``k``-th value
+    does not exceed the last candidate's float32 value plus ``e`` (near ties
+    with an unscreened anchor) are recomputed wholly in float64.
+    """
+
+    def __init__(self, prep, k, m):
+        self.prep, self.k = prep, k
+        self.r = min(_SCREEN_MARGIN, m - k)
+        CT = prep.CT
+        self.cmax = float(np.max(np.abs(CT), initial=0.0))
+        # Anchors too large for the screen leave it unused (see usable).
+        self.CT32 = CT.astype(np.float32) if self.cmax <= _SCREEN_MAX_ABS else None
+        self.C_rows = np.ascontiguousarray(CT.T)  # (m, p): one anchor's column per row
+        p = CT.shape[0]
+        self.rel = (p + 4) * (_U32 + 2 * _U64) * float(np.max(np.linalg.norm(CT, axis=0)))
+        # Entries below float32's normal range round with an absolute error
+        # (at most 2^-149 each); a generous bound of their effect on a dot.
+        self.absolute = p * 2.0**-140 * (1.0 + _SCREEN_MAX_ABS) * (1.0 + self.cmax)
+
+    def usable(self, A):
+        if self.CT32 is None:
+            return False
+        return float(np.max(np.abs(A), initial=0.0)) <= _SCREEN_MAX_ABS
+
+    def select(self, A, T32):
+        k, r, prep = self.k, self.r, self.prep
+        b = A.shape[0]
+        np.matmul(A.astype(np.float32), self.CT32, out=T32)
+        if prep.kind == "absdot":
+            np.abs(T32, out=T32)
+        ar = np.arange(b)
+        cand = np.empty((b, k + r), dtype=np.int64)
+        for j in range(k + r):
+            col = np.argmax(T32, axis=1)
+            cand[:, j] = col
+            if j < k + r - 1:
+                T32[ar, col] = -np.inf
+        last = T32[ar, col].astype(np.float64)  # the largest float32 value left out, or more
+        # mode="clip" skips numpy's buffered bounds check (indices are valid).
+        exact = np.einsum("ij,ikj->ik", A, np.take(self.C_rows, cand, axis=0, mode="clip"))
+        if prep.kind == "absdot":
+            np.abs(exact, out=exact)
+        ib, top = _ordered(cand[:, : k + r], exact)
+        ib, top = ib[:, :k].copy(), top[:, :k].copy()
+        bound = np.sqrt(np.einsum("ij,ij->i", A, A))
+        bound *= self.rel
+        bound += self.absolute
+        bound += last
+        near = np.flatnonzero(~(top[:, -1] > bound))
+        if near.size:
+            T = np.empty((near.size, self.C_rows.shape[0]))
+            _finish_block(A[near], prep, T)
+            ib[near], top[near] = _select(T, k)
+        return ib, top
 
 
 def densify(idx, vals, n_anchors, xp):
