@@ -274,7 +274,12 @@ def _host(a):
 
 
 class _Point:
-    """The closed form at ``theta``: solution, statistics, kept assignments, objective."""
+    """The closed form at ``theta``: solution, statistics, kept assignments, objective.
+
+    ``alpha`` may be a callable ``alpha(anchors, softness, stats) -> float``
+    (``alpha="auto"``): it then chooses the penalty from this point's own
+    statistics (no second pass over the rows), kept as ``self.alpha``.
+    """
 
     def __init__(self, theta, params, X, Y, w, kind, alpha, xp, rows, pool=None):
         self.theta = theta
@@ -289,12 +294,16 @@ class _Point:
             self.anchors,
             self.softness,
             kind,
-            alpha,
+            1.0 if callable(alpha) else alpha,
             xp,
             keep=self.kept,
             rows=rows,
             pool=pool,
         )
+        if callable(alpha):
+            alpha = alpha(self.anchors, self.softness, self.stats)
+            self.W, self.y_mean = self.stats.solve(alpha, xp)
+        self.alpha = alpha
         self.loss = statistics_objective(self.stats, self.W, alpha, xp) / self.stats.weight_sum
 
 
@@ -379,6 +388,8 @@ def fit_gauss_newton(
 
     try:
         current = point(theta)
+        # alpha="auto": chosen at the start point, then fixed for the stage.
+        alpha = history.alpha = current.alpha
         Btr, H = linearise(current)
         history.start(current.loss, current, None if validation_score is None else score(current))
         mu, nu = INITIAL_DAMPING, 2.0

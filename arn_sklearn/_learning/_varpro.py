@@ -279,7 +279,11 @@ def fit_varpro(
     anchors : array of shape (n_anchors, n_features)
     softness : float
     similarity : str
-    alpha : float
+    alpha : float or callable
+        The ridge penalty, or ``alpha(anchors, softness, stats) -> float``
+        (``alpha="auto"``), which chooses it from the start's statistics
+        (:class:`~arn_sklearn._model._statistics.SufficientStatistics`); it is
+        then fixed for the run and recorded as ``history.alpha``.
     xp : array namespace
     learn_softness : bool, default=True
         Also search ``log K`` (ignored for ``"dot"``/``"absdot"``, where it is
@@ -314,6 +318,11 @@ def fit_varpro(
     scaled = parametrisation == "scaled"
     params = _Parametrisation(anchors.shape, softness, similarity, learn_softness, scaled)
     history = TrainingHistory()
+    if callable(alpha):
+        with single_threaded_blas():
+            stats = closed_form_weights(X, Y, w, anchors, softness, similarity, 1.0, xp)[2]
+        alpha = alpha(anchors, softness, stats)
+    history.alpha = alpha
     last = {}
 
     def evaluate(theta):
