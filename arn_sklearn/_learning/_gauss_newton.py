@@ -421,7 +421,9 @@ def fit_gauss_newton(
             accepted = trial is not None and math.isfinite(trial.loss) and ratio > ACCEPT_RATIO
             if accepted:
                 current = trial
-                if history.n_iter < max_iter:  # (at the cap, a Jacobian pass for nothing)
+                # (At the cap, a Jacobian pass for nothing; with a validation score,
+                # linearised below, once the score says that the run goes on.)
+                if history.n_iter < max_iter and validation_score is None:
                     Btr, H = linearise(current)
                 # (ratio capped at 1, where the factor is already 1/3: a huge ratio overflows)
                 mu *= max(1.0 / 3.0, 1.0 - (2.0 * min(ratio, 1.0) - 1.0) ** 3)
@@ -444,6 +446,14 @@ def fit_gauss_newton(
                 # No progress, or no damping decreases the objective (a stationary point).
                 history.converged = True
                 break
+            if accepted and validation_score is not None and history.n_iter < max_iter:
+                # The score, not the objective, decided the step: the last step of a
+                # run (a third of them on report.py data's coarse stage) needs no
+                # Jacobian pass. Its exact objective then replaces the statistics' one.
+                Btr, H = linearise(current)
+                history.loss_curve[-1] = current.loss
+                if history.best is current:
+                    history.best_loss = current.loss
     finally:
         if pool is not None:
             pool.close()
