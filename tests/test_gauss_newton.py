@@ -255,11 +255,14 @@ def test_with_a_validation_score_the_last_step_is_not_linearised(monkeypatch):
     accepted = len(kept) - 1  # (the start's score is the first)
     assert history.n_iter == 3 and accepted >= 1
     assert len(calls) == 1 + accepted - 1  # the start, and each accepted point but the last
-    for (anchors, softness), loss in zip(kept[1:], np.unique(history.loss_curve)[::-1]):
+    # Each accepted point's objective is on the curve: from the residuals where it was
+    # linearised, from the statistics (a few digits cancel) for the last one.
+    for index, (anchors, softness) in enumerate(kept[1:], start=1):
         exact = reduced_objective(
             anchors, math.log(softness), X, Y, w, "euclidean", 1e-6, xp, gradient=False
         )[0]
-        assert loss == pytest.approx(exact, rel=1e-8)
+        error = min(abs(np.array(history.loss_curve) / exact - 1.0))
+        assert error < (1e-6 if index == accepted else 1e-10)
 
 
 def test_a_callable_alpha_is_chosen_from_the_start_and_kept():

@@ -447,9 +447,9 @@ def fit_gauss_newton(
                 history.converged = True
                 break
             if accepted and validation_score is not None and history.n_iter < max_iter:
-                # The score, not the objective, decided the step: the last step of a
-                # run (a third of them on report.py data's coarse stage) needs no
-                # Jacobian pass. Its exact objective then replaces the statistics' one.
+                # The score, not the objective, decides stopping: the step that ends
+                # a run needs no Jacobian pass (its objective stays the statistics'
+                # one); a run that goes on gets the exact one, from the residuals.
                 Btr, H = linearise(current)
                 history.loss_curve[-1] = current.loss
                 if history.best is current:
