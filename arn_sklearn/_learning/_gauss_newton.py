@@ -193,9 +193,13 @@ def jacobian_pass(
     """
     n_anchors, n_features = anchors.shape
     n_targets = W.shape[1]
+    # Per-anchor predictions laid out (rows, targets, anchors) in memory (and
+    # viewed as (rows, anchors, targets)): the Jacobian's (b, t, m, d) block is
+    # then formed in C order and its reshapes are free (the arm's 8 outputs:
+    # a copy of the block per chunk, a fifth of the pass, before).
     W_by_input = xp.reshape(
-        xp.permute_dims(xp.reshape(W, (n_anchors, n_features + 1, n_targets)), (1, 0, 2)),
-        (n_features + 1, n_anchors * n_targets),
+        xp.permute_dims(xp.reshape(W, (n_anchors, n_features + 1, n_targets)), (1, 2, 0)),
+        (n_features + 1, n_targets * n_anchors),
     )
 
     def chunk_terms(start, S, A):
@@ -203,7 +207,9 @@ def jacobian_pass(
         X_c, Y_c, w_c = X[start:stop, ...], Y[start:stop, ...], w[start:stop]
         n_rows = stop - start
         X1 = xp.concat([X_c, xp.ones((n_rows, 1), dtype=X_c.dtype)], axis=1)
-        P = xp.reshape(X1 @ W_by_input, (n_rows, n_anchors, n_targets))
+        P = xp.permute_dims(
+            xp.reshape(X1 @ W_by_input, (n_rows, n_targets, n_anchors)), (0, 2, 1)
+        )
         sqrt_w = xp.sqrt(w_c)
         out, Bw = output_jacobian(X_c, anchors, softness, S, A, P, params, kind, xp, sqrt_w=sqrt_w)
         residual = (out - (Y_c - y_mean[None, :])) * sqrt_w[:, None]
