@@ -42,11 +42,10 @@ from scipy import linalg
 from .._kernels._assignment import _NORM_EPS
 from .._kernels._lifting import lift, lifted_size
 from .._kernels._parametrisation import _Parametrisation
-from .._kernels._solve import centered_rhs
 from .._utils._arrays import to_numpy
 from .._utils._threads import _WorkerPool, single_threaded_blas
 from ._history import TrainingHistory
-from ._varpro import closed_form_weights
+from ._varpro import closed_form_weights, statistics_objective
 
 # Rows per chunk of the Jacobian pass: its widest block, ``B`` of shape
 # (rows, n_targets, n_theta), about this many bytes.
@@ -207,9 +206,7 @@ def jacobian_pass(
         X_c, Y_c, w_c = X[start:stop, ...], Y[start:stop, ...], w[start:stop]
         n_rows = stop - start
         X1 = xp.concat([X_c, xp.ones((n_rows, 1), dtype=X_c.dtype)], axis=1)
-        P = xp.permute_dims(
-            xp.reshape(X1 @ W_by_input, (n_rows, n_targets, n_anchors)), (0, 2, 1)
-        )
+        P = xp.permute_dims(xp.reshape(X1 @ W_by_input, (n_rows, n_targets, n_anchors)), (0, 2, 1))
         sqrt_w = xp.sqrt(w_c)
         out, Bw = output_jacobian(X_c, anchors, softness, S, A, P, params, kind, xp, sqrt_w=sqrt_w)
         residual = (out - (Y_c - y_mean[None, :])) * sqrt_w[:, None]
@@ -260,17 +257,6 @@ def schur_hessian(BtB, M, factor, xp):
     )
     H = BtB - _host(M3.T @ G3)
     return 0.5 * (H + H.T)
-
-
-def statistics_objective(stats, W, alpha, xp):
-    """``sum_i w_i ||r_i||^2 + alpha ||W||^2`` of the ridge solution, from the statistics.
-
-    At the ridge optimum it equals ``sum_i w_i ||y_i - y_mean||^2 - <W, rhs>``,
-    so the trial point of a step needs no second pass over the rows.
-    """
-    rhs, y_mean = centered_rhs(stats, xp)
-    total = float(xp.sum(stats.y_sq_sum)) - stats.weight_sum * float(xp.sum(y_mean * y_mean))
-    return total - float(xp.sum(W * rhs))
 
 
 def _host(a):

@@ -22,10 +22,9 @@ from .._kernels._gradients import network_predict, objective, weight_penalty
 from .._utils._arrays import to_numpy
 from .._utils._threads import _WorkerPool, single_threaded_blas
 from .._utils._warnings import warn_user
-from ._gauss_newton import statistics_objective
 from ._optim import make_optimizer, run_epochs
 from ._ridge import HeldOutRidge
-from ._varpro import closed_form_weights, fit_varpro
+from ._varpro import closed_form_weights, fit_varpro, statistics_objective
 from ._varpro import predict as varpro_predict
 
 # Minibatch solvers (ARN and Deep ARN); the variable-projection solvers (one
