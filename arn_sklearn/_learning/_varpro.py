@@ -73,7 +73,8 @@ def closed_form_weights(
         Rows per chunk; default :func:`_chunk_rows` of the lifted size.
     pool : _WorkerPool, optional
         Spreads the chunks over its threads (numpy; one BLAS thread each),
-        each accumulating its own statistics, then summed.
+        each accumulating its own statistics, then summed; ``rows`` is then
+        lowered where needed to give each thread a chunk.
 
     Returns
     -------
@@ -84,6 +85,8 @@ def closed_form_weights(
     """
     n_lifted = lifted_size(anchors.shape[0], X.shape[1])
     rows = _chunk_rows(n_lifted) if rows is None else rows
+    if pool is not None:
+        rows = max(1, min(rows, -(-X.shape[0] // pool.n_threads)))  # a chunk per thread at least
     starts = range(0, X.shape[0], rows)
     n_groups = 1 if pool is None else max(1, min(pool.n_threads, len(starts)))
     kept = [[] for _ in range(n_groups)]
