@@ -46,11 +46,11 @@ and the process's CPU time (all its threads). On a shared machine the wall ratio
 follows the load more than the code (an MLP with multithreaded BLAS took 232 s at load
 5.5 where it takes 8.5 s alone); ``--one-blas-thread`` fits every model under one BLAS
 thread, so that the CPU-time ratio compares the work done. With
-``--efficiency``, first the time of one Gauss-Newton step's two passes over
-the rows (the closed form at the trial point; the Jacobian pass) against the
-BLAS time of the same products on arrays of the same shapes (best of 5, same
-run, one BLAS thread): the similarity GEMM, the lifted block's ``syrk`` and ``Z^T [Y, 1]``;
-``B^T B`` (``syrk``), ``Z^T B`` and ``B^T r``.
+``--efficiency``, first, for each task but ``sr``, the time of one Gauss-Newton
+step's two passes over its ``n`` rows (the closed form at the trial point; the
+Jacobian pass) against the BLAS time of the same products on arrays of the same
+shapes (best of 5, same run, one BLAS thread): the similarity GEMM, the lifted
+block's ``syrk`` and ``Z^T [Y, 1]``; ``B^T B`` (``syrk``), ``Z^T B`` and ``B^T r``.
 """
 
 import argparse
@@ -310,8 +310,12 @@ def _final_estimator(model):
     return model[-1] if hasattr(model, "steps") else model
 
 
-def efficiency(n, n_anchors, repeats=5):
-    """Seconds of each pass of a step and of its BLAS products, best of ``repeats``."""
+def efficiency(n, n_anchors, task="report", repeats=5):
+    """Seconds of each pass of a step and of its BLAS products, best of ``repeats``.
+
+    On ``n`` rows of ``task`` (inputs and targets standardised, as the fits see
+    them), random anchors, softness 0.5.
+    """
     from array_api_compat import array_namespace
     from scipy.linalg.blas import dsyrk
     from threadpoolctl import threadpool_limits
@@ -321,12 +325,15 @@ def efficiency(n, n_anchors, repeats=5):
     from arn_sklearn._learning._gauss_newton import _Point, chunk_rows, jacobian_pass
 
     xp = array_namespace(np.empty(0))
-    X, y, _, _ = make_data(n, 16)
-    Y, w = y[:, None], np.ones(n)
+    X, Y, _, _ = task_data(task, n)
+    X = StandardScaler().fit_transform(X)
+    Y = StandardScaler().fit_transform(np.asarray(Y).reshape(n, -1))
+    n_features, n_targets = X.shape[1], Y.shape[1]
+    w = np.ones(n)
     anchors = X[np.random.RandomState(0).choice(n, n_anchors, replace=False)]
     params = _Parametrisation(anchors.shape, 0.5, "euclidean", learn_softness=True)
     theta = params.pack(anchors, 0.5)
-    rows = chunk_rows(n_anchors, X.shape[1], 1, theta.size)
+    rows = chunk_rows(n_anchors, n_features, n_targets, theta.size)
     best = {}
 
     def timed(key, f):
@@ -336,7 +343,7 @@ def efficiency(n, n_anchors, repeats=5):
         return out
 
     Z = np.ascontiguousarray(lift(X, np.full((n, n_anchors), 1.0 / n_anchors), xp))
-    B = np.random.RandomState(1).normal(size=(n, theta.size))
+    B = np.random.RandomState(1).normal(size=(n * n_targets, theta.size))
     Y1 = np.hstack([Y, np.ones((n, 1))])
     # One BLAS thread for both sides: on a shared machine thread contention,
     # not the code, decided the ratio otherwise (0.4 to 1.7 in two runs).
@@ -352,11 +359,18 @@ def efficiency(n, n_anchors, repeats=5):
             ),
         )
         timed("BLAS of the closed-form pass", lambda: (X @ anchors.T, dsyrk(1.0, Z.T), Z.T @ Y1))
-        timed("BLAS of the Jacobian pass", lambda: (dsyrk(1.0, B.T), Z.T @ B, B.T @ Y[:, 0]))
+        timed(
+            "BLAS of the Jacobian pass",
+            lambda: (
+                dsyrk(1.0, B.T),
+                Z.T @ B.reshape(n, n_targets * theta.size),
+                B.T @ B[:, 0],
+            ),
+        )
     limit.restore_original_limits()
     print(
-        f"one Gauss-Newton step (one BLAS thread), n={n}, d=16, m={n_anchors}, "
-        f"{theta.size} unknowns:"
+        f"{task}: one Gauss-Newton step (one BLAS thread), n={n}, d={n_features}, "
+        f"t={n_targets}, m={n_anchors}, {theta.size} unknowns:"
     )
     for key, value in best.items():
         print(f"  {key}: {value:.4f} s")
@@ -415,7 +429,9 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if args.efficiency:
-        efficiency(args.n, args.anchors)
+        for name in args.tasks.split(","):
+            if name != "sr":
+                efficiency(args.n, args.anchors, name)
     results = {}
     for name in args.tasks.split(","):
         results[name] = run_task(

@@ -227,3 +227,61 @@ def test_gauss_newton_converges_in_a_few_steps_on_a_zero_residual_problem():
 def test_chunk_rows_bounds_the_jacobian_block():
     rows = chunk_rows(64, 30, 8, 64 * 30 + 1)
     assert 256 <= rows and rows * 8 * (64 * 30 + 1) * 8 <= 64 * 2**20
+
+
+def test_with_a_validation_score_the_last_step_is_not_linearised(monkeypatch):
+    # The score decides stopping: the step that ends the run needs no Jacobian
+    # pass, and every recorded objective is still the exact one (from residuals).
+    from arn_sklearn._learning import _gauss_newton
+
+    X, Y, start = teacher_problem(n=300)
+    w = np.ones(X.shape[0])
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return jacobian_pass(*args, **kwargs)
+
+    monkeypatch.setattr(_gauss_newton, "jacobian_pass", counted)
+    kept = []
+
+    def score(anchors, softness, W, y_mean):
+        kept.append((np.array(anchors), softness))
+        return 0.0  # never improves: the run stops after n_iter_no_change steps
+
+    _, _, history = fit_gauss_newton(
+        X, Y, w, start, 1.5, "euclidean", 1e-6, xp, n_iter_no_change=3, validation_score=score
+    )
+    accepted = len(kept) - 1  # (the start's score is the first)
+    assert history.n_iter == 3 and accepted >= 1
+    assert len(calls) == 1 + accepted - 1  # the start, and each accepted point but the last
+    # Each accepted point's objective is on the curve: from the residuals where it was
+    # linearised, from the statistics (a few digits cancel) for the last one.
+    for index, (anchors, softness) in enumerate(kept[1:], start=1):
+        exact = reduced_objective(
+            anchors, math.log(softness), X, Y, w, "euclidean", 1e-6, xp, gradient=False
+        )[0]
+        error = min(abs(np.array(history.loss_curve) / exact - 1.0))
+        assert error < (1e-6 if index == accepted else 1e-10)
+
+
+def test_a_callable_alpha_is_chosen_from_the_start_and_kept():
+    # alpha="auto": the minimisers call alpha(anchors, softness, stats) once, with
+    # the start's statistics, and then minimise the objective of that penalty.
+    X, Y, start = teacher_problem(n=300)
+    w = np.ones(X.shape[0])
+    seen = []
+
+    def choose(anchors, softness, stats):
+        seen.append((np.array(anchors), softness, stats.weight_sum))
+        return 1e-3
+
+    for minimise in (fit_gauss_newton, fit_varpro):
+        seen.clear()
+        fixed = minimise(X, Y, w, start, 1.5, "euclidean", 1e-3, xp, max_iter=3)
+        chosen = minimise(X, Y, w, start, 1.5, "euclidean", choose, xp, max_iter=3)
+        assert len(seen) == 1 and seen[0][1] == 1.5 and seen[0][2] == pytest.approx(300)
+        np.testing.assert_array_equal(seen[0][0], start)
+        assert chosen[2].alpha == 1e-3
+        np.testing.assert_allclose(chosen[0], fixed[0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(chosen[2].loss_curve, fixed[2].loss_curve, rtol=1e-9)

@@ -144,8 +144,12 @@ def test_varpro_regressors_are_the_closed_form_of_its_anchors(solver):
     ).fit(X, y)
     np.testing.assert_allclose(learned.coef_, again.coef_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(learned.intercept_, again.intercept_, rtol=1e-9, atol=1e-12)
-    # The statistics kept are those of the final anchors (for partial-fit-like reuse).
-    np.testing.assert_allclose(learned._stats.gram, again._stats.gram, rtol=1e-12)
+    # The statistics kept are those of the final anchors (for partial-fit-like reuse);
+    # Gauss-Newton sums its training and held-out rows' chunks in another order.
+    gram = again._stats.gram
+    np.testing.assert_allclose(
+        learned._stats.gram, gram, rtol=1e-12, atol=1e-12 * np.abs(gram).max()
+    )
 
 
 @pytest.mark.parametrize("solver", VARPRO_SOLVERS)

@@ -42,11 +42,10 @@ from scipy import linalg
 from .._kernels._assignment import _NORM_EPS
 from .._kernels._lifting import lift, lifted_size
 from .._kernels._parametrisation import _Parametrisation
-from .._kernels._solve import centered_rhs
 from .._utils._arrays import to_numpy
 from .._utils._threads import _WorkerPool, single_threaded_blas
 from ._history import TrainingHistory
-from ._varpro import closed_form_weights
+from ._varpro import closed_form_weights, statistics_objective
 
 # Rows per chunk of the Jacobian pass: its widest block, ``B`` of shape
 # (rows, n_targets, n_theta), about this many bytes.
@@ -193,9 +192,13 @@ def jacobian_pass(
     """
     n_anchors, n_features = anchors.shape
     n_targets = W.shape[1]
+    # Per-anchor predictions laid out (rows, targets, anchors) in memory (and
+    # viewed as (rows, anchors, targets)): the Jacobian's (b, t, m, d) block is
+    # then formed in C order and its reshapes are free (the arm's 8 outputs:
+    # a copy of the block per chunk, a fifth of the pass, before).
     W_by_input = xp.reshape(
-        xp.permute_dims(xp.reshape(W, (n_anchors, n_features + 1, n_targets)), (1, 0, 2)),
-        (n_features + 1, n_anchors * n_targets),
+        xp.permute_dims(xp.reshape(W, (n_anchors, n_features + 1, n_targets)), (1, 2, 0)),
+        (n_features + 1, n_targets * n_anchors),
     )
 
     def chunk_terms(start, S, A):
@@ -203,7 +206,7 @@ def jacobian_pass(
         X_c, Y_c, w_c = X[start:stop, ...], Y[start:stop, ...], w[start:stop]
         n_rows = stop - start
         X1 = xp.concat([X_c, xp.ones((n_rows, 1), dtype=X_c.dtype)], axis=1)
-        P = xp.reshape(X1 @ W_by_input, (n_rows, n_anchors, n_targets))
+        P = xp.permute_dims(xp.reshape(X1 @ W_by_input, (n_rows, n_targets, n_anchors)), (0, 2, 1))
         sqrt_w = xp.sqrt(w_c)
         out, Bw = output_jacobian(X_c, anchors, softness, S, A, P, params, kind, xp, sqrt_w=sqrt_w)
         residual = (out - (Y_c - y_mean[None, :])) * sqrt_w[:, None]
@@ -256,17 +259,6 @@ def schur_hessian(BtB, M, factor, xp):
     return 0.5 * (H + H.T)
 
 
-def statistics_objective(stats, W, alpha, xp):
-    """``sum_i w_i ||r_i||^2 + alpha ||W||^2`` of the ridge solution, from the statistics.
-
-    At the ridge optimum it equals ``sum_i w_i ||y_i - y_mean||^2 - <W, rhs>``,
-    so the trial point of a step needs no second pass over the rows.
-    """
-    rhs, y_mean = centered_rhs(stats, xp)
-    total = float(xp.sum(stats.y_sq_sum)) - stats.weight_sum * float(xp.sum(y_mean * y_mean))
-    return total - float(xp.sum(W * rhs))
-
-
 def _host(a):
     if isinstance(a, np.ndarray) or isinstance(a, float):
         return np.asarray(a, dtype=np.float64)
@@ -274,7 +266,12 @@ def _host(a):
 
 
 class _Point:
-    """The closed form at ``theta``: solution, statistics, kept assignments, objective."""
+    """The closed form at ``theta``: solution, statistics, kept assignments, objective.
+
+    ``alpha`` may be a callable ``alpha(anchors, softness, stats) -> float``
+    (``alpha="auto"``): it then chooses the penalty from this point's own
+    statistics (no second pass over the rows), kept as ``self.alpha``.
+    """
 
     def __init__(self, theta, params, X, Y, w, kind, alpha, xp, rows, pool=None):
         self.theta = theta
@@ -289,12 +286,16 @@ class _Point:
             self.anchors,
             self.softness,
             kind,
-            alpha,
+            1.0 if callable(alpha) else alpha,
             xp,
             keep=self.kept,
             rows=rows,
             pool=pool,
         )
+        if callable(alpha):
+            alpha = alpha(self.anchors, self.softness, self.stats)
+            self.W, self.y_mean = self.stats.solve(alpha, xp)
+        self.alpha = alpha
         self.loss = statistics_objective(self.stats, self.W, alpha, xp) / self.stats.weight_sum
 
 
@@ -379,6 +380,8 @@ def fit_gauss_newton(
 
     try:
         current = point(theta)
+        # alpha="auto": chosen at the start point, then fixed for the stage.
+        alpha = history.alpha = current.alpha
         Btr, H = linearise(current)
         history.start(current.loss, current, None if validation_score is None else score(current))
         mu, nu = INITIAL_DAMPING, 2.0
@@ -410,7 +413,9 @@ def fit_gauss_newton(
             accepted = trial is not None and math.isfinite(trial.loss) and ratio > ACCEPT_RATIO
             if accepted:
                 current = trial
-                if history.n_iter < max_iter:  # (at the cap, a Jacobian pass for nothing)
+                # (At the cap, a Jacobian pass for nothing; with a validation score,
+                # linearised below, once the score says that the run goes on.)
+                if history.n_iter < max_iter and validation_score is None:
                     Btr, H = linearise(current)
                 # (ratio capped at 1, where the factor is already 1/3: a huge ratio overflows)
                 mu *= max(1.0 / 3.0, 1.0 - (2.0 * min(ratio, 1.0) - 1.0) ** 3)
@@ -433,6 +438,14 @@ def fit_gauss_newton(
                 # No progress, or no damping decreases the objective (a stationary point).
                 history.converged = True
                 break
+            if accepted and validation_score is not None and history.n_iter < max_iter:
+                # The score, not the objective, decides stopping: the step that ends
+                # a run needs no Jacobian pass (its objective stays the statistics'
+                # one); a run that goes on gets the exact one, from the residuals.
+                Btr, H = linearise(current)
+                history.loss_curve[-1] = current.loss
+                if history.best is current:
+                    history.best_loss = current.loss
     finally:
         if pool is not None:
             pool.close()

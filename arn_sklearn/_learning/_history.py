@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 class TrainingHistory:
     """The curve, the best iterate and how the run ended.
 
-    ``alpha`` is the ridge penalty of a variable-projection fit's final
-    closed form (for all its rows), where the fit chose it (``alpha="auto"``).
+    ``alpha`` is the ridge penalty of a variable-projection run (of
+    :func:`~arn_sklearn._learning._training.learn_varpro`: its final closed
+    form's, for all its rows). ``statistics`` and ``remaining_rows``, where
+    set, give that closed form without a pass over the rows the run saw: the
+    kept iterate's statistics on its training rows, and the ``(X, Y, w)`` rows
+    (held out) still to add, or None.
 
     Examples
     --------
@@ -42,6 +46,8 @@ class TrainingHistory:
     stalled: int = 0
     best: object = field(default=None, repr=False)
     alpha: float | None = None
+    statistics: object = field(default=None, repr=False)
+    remaining_rows: object = field(default=None, repr=False)
 
     def start(self, loss, params, score=None):
         """The starting point competes as iteration 0: a fit never ends worse than it."""

@@ -20,11 +20,11 @@ from sklearn.utils._param_validation import Interval
 
 from .._kernels._gradients import network_predict, objective, weight_penalty
 from .._utils._arrays import to_numpy
-from .._utils._threads import single_threaded_blas
+from .._utils._threads import _WorkerPool, single_threaded_blas
 from .._utils._warnings import warn_user
 from ._optim import make_optimizer, run_epochs
 from ._ridge import HeldOutRidge
-from ._varpro import closed_form_weights, fit_varpro, reduced_objective
+from ._varpro import closed_form_weights, fit_varpro, statistics_objective
 from ._varpro import predict as varpro_predict
 
 # Minibatch solvers (ARN and Deep ARN); the variable-projection solvers (one
@@ -216,10 +216,12 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
         if options.verbose and len(stages) > 1:
             print(f"[ARN] {options.solver} stage {stage + 1}/{len(stages)}: {X_s.shape[0]} rows")
         anchors = xp.asarray(np.asarray(to_numpy(anchors), dtype=np.float64))
-        if ridge is not None:
-            rows_s, rows_val = (X_s, Y_s, w_s), (X_val, Y_val, w_val)
-            alpha = _chosen_alpha(ridge, anchors, softness, rows_s, rows_val, options, xp)
-            alpha_per_weight = alpha / stage_weight
+        # alpha="auto": the minimiser chooses it from its start point's statistics.
+        alpha = (
+            _alpha_chooser(ridge, (X_val, Y_val, w_val), options, xp)
+            if ridge is not None
+            else alpha_per_weight * stage_weight
+        )
         anchors, softness, stage_history = minimise(
             X_s,
             Y_s,
@@ -227,7 +229,7 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
             anchors,
             softness,
             kind,
-            alpha_per_weight * stage_weight,
+            alpha,
             xp,
             learn_softness=options.learn_softness,
             max_iter=options.max_iter if max_iter is None else min(max_iter, options.max_iter),
@@ -238,6 +240,8 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
             validation_score=validation_score,
             verbose=options.verbose,
         )
+        if ridge is not None:
+            alpha_per_weight = stage_history.alpha / stage_weight
         history = stage_history if history is None else history.extended(stage_history)
     if len(stages) > 1:
         # The last stage's step cap is the schedule, not a failure to converge.
@@ -256,6 +260,11 @@ def learn_varpro(options, anchors, softness, X, Y, w, xp, random_state, minimise
             validation_score,
         )
     history.alpha = alpha_per_weight * float(xp.sum(w))
+    if history.statistics is None and stages[-1][0] is None:
+        # The kept iterate's statistics on all training rows (Gauss-Newton keeps them).
+        history.statistics = getattr(history.best, "stats", None)
+    if history.statistics is not None and X_train is not X:
+        history.remaining_rows = (X_val, Y_val, w_val)
     warn_if_unfinished(history, options)
     return anchors, softness, history
 
@@ -288,20 +297,24 @@ def fixed_alpha(alpha):
     return DEFAULT_ALPHA if alpha == "auto" else alpha
 
 
-def _chosen_alpha(ridge, anchors, softness, rows, held_out_rows, options, xp):
-    """The held-out choice of the penalty for ``anchors`` on ``rows`` (``(X, Y, w)``)."""
-    with single_threaded_blas():
-        stats, held_out = (
-            closed_form_weights(*r, anchors, softness, options.similarity, DEFAULT_ALPHA, xp)[2]
-            for r in (rows, held_out_rows)
-        )
-        alpha, score = ridge.choose(stats, held_out, xp)
-    if options.verbose:
-        print(
-            f"[ARN] alpha {alpha:.4g} for {rows[0].shape[0]} rows "
-            f"({alpha / stats.weight_sum:.3g} per unit weight), held-out R^2 {score:.6g}"
-        )
-    return alpha
+def _alpha_chooser(ridge, held_out_rows, options, xp):
+    """``alpha(anchors, softness, stats)``: the held-out choice of the penalty for
+    the rows of ``stats`` (a minimiser's start point), ``held_out_rows`` ``(X, Y, w)``."""
+
+    def choose(anchors, softness, stats):
+        with single_threaded_blas():
+            held_out = closed_form_weights(
+                *held_out_rows, anchors, softness, options.similarity, DEFAULT_ALPHA, xp
+            )[2]
+            alpha, score = ridge.choose(stats, held_out, xp)
+        if options.verbose:
+            print(
+                f"[ARN] alpha {alpha:.4g} for {stats.weight_sum:.6g} weight of rows "
+                f"({alpha / stats.weight_sum:.3g} per unit weight), held-out R^2 {score:.6g}"
+            )
+        return alpha
+
+    return choose
 
 
 def _start_competes(
@@ -309,29 +322,31 @@ def _start_competes(
 ):
     """The start where it beats the learned anchors on all rows (the coarse
     stages chose theirs on a subsample), so that a fit never ends worse than it.
+
+    If it does, its statistics become ``history.statistics`` (the final closed form's).
     """
-    with single_threaded_blas():
-        loss, _, _, (W, y_mean, _) = reduced_objective(
-            start[0],
-            math.log(start[1]),
-            X,
-            Y,
-            w,
-            similarity,
-            alpha,
-            xp,
-            gradient=False,
-        )
-        if validation_score is None:
-            better = loss < history.best_loss
-        else:
-            score = validation_score(start[0], start[1], W, y_mean)
-            better = score > history.best_validation_score
-            if better:
-                history.best_validation_score = score
+    # One pass, its chunks over the pool's threads, and the objective from the
+    # statistics: no second pass for the residuals.
+    pool = _WorkerPool() if isinstance(X, np.ndarray) else None
+    try:
+        with single_threaded_blas():
+            W, y_mean, stats = closed_form_weights(
+                X, Y, w, xp.asarray(start[0]), start[1], similarity, alpha, xp, pool=pool
+            )
+            loss = statistics_objective(stats, W, alpha, xp) / stats.weight_sum
+            if validation_score is None:
+                better = loss < history.best_loss
+            else:
+                score = validation_score(start[0], start[1], W, y_mean)
+                better = score > history.best_validation_score
+                if better:
+                    history.best_validation_score = score
+    finally:
+        if pool is not None:
+            pool.close()
     if not better:
         return anchors, softness
-    history.best_loss, history.best = loss, None
+    history.best_loss, history.best, history.statistics = loss, None, stats
     return np.asarray(to_numpy(start[0]), dtype=np.float64), start[1]
 
 

@@ -73,7 +73,8 @@ def closed_form_weights(
         Rows per chunk; default :func:`_chunk_rows` of the lifted size.
     pool : _WorkerPool, optional
         Spreads the chunks over its threads (numpy; one BLAS thread each),
-        each accumulating its own statistics, then summed.
+        each accumulating its own statistics, then summed; ``rows`` is then
+        lowered where needed to give each thread a chunk.
 
     Returns
     -------
@@ -84,6 +85,8 @@ def closed_form_weights(
     """
     n_lifted = lifted_size(anchors.shape[0], X.shape[1])
     rows = _chunk_rows(n_lifted) if rows is None else rows
+    if pool is not None:
+        rows = max(1, min(rows, -(-X.shape[0] // pool.n_threads)))  # a chunk per thread at least
     starts = range(0, X.shape[0], rows)
     n_groups = 1 if pool is None else max(1, min(pool.n_threads, len(starts)))
     kept = [[] for _ in range(n_groups)]
@@ -216,6 +219,17 @@ def best_start(X, Y, w, starts, similarity, alpha, xp):
     return int(np.nanargmin(np.where(np.isfinite(values), values, np.nan))), values
 
 
+def statistics_objective(stats, W, alpha, xp):
+    """``sum_i w_i ||r_i||^2 + alpha ||W||^2`` of the ridge solution, from the statistics.
+
+    At the ridge optimum it equals ``sum_i w_i ||y_i - y_mean||^2 - <W, rhs>``,
+    so the trial point of a step needs no second pass over the rows.
+    """
+    rhs, y_mean = centered_rhs(stats, xp)
+    total = float(xp.sum(stats.y_sq_sum)) - stats.weight_sum * float(xp.sum(y_mean * y_mean))
+    return total - float(xp.sum(W * rhs))
+
+
 def generalised_cross_validation(stats, W, alpha, xp):
     """GCV score of the ridge solution ``W`` of ``stats`` (lower is better)."""
     rhs, y_mean = centered_rhs(stats, xp)
@@ -279,7 +293,11 @@ def fit_varpro(
     anchors : array of shape (n_anchors, n_features)
     softness : float
     similarity : str
-    alpha : float
+    alpha : float or callable
+        The ridge penalty, or ``alpha(anchors, softness, stats) -> float``
+        (``alpha="auto"``), which chooses it from the start's statistics
+        (:class:`~arn_sklearn._model._statistics.SufficientStatistics`); it is
+        then fixed for the run and recorded as ``history.alpha``.
     xp : array namespace
     learn_softness : bool, default=True
         Also search ``log K`` (ignored for ``"dot"``/``"absdot"``, where it is
@@ -314,6 +332,11 @@ def fit_varpro(
     scaled = parametrisation == "scaled"
     params = _Parametrisation(anchors.shape, softness, similarity, learn_softness, scaled)
     history = TrainingHistory()
+    if callable(alpha):
+        with single_threaded_blas():
+            stats = closed_form_weights(X, Y, w, anchors, softness, similarity, 1.0, xp)[2]
+        alpha = alpha(anchors, softness, stats)
+    history.alpha = alpha
     last = {}
 
     def evaluate(theta):
