@@ -7,6 +7,8 @@ main thread by wrapping the package's internal functions: the starts (KMeans,
 k-plane and their ranking), each Gauss-Newton stage (closed-form passes at the
 trial points, Jacobian passes, Schur complement, damped solves, validation
 predictions), the start's competition on all rows and the final closed form.
+The closed-form and Jacobian passes also count the rows they pass (deterministic,
+unlike the timers): the measure of a change in the number of Gauss-Newton steps.
 Internal names: a development tool, not an API.
 
     PYTHONPATH=. python benchmarks/learned_stages.py [--tasks report,friedman,arm]
@@ -34,6 +36,10 @@ import arn_sklearn._learning._training as training  # noqa: E402
 from arn_sklearn import ARNRegressor  # noqa: E402
 
 TIMERS = collections.defaultdict(lambda: [0.0, 0])
+# Rows passed by the Gauss-Newton passes: a deterministic measure of their work
+# (wall time is noisy on a shared machine). Label -> position of ``X`` in the arguments.
+ROWS = collections.Counter()
+ROW_ARGUMENT = {"  closed-form passes": 3, "  Jacobian passes": 0}
 
 # (module, function name, label): the stages, outermost first.
 STAGES = [
@@ -59,6 +65,8 @@ def timed(function, label):
             entry = TIMERS[label]
             entry[0] += time.perf_counter() - tic
             entry[1] += 1
+            if label in ROW_ARGUMENT:
+                ROWS[label] += args[ROW_ARGUMENT[label]].shape[0]
 
     return wrapper
 
@@ -80,6 +88,7 @@ def main(argv=None):
         X, Y, X_test, Y_test = task_data(task, args.n, args.data_seed)
         for seed in (int(s) for s in args.seeds.split(",")):
             TIMERS.clear()
+            ROWS.clear()
             model = scaled(
                 ARNRegressor(16, solver="gauss_newton", early_stopping=True, random_state=seed)
             )
@@ -91,12 +100,14 @@ def main(argv=None):
             n_iter = model.regressor_[-1].n_iter_
             print(
                 f"{task}, seed {seed}: test MSE {mse:.5g}, fit {seconds:.2f} s "
-                f"(CPU {cpu:.2f} s), {n_iter} steps, load {load:.1f}"
+                f"(CPU {cpu:.2f} s), {n_iter} steps, {sum(ROWS.values())} rows passed "
+                f"by the Gauss-Newton passes, load {load:.1f}"
             )
             for _, _, label in STAGES:
                 if label in TIMERS:
                     total, calls = TIMERS[label]
-                    print(f"  {label:30s} {total:6.3f} s  ({calls} calls)")
+                    rows = f", {ROWS[label]} rows" if label in ROWS else ""
+                    print(f"  {label:30s} {total:6.3f} s  ({calls} calls{rows})")
             sys.stdout.flush()
 
 
