@@ -6,8 +6,15 @@ caches them under ``--cache`` (default /tmp/cg), then times the solve at
 ``--alpha`` (default 1) with each ``--method`` of
 :class:`~arn_sklearn._model._blocksparse.IterativeFactor` and compares its
 training predictions ``G W`` with the reference solve's (per-column CG at
-``rtol=1e-10``, cached too) in the energy norm. Prints iterations, seconds and
-peak RSS over the statistics. ``paper_scale.py`` is imported for its data.
+``rtol=1e-10``, cached too) in the energy norm. Prints iterations, seconds (and
+CPU seconds: on a shared machine, the steadier figure) and peak RSS over the
+statistics. ``paper_scale.py`` is imported for its data.
+
+``--trace`` prints, after each block-CG iteration, the stopping rule's
+estimate of the squared energy-norm error next to the true one (against the
+reference) and the training predictions' true relative error
+``||Z e|| / ||Z w||`` (one more Gram product per iteration; the largest over
+the targets). ``--rtol`` overrides the tolerance.
 """
 
 import argparse
@@ -66,6 +73,24 @@ def load_stats(data, n, cache):
         return pickle.load(f)
 
 
+def trace(reference, product, size_ref, alpha):
+    """Block CG's callback: the estimate against the true error, per iteration."""
+    count = [0]
+
+    def callback(X, active, estimate):
+        count[0] += 1
+        E = X - reference[:, active]
+        eG = np.einsum("ij,ij->j", E, product(E))
+        eA = eG + alpha * np.einsum("ij,ij->j", E, E)
+        print(
+            f"{count[0]:9d}  {estimate.max():.2e}  {(eA / size_ref[active]).max():.2e}"
+            f"  {np.sqrt(eG / size_ref[active]).max():.2e}",
+            flush=True,
+        )
+
+    return callback
+
+
 def main():
     from array_api_compat import numpy as xp
 
@@ -83,6 +108,8 @@ def main():
         "--method", nargs="+", default=["auto"], choices=["auto", "block", "columns"]
     )
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--trace", action="store_true")
+    parser.add_argument("--rtol", type=float, default=None)
     args = parser.parse_args()
     stats = load_stats(args.data, args.n, args.cache)
     m = stats.n_anchors
@@ -113,17 +140,22 @@ def main():
             reference = factor.solve(rhs)
             np.save(ref_path, reference)
         pred_ref = product(reference)
+        size_ref = np.einsum("ij,ij->j", reference, pred_ref)
+    if args.trace and reference is not None:
+        print("iteration  estimate  true ||e||_A^2 (both over w^T G w)  predictions' error")
     for method in args.method:
         stats._block_rows_cache = None
         tic = time.perf_counter()
-        factor = IterativeFactor(stats, args.alpha, xp=xp, method=method)
+        factor = IterativeFactor(stats, args.alpha, xp=xp, method=method, rtol=args.rtol)
         setup = time.perf_counter() - tic
-        tic = time.perf_counter()
+        if args.trace and reference is not None:
+            factor.callback = trace(reference, product, size_ref, args.alpha)
+        tic, cpu = time.perf_counter(), time.process_time()
         W = factor.solve(rhs)
-        solve = time.perf_counter() - tic
+        solve, cpu = time.perf_counter() - tic, time.process_time() - cpu
         line = (
             f"{method} ({factor.method_used_} CG): setup {setup:.1f} s, "
-            f"{factor.n_iter_} iterations, {solve:.1f} s; "
+            f"{factor.n_iter_} iterations, {solve:.1f} s (CPU {cpu:.1f} s); "
             f"peak RSS +{peak_rss_gib() - rss0:.2f} GiB"
         )
         if reference is not None:

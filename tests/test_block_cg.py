@@ -7,6 +7,7 @@ import pytest
 from array_api_compat import array_namespace
 from sklearn.exceptions import ConvergenceWarning
 
+import arn_sklearn._kernels._block_cg as bcg
 import arn_sklearn._model._blocksparse as bs
 from arn_sklearn._kernels._block_cg import (
     _DELAY,
@@ -57,8 +58,11 @@ def statistics(kind, n=3000, d=4, m=40, t=3, k=3, seed=0):
     return stats, X, assign
 
 
+@pytest.mark.parametrize("chunk", [32, 3])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_block_rows_matmul_matches_dense_gram(shuffle):
+def test_block_rows_matmul_matches_dense_gram(monkeypatch, shuffle, chunk):
+    # chunk=3: the rows' partners are gathered in several chunks (and a partial last one).
+    monkeypatch.setattr(bcg, "_GATHER_CHUNK", chunk)
     stats, _, _ = statistics("overlapping", d=6, m=30)
     keys, blocks = stats.pair_keys, stats.blocks
     if shuffle:  # unsorted keys are sorted on the way in
@@ -67,6 +71,7 @@ def test_block_rows_matmul_matches_dense_gram(shuffle):
     rows = BlockRows(keys, blocks, stats.n_anchors)
     # Both halves of the product are exercised: stacks in place and gathered mirrors.
     assert rows.mirror_blocks.size > 0 and np.any(np.diff(rows.indptr) > 1)
+    assert np.any(np.diff(rows.indptr) > chunk) == (chunk == 3)
     G = stats.to_dense().gram
     V = np.random.RandomState(1).normal(size=(G.shape[0], 5))
     np.testing.assert_allclose(rows.matmul(V), G @ V, rtol=1e-12, atol=1e-9)
@@ -207,8 +212,10 @@ def test_block_pcg_solves_spd_system_and_warm_start_saves_iterations():
     assert np.all(X2[:, -1] == 0)
 
 
-def test_shared_block_pcg_matches_exact_solve_on_dependent_right_hand_sides():
-    """Block CG drops the directions of dependent residuals instead of breaking down."""
+@pytest.mark.parametrize("n_threads", [1, 2, 5])
+def test_shared_block_pcg_matches_exact_solve_on_dependent_right_hand_sides(n_threads):
+    """Block CG drops the directions of dependent residuals instead of breaking down
+    (its p x t products shared by row slices among ``n_threads`` threads)."""
     stats, _, _ = statistics("overlapping", d=30)
     rows = stats.block_rows()
     alpha = 0.1
@@ -225,7 +232,9 @@ def test_shared_block_pcg_matches_exact_solve_on_dependent_right_hand_sides():
     def precondition(R):
         return apply_block_diagonal(inverse, R)
 
-    X, n_shared = shared_block_pcg(matmul, precondition, B, rtol=1e-9, shift=alpha)
+    X, n_shared = shared_block_pcg(
+        matmul, precondition, B, rtol=1e-9, shift=alpha, n_threads=n_threads
+    )
     assert np.all(X[:, -1] == 0)
     E = X - exact
     energy = np.sum(E * (A @ E), axis=0)

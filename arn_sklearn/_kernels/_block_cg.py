@@ -44,11 +44,20 @@ from sklearn.exceptions import ConvergenceWarning
 from .._utils._threads import single_threaded_blas
 from .._utils._warnings import warn_user
 
-# Energy-norm relative tolerance of the iterative solve: a digit below the
-# documented 1e-6 agreement of predictions, as the error is extrapolated.
-DEFAULT_RTOL = 1e-7
+# Energy-norm relative tolerance of the iterative solve, below the documented
+# 1e-6 agreement of predictions by the estimate's worst seen optimism: on 300k
+# rows of x3 patch statistics the extrapolated ||e||_A^2 was 3.5x below the
+# true one at its first check (then 1.3-3.6x above it); 1e-7 stopped two
+# iterations late, at predictions within 5e-8 (benchmarks/cg_solve.py --trace).
+DEFAULT_RTOL = 3e-7
 # Iterations whose steps are summed into the error estimate.
 _DELAY = 3
+# Partners gathered per GEMM of a Gram product row: the gathered partners'
+# rows (32 x 31 x 81 doubles, 640 KB) stay in L2 for the GEMM that reads them;
+# gathering all of a row's 270-430 partners at once (8 MB) took 1.04x the time
+# quiet and 1.1x the CPU time under load on 1M rows of x3 patch statistics
+# (2-core EPYC), and buffers for the most partners of any anchor.
+_GATHER_CHUNK = 32
 # Iterations before giving up (with a ConvergenceWarning).
 _MAX_ITER = 500
 
@@ -62,9 +71,9 @@ class BlockRows:
     ``U_a`` of shape ``(P_a d1, d1)``, with no copy. Row ``a`` of ``G V`` is
     ``U_a^T [V_b]_{b >= a}`` (one GEMM on the stack in place) plus the same
     with the blocks ``(b, a)``, ``b < a``, gathered from their anchors' stacks
-    into a per-thread buffer: each row is written by one thread only, with two
-    GEMMs whose inner dimension is the partners' unknowns. On 300k-1M rows of
-    x3 patch statistics this ran at 0.39-0.48 of one dgemm's rate, as fast
+    into a per-thread buffer: each row is written by one thread only, with
+    GEMMs whose inner dimension is the unknowns of at most 32 partners. On
+    300k-1M rows of x3 patch statistics this ran at 0.39-0.48 of one dgemm's rate, as fast
     as or faster than a second copy of the blocks as block-row panels (0.23-0.49,
     twice the blocks' memory) and faster than scattering ``U_a V_a`` into the
     partners' rows (0.29-0.41), all measured in one run
@@ -113,8 +122,6 @@ class BlockRows:
         by_column = off[np.argsort(self.upper[off], kind="stable")]
         self.mirror_ptr = np.searchsorted(self.upper[by_column], np.arange(m + 1))
         self.mirror_blocks, self.mirror_partners = by_column, self.lower[by_column]
-        counts = np.r_[np.diff(self.indptr), np.diff(self.mirror_ptr), 1]
-        self._most_partners = int(counts.max())
 
     @property
     def shape(self):
@@ -139,24 +146,22 @@ class BlockRows:
         out = np.empty((m, d1, t), dtype=dtype)
 
         def rows(task):
-            # Per thread, reused: the gathered mirror blocks and partners' rows.
-            blocks = np.empty((self._most_partners, d1, d1), dtype=dtype)
-            vectors = np.empty((self._most_partners, d1, t), dtype=dtype)
+            # Per thread, reused: a chunk of gathered mirror blocks and partners' rows.
+            blocks = np.empty((_GATHER_CHUNK, d1, d1), dtype=dtype)
+            vectors = np.empty((_GATHER_CHUNK, d1, t), dtype=dtype)
             for a in range(task, m, n_threads):
-                s, e = self.indptr[a], self.indptr[a + 1]
-                if s == e:
-                    out[a] = 0.0
-                else:
-                    # Row a over b >= a: U_a^T [V_b], the stack read in place.
+                row = out[a]
+                row[...] = 0.0
+                # Row a over b >= a: U_a^T [V_b], the stack read in place.
+                for s, e in _chunks(self.indptr[a], self.indptr[a + 1]):
                     stack = self.blocks[s:e].reshape((e - s) * d1, d1)
                     partners = _take(V3, self.upper[s:e], vectors)
-                    out[a] = stack.T @ partners.reshape((e - s) * d1, t)
-                s, e = self.mirror_ptr[a], self.mirror_ptr[a + 1]
-                if s < e:
-                    # Row a over b < a: the blocks (b, a) gathered from b's stacks.
+                    row += stack.T @ partners.reshape((e - s) * d1, t)
+                # Row a over b < a: the blocks (b, a) gathered from b's stacks.
+                for s, e in _chunks(self.mirror_ptr[a], self.mirror_ptr[a + 1]):
                     stack = _take(self.blocks, self.mirror_blocks[s:e], blocks)
                     partners = _take(V3, self.mirror_partners[s:e], vectors)
-                    out[a] += stack.reshape((e - s) * d1, d1).T @ partners.reshape((e - s) * d1, t)
+                    row += stack.reshape((e - s) * d1, d1).T @ partners.reshape((e - s) * d1, t)
 
         if n_threads > 1:
             with ThreadPoolExecutor(n_threads) as pool:
@@ -172,7 +177,7 @@ class BlockRows:
 
     def work_bytes(self, n_columns, n_threads=1):
         """Bytes one :meth:`matmul` allocates beyond its output (the threads' buffers)."""
-        return 8 * n_threads * self._most_partners * self.d1 * (self.d1 + n_columns)
+        return 8 * n_threads * _GATHER_CHUNK * self.d1 * (self.d1 + n_columns)
 
     @property
     def nbytes(self):
@@ -183,6 +188,11 @@ class BlockRows:
             + (self.mirror_blocks, self.mirror_partners)
         )
         return self.diagonal.nbytes + self.block_norms.nbytes + index
+
+
+def _chunks(start, stop):
+    """``(s, e)`` ranges of at most ``_GATHER_CHUNK`` covering ``start .. stop``."""
+    return ((s, min(s + _GATHER_CHUNK, stop)) for s in range(start, stop, _GATHER_CHUNK))
 
 
 def _take(array, index, buffer):
@@ -480,6 +490,7 @@ def shared_block_pcg(
     shift=0.0,
     drop=1e-10,
     callback=None,
+    n_threads=1,
 ):
     """Solve ``A X = B`` by block CG: all columns share one Krylov space.
 
@@ -500,7 +511,10 @@ def shared_block_pcg(
     Parameters and returns are those of :func:`block_pcg`, and ``callback``:
     called as ``callback(X_active, active, estimate)`` after each iteration with
     the iterating columns' solution, their indices and their estimated squared
-    error over the stopping rule's scale (for diagnostics).
+    error over the stopping rule's scale (for diagnostics); ``n_threads``:
+    Python threads that share the rows of the ``p x t`` block work (about
+    ``16 p t^2`` flops per iteration; run it with BLAS on one thread, as
+    :meth:`BlockRows.matmul`).
 
     References
     ----------
@@ -512,39 +526,82 @@ def shared_block_pcg(
     if max_iter is None:
         max_iter = _MAX_ITER
     one_d, X, active, Xa, Ba, R = _start(matmul, precondition, B, x0)
-    P = _orthonormal(precondition(R), drop)
-    history = []
-    n_iter = 0
-    while active.size and P.shape[1] and n_iter < max_iter:
-        n_iter += 1
-        Q = matmul(P)
-        PQ = P.T @ Q
-        PQ = 0.5 * (PQ + PQ.T)
-        step = _spd_solve(PQ, P.T @ R)
-        Xa += P @ step
-        R -= Q @ step
-        history.append(_column_dots(step, PQ @ step))  # ||x_{k+1} - x_k||_A^2
-        Z = precondition(R)
-        size = _column_dots(Xa, Ba) - shift * _column_dots(Xa, Xa)
-        remaining = _remaining_error(history)
-        if callback is not None:
-            callback(Xa, active, remaining / np.abs(size))
-        done = remaining <= rtol * rtol * np.abs(size)
-        if np.any(done):
-            X[:, active[done]] = Xa[:, done]
-            keep = ~done
-            active = active[keep]
-            Xa, Ba, R, Z = Xa[:, keep], Ba[:, keep], R[:, keep], Z[:, keep]
-            history = [h[keep] for h in history[-2 * _DELAY :]]
-            if not active.size:
-                break
-        # Z + P beta is A-conjugate to P: beta = -(P^T A P)^{-1} (A P)^T Z.
-        Z -= P @ _spd_solve(PQ, Q.T @ Z)
-        P = _orthonormal(Z, drop)
+    with _RowSplit(X.shape[0], n_threads) as split:
+        P = _orthonormal(precondition(R), drop, split)
+        history = []
+        n_iter = 0
+        while active.size and P.shape[1] and n_iter < max_iter:
+            n_iter += 1
+            Q = matmul(P)
+            PQ, PR = split.inner(P, Q, R)
+            PQ = 0.5 * (PQ + PQ.T)
+            step = _spd_solve(PQ, PR)
+            split.add_product(Xa, P, step)
+            split.add_product(R, Q, -step)
+            history.append(_column_dots(step, PQ @ step))  # ||x_{k+1} - x_k||_A^2
+            Z = precondition(R)
+            size = _column_dots(Xa, Ba) - shift * _column_dots(Xa, Xa)
+            remaining = _remaining_error(history)
+            if callback is not None:
+                callback(Xa, active, remaining / np.abs(size))
+            done = remaining <= rtol * rtol * np.abs(size)
+            if np.any(done):
+                X[:, active[done]] = Xa[:, done]
+                keep = ~done
+                active = active[keep]
+                Xa, Ba, R, Z = Xa[:, keep], Ba[:, keep], R[:, keep], Z[:, keep]
+                history = [h[keep] for h in history[-2 * _DELAY :]]
+                if not active.size:
+                    break
+            # Z + P beta is A-conjugate to P: beta = -(P^T A P)^{-1} (A P)^T Z.
+            (QZ,) = split.inner(Q, Z)
+            split.add_product(Z, P, -_spd_solve(PQ, QZ))
+            P = _orthonormal(Z, drop, split)
     return _finish(X, active, Xa, one_d, n_iter, max_iter)
 
 
-def _orthonormal(Y, drop):
+class _RowSplit:
+    """Threads that share the rows of block CG's ``p x t`` products.
+
+    ``U^T V`` is summed over row slices; updates run on each slice in place.
+    Each thread's GEMMs use one BLAS thread: under load, a threaded BLAS
+    ran these products 6x slower than one thread (OpenBLAS, 2 cores shared).
+    """
+
+    def __init__(self, n_rows, n_threads):
+        n_threads = max(1, min(int(n_threads), n_rows))
+        cuts = np.linspace(0, n_rows, n_threads + 1).astype(np.int64)
+        self.slices = [slice(cuts[i], cuts[i + 1]) for i in range(n_threads)]
+        self.pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+
+    def run(self, work):
+        """``work(rows)`` for each row slice; returns their results."""
+        if self.pool is None:
+            return [work(slice(None))]
+        return list(self.pool.map(work, self.slices))
+
+    def inner(self, U, *Vs):
+        """``U^T V`` for each of ``Vs``, as a tuple."""
+        parts = self.run(lambda rows: [U[rows].T @ V[rows] for V in Vs])
+        return tuple(sum(products) for products in zip(*parts, strict=True))
+
+    def add_product(self, out, U, S):
+        """``out += U @ S`` in place, by row slices."""
+
+        def add(rows):
+            out[rows] += U[rows] @ S
+
+        self.run(add)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _orthonormal(Y, drop, split):
     """Orthonormal columns spanning ``Y``'s, leaving out directions whose
     eigenvalue of ``Y^T Y`` is below ``drop`` times the largest.
 
@@ -552,12 +609,16 @@ def _orthonormal(Y, drop):
     number below ``drop ** -0.5``, so its columns are orthonormal to about
     ``eps / drop`` (1e-6 at the default), enough for the small solves with
     ``P^T A P``, which need a well-conditioned ``P``, not an exact one.
+    ``split`` (:class:`_RowSplit`) shares the products among threads.
     """
-    values, vectors = np.linalg.eigh(Y.T @ Y)
+    (YY,) = split.inner(Y, Y)
+    values, vectors = np.linalg.eigh(YY)
     if values.size == 0 or not values[-1] > 0:
         return Y[:, :0]
     keep = values > drop * values[-1]
-    return Y @ (vectors[:, keep] / np.sqrt(values[keep]))
+    out = np.zeros((Y.shape[0], np.count_nonzero(keep)))
+    split.add_product(out, Y, vectors[:, keep] / np.sqrt(values[keep]))
+    return out
 
 
 def _spd_solve(S, R):

@@ -30,6 +30,7 @@ from scipy import linalg
 from scipy.sparse.csgraph import connected_components
 
 from .._kernels._block_cg import (
+    _GATHER_CHUNK,
     DEFAULT_RTOL,
     AggregateJacobi,
     BlockRows,
@@ -590,8 +591,8 @@ class BlockSparseStatistics:
             its non-zeros) and CG's (which reads the stored blocks in place:
             the aggregate preconditioner's inverses, at most ``p x 512``
             doubles, block CG's ten ``p x n_targets`` iterates and
-            temporaries, and two threads' buffers of at most ``n_anchors``
-            gathered blocks and partners' rows). The
+            temporaries, and two threads' buffers of 32 gathered blocks and
+            partners' rows). The
             chunk's own rows are the caller's (see
             :func:`arn_sklearn._kernels._topk.chunk_row_bytes`).
 
@@ -611,7 +612,7 @@ class BlockSparseStatistics:
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
         sparse = 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets
         aggregate = min(p, max(1, _AGGREGATE_UNKNOWNS // d1) * d1)
-        buffers = 2 * 8 * n_anchors * d1 * (d1 + n_targets)
+        buffers = 2 * 8 * _GATHER_CHUNK * d1 * (d1 + n_targets)
         iterative = 8 * p * aggregate + 8 * 10 * p * n_targets + buffers
         solve = block_bytes + max(sparse, iterative) + vectors
         return int(max(accumulate, solve))
@@ -826,6 +827,8 @@ class IterativeFactor:
         self.like, self.xp = like, xp
         self.rtol = DEFAULT_RTOL if rtol is None else rtol
         self.n_iter_ = self.method_used_ = None
+        # Block CG's per-iteration diagnostics (benchmarks/cg_solve.py --trace).
+        self.callback = None
 
     def matmul(self, V):
         """``(G + alpha I) V`` on the host."""
@@ -844,6 +847,9 @@ class IterativeFactor:
         start = None if x0 is None else np.asarray(to_numpy(x0), dtype=np.float64)
         with single_threaded_blas():
             self.method_used_ = self.chosen_method(host)
+            options = {}
+            if self.method_used_ == "block":
+                options = {"callback": self.callback, "n_threads": self.n_threads}
             solver = block_pcg if self.method_used_ == "columns" else shared_block_pcg
             X, self.n_iter_ = solver(
                 self.matmul,
@@ -852,6 +858,7 @@ class IterativeFactor:
                 x0=start,
                 rtol=self.rtol,
                 shift=self.alpha,
+                **options,
             )
         like = B if self.like is None else self.like
         return _like(like, X, self.xp)
