@@ -165,8 +165,9 @@ class ARNRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         a sparse direct factor (SuperLU) otherwise, or conjugate gradients
         preconditioned by the per-anchor blocks when a factor would fill in.
         ``"dense"``, ``"sparse"`` and ``"iterative"`` force one; the iterative
-        solve needs ``alpha > 0`` and stops at 1e-7 relative error, so its
-        predictions agree with a direct solve to about 1e-6. With
+        solve needs ``alpha > 0`` and stops at an estimated 3e-7 relative
+        energy-norm error, so its predictions agree with a direct solve to
+        within 1e-6. With
         :meth:`partial_fit`, the first call fixes it.
     device : {"auto", "cpu", "cuda"}, default="auto"
         Where assignment, accumulation, solve and predict run. ``"auto"``
