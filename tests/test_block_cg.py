@@ -187,13 +187,17 @@ def test_iterative_predictions_agree_whatever_the_aggregate_size(monkeypatch, un
     assert np.bincount(factor.labels).max() <= max(1, unknowns // 31)
 
 
-def test_block_pcg_solves_spd_system_and_warm_start_saves_iterations():
+def jacobi_system(alpha):
+    """The overlapping-cluster system ``G + alpha I`` (30-d rows) as CG sees it.
+
+    Returns the statistics, the dense matrix, the centred right-hand side, the
+    product ``V -> (G + alpha I) V`` from the stored blocks and the per-anchor
+    block-Jacobi preconditioner.
+    """
     stats, _, _ = statistics("overlapping", d=30)
     rows = stats.block_rows()
-    alpha = 0.1
     A = stats.to_dense().gram + alpha * np.eye(stats.n_lifted)
     rhs, _ = centered_rhs(stats, xp)
-    exact = np.linalg.solve(A, rhs)
     inverse = block_jacobi(rows.diagonal, alpha)
 
     def matmul(V):
@@ -202,6 +206,13 @@ def test_block_pcg_solves_spd_system_and_warm_start_saves_iterations():
     def precondition(R):
         return apply_block_diagonal(inverse, R)
 
+    return stats, A, rhs, matmul, precondition
+
+
+def test_block_pcg_solves_spd_system_and_warm_start_saves_iterations():
+    alpha = 0.1
+    _, A, rhs, matmul, precondition = jacobi_system(alpha)
+    exact = np.linalg.solve(A, rhs)
     X, n_cold = block_pcg(matmul, precondition, rhs, rtol=1e-10, shift=alpha)
     np.testing.assert_allclose(X, exact, rtol=1e-6, atol=1e-8 * np.abs(exact).max())
     _, n_warm = block_pcg(matmul, precondition, rhs, x0=exact * (1 + 1e-6), rtol=1e-10)
@@ -216,22 +227,11 @@ def test_block_pcg_solves_spd_system_and_warm_start_saves_iterations():
 def test_shared_block_pcg_matches_exact_solve_on_dependent_right_hand_sides(n_threads):
     """Block CG drops the directions of dependent residuals instead of breaking down
     (its p x t products shared by row slices among ``n_threads`` threads)."""
-    stats, _, _ = statistics("overlapping", d=30)
-    rows = stats.block_rows()
     alpha = 0.1
-    A = stats.to_dense().gram + alpha * np.eye(stats.n_lifted)
-    rhs, _ = centered_rhs(stats, xp)
+    stats, A, rhs, matmul, precondition = jacobi_system(alpha)
     # A copy, a combination of two columns and a zero column: rank 3 of 6.
     B = np.column_stack([rhs, rhs[:, 0], rhs[:, 1] - 2 * rhs[:, 2], np.zeros(rhs.shape[0])])
     exact = np.linalg.solve(A, B)
-    inverse = block_jacobi(rows.diagonal, alpha)
-
-    def matmul(V):
-        return rows.matmul(V) + alpha * V
-
-    def precondition(R):
-        return apply_block_diagonal(inverse, R)
-
     X, n_shared = shared_block_pcg(
         matmul, precondition, B, rtol=1e-9, shift=alpha, n_threads=n_threads
     )
@@ -250,17 +250,9 @@ def test_shared_block_pcg_matches_exact_solve_on_dependent_right_hand_sides(n_th
 
 @pytest.mark.parametrize("solver", [block_pcg, shared_block_pcg])
 def test_block_pcg_warns_when_it_runs_out_of_iterations(solver):
-    stats, _, _ = statistics("overlapping", d=30)
-    rows = stats.block_rows()
-    inverse = block_jacobi(rows.diagonal, 1e-3)
-    rhs, _ = centered_rhs(stats, xp)
+    _, _, rhs, matmul, precondition = jacobi_system(1e-3)
     with pytest.warns(ConvergenceWarning, match="linear_solver='dense' or 'sparse'"):
-        solver(
-            lambda V: rows.matmul(V) + 1e-3 * V,
-            lambda R: apply_block_diagonal(inverse, R),
-            rhs,
-            max_iter=2,
-        )
+        solver(matmul, precondition, rhs, max_iter=2)
 
 
 @pytest.mark.parametrize("method", ["auto", "block", "columns"])
