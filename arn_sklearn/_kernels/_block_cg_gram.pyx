@@ -37,28 +37,28 @@ cdef extern from *:
     /* One product: C (d1 x tp) += G (d1 x d1) V (d1 x tp), row-major, leading
        dimension tp (a multiple of the lanes L). Tiles of R <= 4 rows by
        W <= 3 vectors keep R * W accumulators in registers over the d1 terms. */
-    #define ARN_TILE(P, T, VT, R, W)                                                 \\
-    static inline __attribute__((always_inline)) void P##_tile_##R##_##W(          \\
+    #define ARN_TILE(P, ATTR, T, VT, R, W)                                                 \\
+    ATTR static inline __attribute__((always_inline)) void P##_tile_##R##_##W(          \\
             const T *G, int d1, const T *V, T *C, int tp) {                        \\
         const int L = (int)(sizeof(VT) / sizeof(T));                               \\
         VT acc[R][W];                                                              \\
-        for (int r = 0; r < R; r++)                                                \\
-            for (int w = 0; w < W; w++) memcpy(&acc[r][w], C + r * tp + w * L, sizeof(VT)); \\
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                              \\
+            _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) memcpy(&acc[r][w], C + r * tp + w * L, sizeof(VT)); \\
         for (int k = 0; k < d1; k++) {                                             \\
             VT v[W];                                                               \\
-            for (int w = 0; w < W; w++) memcpy(&v[w], V + k * tp + w * L, sizeof(VT)); \\
-            for (int r = 0; r < R; r++) {                                          \\
+            _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) memcpy(&v[w], V + k * tp + w * L, sizeof(VT)); \\
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                    \\
                 T g = G[r * d1 + k];                                               \\
-                for (int w = 0; w < W; w++) acc[r][w] += g * v[w];                 \\
+                _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) acc[r][w] += g * v[w];                 \\
             }                                                                      \\
         }                                                                          \\
-        for (int r = 0; r < R; r++)                                                \\
-            for (int w = 0; w < W; w++) memcpy(C + r * tp + w * L, &acc[r][w], sizeof(VT)); \\
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                              \\
+            _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) memcpy(C + r * tp + w * L, &acc[r][w], sizeof(VT)); \\
     }
 
-    #define ARN_ROWS(P, T, VT, R)                                                  \\
-    ARN_TILE(P, T, VT, R, 3) ARN_TILE(P, T, VT, R, 2) ARN_TILE(P, T, VT, R, 1)     \\
-    static inline __attribute__((always_inline)) void P##_rows_##R(                \\
+    #define ARN_ROWS(P, ATTR, T, VT, R)                                                  \\
+    ARN_TILE(P, ATTR, T, VT, R, 3) ARN_TILE(P, ATTR, T, VT, R, 2) ARN_TILE(P, ATTR, T, VT, R, 1)     \\
+    ATTR static inline __attribute__((always_inline)) void P##_rows_##R(                \\
             const T *G, int d1, const T *V, T *C, int tp) {                        \\
         const int L = (int)(sizeof(VT) / sizeof(T));                               \\
         int j = 0;                                                                 \\
@@ -69,7 +69,8 @@ cdef extern from *:
 
     /* The groups g0 .. g1 - 1: zero their rows, then every product in order. */
     #define ARN_KERNEL(P, ATTR, T, VT)                                             \\
-    ARN_ROWS(P, T, VT, 4) ARN_ROWS(P, T, VT, 3) ARN_ROWS(P, T, VT, 2) ARN_ROWS(P, T, VT, 1) \\
+    ARN_ROWS(P, ATTR, T, VT, 4) ARN_ROWS(P, ATTR, T, VT, 3) ARN_ROWS(P, ATTR, T, VT, 2) \\
+    ARN_ROWS(P, ATTR, T, VT, 1) \\
     ATTR static void P##_groups(                                                   \\
             const T *blocks, int d1, const int64_t *group_ptr, const int64_t *row,    \\
             const int64_t *col, const int64_t *block, const int64_t *row_start,       \\
