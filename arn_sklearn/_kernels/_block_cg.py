@@ -221,9 +221,7 @@ class BlockRows:
         cuts[0], cuts[-1] = 0, n_groups
 
         def run(task):
-            _block_cg_gram.gram_groups(
-                self.blocks, *groups, cuts[task], cuts[task + 1], V, out
-            )
+            _block_cg_gram.gram_groups(self.blocks, *groups, cuts[task], cuts[task + 1], V, out)
 
         if n_threads > 1:
             with ThreadPoolExecutor(n_threads) as pool:
