@@ -25,8 +25,12 @@ cdef extern from *:
 
     #if (defined(__GNUC__) || defined(__clang__)) && !defined(_MSC_VER)
     #define ARN_VECTORS 1
+    #define ARN_INLINE static inline __attribute__((always_inline))
+    #define ARN_UNROLL _Pragma("GCC unroll 4")
     #else
     #define ARN_VECTORS 0
+    #define ARN_INLINE static __inline
+    #define ARN_UNROLL
     #endif
     #if ARN_VECTORS && (defined(__x86_64__) || defined(__i386__))
     #define ARN_X86 1
@@ -38,27 +42,27 @@ cdef extern from *:
        dimension tp (a multiple of the lanes L). Tiles of R <= 4 rows by
        W <= 3 vectors keep R * W accumulators in registers over the d1 terms. */
     #define ARN_TILE(P, ATTR, T, VT, R, W)                                                 \\
-    ATTR static inline __attribute__((always_inline)) void P##_tile_##R##_##W(          \\
+    ATTR ARN_INLINE void P##_tile_##R##_##W(          \\
             const T *G, int d1, const T *V, T *C, int tp) {                        \\
         const int L = (int)(sizeof(VT) / sizeof(T));                               \\
         VT acc[R][W];                                                              \\
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                              \\
-            _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) memcpy(&acc[r][w], C + r * tp + w * L, sizeof(VT)); \\
+        ARN_UNROLL for (int r = 0; r < R; r++)                              \\
+            ARN_UNROLL for (int w = 0; w < W; w++) memcpy(&acc[r][w], C + r * tp + w * L, sizeof(VT)); \\
         for (int k = 0; k < d1; k++) {                                             \\
             VT v[W];                                                               \\
-            _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) memcpy(&v[w], V + k * tp + w * L, sizeof(VT)); \\
-            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                    \\
+            ARN_UNROLL for (int w = 0; w < W; w++) memcpy(&v[w], V + k * tp + w * L, sizeof(VT)); \\
+            ARN_UNROLL for (int r = 0; r < R; r++) {                    \\
                 T g = G[r * d1 + k];                                               \\
-                _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) acc[r][w] += g * v[w];                 \\
+                ARN_UNROLL for (int w = 0; w < W; w++) acc[r][w] += g * v[w];                 \\
             }                                                                      \\
         }                                                                          \\
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                              \\
-            _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) memcpy(C + r * tp + w * L, &acc[r][w], sizeof(VT)); \\
+        ARN_UNROLL for (int r = 0; r < R; r++)                              \\
+            ARN_UNROLL for (int w = 0; w < W; w++) memcpy(C + r * tp + w * L, &acc[r][w], sizeof(VT)); \\
     }
 
     #define ARN_ROWS(P, ATTR, T, VT, R)                                                  \\
     ARN_TILE(P, ATTR, T, VT, R, 3) ARN_TILE(P, ATTR, T, VT, R, 2) ARN_TILE(P, ATTR, T, VT, R, 1)     \\
-    ATTR static inline __attribute__((always_inline)) void P##_rows_##R(                \\
+    ATTR ARN_INLINE void P##_rows_##R(                \\
             const T *G, int d1, const T *V, T *C, int tp) {                        \\
         const int L = (int)(sizeof(VT) / sizeof(T));                               \\
         int j = 0;                                                                 \\
