@@ -1,19 +1,20 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled Gram product of block CG: ``out[a] = sum_b G_ab V[b]`` over row groups.
+"""Compiled Gram product of block CG: ``G V`` from the stored upper blocks.
 
 The optional extension behind :meth:`arn_sklearn._kernels._block_cg.BlockRows.matmul`
-(which falls back to numpy without it). Each stored block ``G_ab`` is
-``d1 x d1``; ``V`` and ``out`` are ``(n_anchors * d1, tp)`` in C order with
-``tp`` a multiple of :func:`lanes`. The caller lists, per group of
-consecutive anchors (rows), the products ``(row a, column b, block)`` sorted by
-column, so one ``V[b]`` serves every row of the group that pairs with ``b``
-while it is in L1, and the group's rows of ``out`` stay in L2.
+(which falls back to numpy without it). Each stored block ``G_ab``, ``a <= b``,
+is ``d1 x d1`` and symmetric, and is read once for both of its products,
+``out[a] += G_ab V[b]`` and ``out[b] += G_ab V[a]``. ``V`` and ``out`` are
+``(n_anchors * d1, tp)`` in C order with ``tp`` a multiple of :func:`lanes`. The
+caller orders the blocks by group of consecutive anchors ``a``, then by ``b``:
+one ``V[b]`` and ``out[b]`` then serve the whole group from L1, and the
+group's ``V[a]`` and ``out[a]`` stay in L2.
 
 Each product is a register-tiled ``d1 x d1`` by ``d1 x tp`` multiply in C with
 GCC/Clang vector extensions, compiled for AVX-512, AVX2+FMA and SSE2 on x86-64
 and chosen at import by the CPU (other compilers: plain loops). It calls no
 BLAS, so it needs no BLAS thread limit; the GIL is released, and Python threads
-that own disjoint groups run it in parallel.
+run it in parallel, each on its own share of the blocks and its own ``out``.
 """
 
 from libc.stdint cimport int64_t
@@ -71,39 +72,35 @@ cdef extern from *:
         if (j + L <= tp) P##_tile_##R##_1(G, d1, V + j, C + j, tp);                \\
     }
 
-    /* The groups g0 .. g1 - 1: zero their rows, then every product in order. */
+    /* Both products of the stored blocks e0 .. e1 - 1 (the diagonal ones once). */
     #define ARN_KERNEL(P, ATTR, T, VT)                                             \\
     ARN_ROWS(P, ATTR, T, VT, 4) ARN_ROWS(P, ATTR, T, VT, 3) ARN_ROWS(P, ATTR, T, VT, 2) \\
     ARN_ROWS(P, ATTR, T, VT, 1) \\
-    ATTR static void P##_groups(                                                   \\
-            const T *blocks, int d1, const int64_t *group_ptr, const int64_t *row,    \\
-            const int64_t *col, const int64_t *block, const int64_t *row_start,       \\
-            int64_t g0, int64_t g1, const T *V, T *out, int tp) {                  \\
+    ATTR ARN_INLINE void P##_product(const T *G, int d1, const T *Vb, T *C, int tp) { \\
+        int i = 0;                                                                 \\
+        for (; i + 4 <= d1; i += 4) P##_rows_4(G + i * d1, d1, Vb, C + i * tp, tp); \\
+        switch (d1 - i) {                                                          \\
+            case 3: P##_rows_3(G + i * d1, d1, Vb, C + i * tp, tp); break;         \\
+            case 2: P##_rows_2(G + i * d1, d1, Vb, C + i * tp, tp); break;         \\
+            case 1: P##_rows_1(G + i * d1, d1, Vb, C + i * tp, tp); break;         \\
+        }                                                                          \\
+    }                                                                              \\
+    ATTR static void P##_pairs(                                                    \\
+            const T *blocks, int d1, const int64_t *row, const int64_t *col,          \\
+            const int64_t *block, int64_t e0, int64_t e1, const T *V, T *out, int tp) { \\
         int64_t size = (int64_t)d1 * d1, rs = (int64_t)d1 * tp;                    \\
-        for (int64_t g = g0; g < g1; g++) {                                        \\
-            memset(out + row_start[g] * rs, 0,                                     \\
-                   (size_t)((row_start[g + 1] - row_start[g]) * rs) * sizeof(T));  \\
-            for (int64_t e = group_ptr[g]; e < group_ptr[g + 1]; e++) {            \\
-                const T *G = blocks + block[e] * size;                             \\
-                const T *Vb = V + col[e] * rs;                                     \\
-                T *C = out + row[e] * rs;                                          \\
-                int i = 0;                                                         \\
-                for (; i + 4 <= d1; i += 4) P##_rows_4(G + i * d1, d1, Vb, C + i * tp, tp); \\
-                switch (d1 - i) {                                                  \\
-                    case 3: P##_rows_3(G + i * d1, d1, Vb, C + i * tp, tp); break; \\
-                    case 2: P##_rows_2(G + i * d1, d1, Vb, C + i * tp, tp); break; \\
-                    case 1: P##_rows_1(G + i * d1, d1, Vb, C + i * tp, tp); break; \\
-                }                                                                  \\
-            }                                                                      \\
+        for (int64_t e = e0; e < e1; e++) {                                        \\
+            const T *G = blocks + block[e] * size;                                 \\
+            P##_product(G, d1, V + col[e] * rs, out + row[e] * rs, tp);            \\
+            if (row[e] != col[e])                                                  \\
+                P##_product(G, d1, V + row[e] * rs, out + col[e] * rs, tp);        \\
         }                                                                          \\
     }
 
-    typedef void (*arn_groups_d_t)(const double *, int, const int64_t *, const int64_t *,
-                                   const int64_t *, const int64_t *, const int64_t *,
-                                   int64_t, int64_t, const double *, double *, int);
-    typedef void (*arn_groups_s_t)(const float *, int, const int64_t *, const int64_t *,
-                                   const int64_t *, const int64_t *, const int64_t *,
-                                   int64_t, int64_t, const float *, float *, int);
+    typedef void (*arn_pairs_d_t)(const double *, int, const int64_t *, const int64_t *,
+                                  const int64_t *, int64_t, int64_t, const double *, double *, int);
+    typedef void (*arn_pairs_s_t)(const float *, int, const int64_t *, const int64_t *,
+                                  const int64_t *, int64_t, int64_t, const float *, float *, int);
 
     #if ARN_VECTORS
     typedef double arn_d2 __attribute__((vector_size(16)));
@@ -130,8 +127,8 @@ cdef extern from *:
     ARN_KERNEL(arn_avx512_s, __attribute__((target("avx512f,fma"))), float, arn_s16)
     #endif
 
-    static arn_groups_d_t arn_groups_d = arn_base_d_groups;
-    static arn_groups_s_t arn_groups_s = arn_base_s_groups;
+    static arn_pairs_d_t arn_pairs_d = arn_base_d_pairs;
+    static arn_pairs_s_t arn_pairs_s = arn_base_s_pairs;
     static int arn_lanes_d = ARN_BASE_LANES_D, arn_lanes_s = ARN_BASE_LANES_S;
 
     /* Highest instruction-set level of this CPU: 2 AVX-512, 1 AVX2+FMA, 0 base. */
@@ -148,28 +145,28 @@ cdef extern from *:
     static int arn_select(int level) {
         int cpu = arn_cpu_level();
         if (level > cpu) level = cpu;
-        arn_groups_d = arn_base_d_groups; arn_groups_s = arn_base_s_groups;
+        arn_pairs_d = arn_base_d_pairs; arn_pairs_s = arn_base_s_pairs;
         arn_lanes_d = ARN_BASE_LANES_D; arn_lanes_s = ARN_BASE_LANES_S;
     #if ARN_X86
         if (level == 2) {
-            arn_groups_d = arn_avx512_d_groups; arn_groups_s = arn_avx512_s_groups;
+            arn_pairs_d = arn_avx512_d_pairs; arn_pairs_s = arn_avx512_s_pairs;
             arn_lanes_d = 8; arn_lanes_s = 16;
         } else if (level == 1) {
-            arn_groups_d = arn_avx2_d_groups; arn_groups_s = arn_avx2_s_groups;
+            arn_pairs_d = arn_avx2_d_pairs; arn_pairs_s = arn_avx2_s_pairs;
             arn_lanes_d = 4; arn_lanes_s = 8;
         }
     #endif
         return level;
     }
     """
-    ctypedef void (*groups_d_t)(const double *, int, const int64_t *, const int64_t *,
-                                const int64_t *, const int64_t *, const int64_t *,
-                                int64_t, int64_t, const double *, double *, int) noexcept nogil
-    ctypedef void (*groups_s_t)(const float *, int, const int64_t *, const int64_t *,
-                                const int64_t *, const int64_t *, const int64_t *,
-                                int64_t, int64_t, const float *, float *, int) noexcept nogil
-    groups_d_t arn_groups_d
-    groups_s_t arn_groups_s
+    ctypedef void (*pairs_d_t)(const double *, int, const int64_t *, const int64_t *,
+                               const int64_t *, int64_t, int64_t, const double *, double *,
+                               int) noexcept nogil
+    ctypedef void (*pairs_s_t)(const float *, int, const int64_t *, const int64_t *,
+                               const int64_t *, int64_t, int64_t, const float *, float *,
+                               int) noexcept nogil
+    pairs_d_t arn_pairs_d
+    pairs_s_t arn_pairs_s
     int arn_lanes_d
     int arn_lanes_s
     int arn_cpu_level() noexcept nogil
@@ -197,35 +194,32 @@ def lanes(dtype_size):
     return arn_lanes_s if dtype_size == 4 else arn_lanes_d
 
 
-def gram_groups(
+def gram_pairs(
     const real[:, :, ::1] blocks,
-    const int64_t[::1] group_ptr,
     const int64_t[::1] row,
     const int64_t[::1] col,
     const int64_t[::1] block,
-    const int64_t[::1] row_start,
-    int64_t g0,
-    int64_t g1,
+    int64_t start,
+    int64_t stop,
     const real[:, ::1] V,
     real[:, ::1] out,
 ):
-    """Rows of groups ``g0 .. g1 - 1`` of ``out``: ``out[a] = sum G_ab V[b]``.
+    """``out[a] += G_ab V[b]`` and ``out[b] += G_ab V[a]`` for the stored blocks
+    ``e = start .. stop - 1``: ``G_ab = blocks[block[e]]`` (symmetric),
+    ``a = row[e] <= b = col[e]``, the diagonal ones once.
 
     ``out`` and ``V`` are ``(n_anchors * d1, tp)``, ``tp`` a multiple of
-    :func:`lanes`; group ``g`` owns rows ``row_start[g] .. row_start[g + 1] - 1``
-    (anchors) and the products ``group_ptr[g] .. group_ptr[g + 1] - 1``, each
-    ``out[row] += blocks[block] @ V[col]`` (the blocks symmetric). No checks:
-    the caller (``BlockRows``) builds every index.
+    :func:`lanes`. No checks: the caller (``BlockRows``) builds every index.
     """
     cdef int d1 = blocks.shape[1]
     cdef int tp = V.shape[1]
-    if blocks.shape[0] == 0 or g1 <= g0:
+    if stop <= start or tp == 0:
         return
     if real is double:
         with nogil:
-            arn_groups_d(&blocks[0, 0, 0], d1, &group_ptr[0], &row[0], &col[0], &block[0],
-                         &row_start[0], g0, g1, &V[0, 0], &out[0, 0], tp)
+            arn_pairs_d(&blocks[0, 0, 0], d1, &row[0], &col[0], &block[0], start, stop,
+                        &V[0, 0], &out[0, 0], tp)
     else:
         with nogil:
-            arn_groups_s(&blocks[0, 0, 0], d1, &group_ptr[0], &row[0], &col[0], &block[0],
-                         &row_start[0], g0, g1, &V[0, 0], &out[0, 0], tp)
+            arn_pairs_s(&blocks[0, 0, 0], d1, &row[0], &col[0], &block[0], start, stop,
+                        &V[0, 0], &out[0, 0], tp)
