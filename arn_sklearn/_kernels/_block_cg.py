@@ -11,15 +11,17 @@ coupled anchors together removes those (2-4 iterations there).
 
 * :class:`BlockRows` reads the stored upper blocks in place (no second copy of
   the matrix). Its product ``G V`` runs in the optional compiled extension
-  ``_block_cg_gram`` when it is built: register-tiled ``d1 x d1`` by
-  ``d1 x t`` products in C over groups of 32 anchors' rows, each group's
-  products sorted by partner so that one partner's rows of ``V`` serve the whole
-  group from L1 and the group's output rows stay in L2 (0.9-1.2x one-thread
-  dgemm per CPU-second on 1M rows of x3 patch statistics). Without it (or with
-  ``use_compiled = False``), numpy: row ``a`` is two GEMMs (one small GEMM per
-  *pair* runs at ~10% of BLAS speed), the first on anchor ``a``'s contiguous
-  stack of blocks ``(a, b >= a)``, the second over the blocks ``(b < a, a)``
-  gathered from their stacks (0.4-0.5x dgemm).
+  ``_block_cg_gram`` when it is built: each block ``G_ab`` is read once for
+  ``G_ab V_b`` and ``G_ab V_a``, as register-tiled ``d1 x d1`` by ``d1 x t``
+  products in C (AVX-512, AVX2 or SSE2, chosen at import), the blocks ordered
+  by group of 32 anchors ``a``, then by ``b``, for cache reuse. On 1M rows of
+  x3 patch statistics it ran at 1.1-1.5x one-thread dgemm per CPU-second
+  (OpenBLAS's dgemm reaches about half this CPU's FMA peak), 2.7-3.4x numpy's
+  path. Without the extension (or with ``use_compiled = False``), numpy: row
+  ``a`` is two GEMMs (one small GEMM per *pair* runs at ~10% of BLAS speed),
+  the first on anchor ``a``'s contiguous stack of blocks ``(a, b >= a)``, the
+  second over the blocks ``(b < a, a)`` gathered from their stacks (0.4-0.5x
+  dgemm).
 * :func:`block_jacobi` inverts the regularised diagonal blocks;
   :func:`anchor_aggregates` groups strongly coupled anchors and
   :class:`AggregateJacobi` inverts ``G + alpha I`` restricted to each group.
@@ -71,10 +73,12 @@ _DELAY = 3
 _GATHER_CHUNK = 32
 # Iterations before giving up (with a ConvergenceWarning).
 _MAX_ITER = 500
-# Anchors (rows of G V) per group of the compiled product: 32 groups' output
-# rows (32 x 31 x 88 doubles, 700 KB) stay in L2 while their products, sorted by
-# partner, reuse each partner's rows of V from L1. On 1M rows of x3 patch
-# statistics 32 ran at 1.5x the rate of one row at a time (per CPU-second).
+# Anchors a per group of the compiled product's blocks (a, b): a group's rows
+# of V and of the output (2 x 32 x 31 x 88 doubles, 1.4 MB) stay in L2 (1 MB
+# per core here) and L3, while its blocks, ordered by b, use each V_b and out_b
+# from L1 for the whole group. On 1M rows of x3 patch statistics (2-core EPYC,
+# loaded) 32 ran at 1.1-1.5x one-thread dgemm per CPU-second, 16 and 64 at
+# 1.0-1.2 and 1.0-1.4, all in one run; one row at a time ran at 0.7-1.2.
 _GROUP_ROWS = 32
 
 
@@ -89,11 +93,13 @@ class BlockRows:
     with the blocks ``(b, a)``, ``b < a``, gathered from their anchors' stacks
     into a per-thread buffer: each row is written by one thread only, with
     GEMMs whose inner dimension is the unknowns of at most 32 partners. On
-    300k-1M rows of x3 patch statistics this ran at 0.39-0.48 of one dgemm's rate, as fast
-    as or faster than a second copy of the blocks as block-row panels (0.23-0.49,
-    twice the blocks' memory) and faster than scattering ``U_a V_a`` into the
-    partners' rows (0.29-0.41), all measured in one run
-    (``python benchmarks/bench_kernels.py cg``).
+    300k-1M rows of x3 patch statistics this numpy path ran at 0.39-0.48 of one
+    dgemm's rate, as fast as or faster than a second copy of the blocks as
+    block-row panels (0.23-0.49, twice the blocks' memory) and faster than
+    scattering ``U_a V_a`` into the partners' rows (0.29-0.41), all measured in
+    one run (``python benchmarks/bench_kernels.py cg``). The compiled kernel
+    (see the module docstring) reads each stored block once for both of its
+    products instead, each thread adding into its own output.
 
     Parameters
     ----------
