@@ -78,7 +78,8 @@ _MAX_ITER = 500
 # per core here) and L3, while its blocks, ordered by b, use each V_b and out_b
 # from L1 for the whole group. On 1M rows of x3 patch statistics (2-core EPYC,
 # loaded) 32 ran at 1.1-1.5x one-thread dgemm per CPU-second, 16 and 64 at
-# 1.0-1.2 and 1.0-1.4, all in one run; one row at a time ran at 0.7-1.2.
+# 1.0-1.2 and 1.0-1.4 (one run); row-owning threads that read each block twice,
+# 0.7-1.2 (one other run, with these at 1.1-1.4).
 _GROUP_ROWS = 32
 
 
