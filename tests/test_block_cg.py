@@ -155,6 +155,18 @@ def test_gram_product_matches_dense_on_every_path(product_path, dtype, m, d1, n_
     assert rows.matmul(np.zeros((m * d1, 0))).shape == (m * d1, 0)
 
 
+def test_gram_product_takes_numpy_path_for_blocks_the_kernel_cannot_read():
+    """Blocks not in C order are read in place by numpy, not copied for the kernel."""
+    keys, blocks, G = random_blocks(40, 5, 200)
+    order = np.argsort(keys)
+    wide = np.zeros((blocks.shape[0], 6, 6))
+    wide[:, :5, :5] = blocks[order]
+    rows = BlockRows(keys[order], wide[:, :5, :5], 40)  # sorted keys: kept by reference
+    assert not rows.use_compiled
+    V = np.random.RandomState(1).normal(size=(200, 3))
+    np.testing.assert_allclose(rows.matmul(V), G @ V, rtol=1e-12, atol=1e-10)
+
+
 def test_block_jacobi_inverts_each_block_and_tolerates_empty_ones():
     rng = np.random.RandomState(0)
     L = rng.normal(size=(4, 3, 3))

@@ -121,7 +121,8 @@ class BlockRows:
         The diagonal blocks (zero for an anchor without a stored one).
     use_compiled : bool
         Whether :meth:`matmul` runs the compiled kernel: True when the extension
-        is built; set it to False to force the numpy path (tests, benchmarks).
+        is built and the blocks are float32 or float64 in C order; set it to
+        False to force the numpy path (tests, benchmarks).
     """
 
     def __init__(self, pair_keys, blocks, n_anchors):
@@ -148,7 +149,13 @@ class BlockRows:
         by_column = off[np.argsort(self.upper[off], kind="stable")]
         self.mirror_ptr = np.searchsorted(self.upper[by_column], np.arange(m + 1))
         self.mirror_blocks, self.mirror_partners = by_column, self.lower[by_column]
-        self.use_compiled = _block_cg_gram is not None
+        # The kernel reads float32/float64 blocks in C order (the statistics'):
+        # anything else takes numpy's path rather than a copy of the blocks.
+        self.use_compiled = (
+            _block_cg_gram is not None
+            and blocks.dtype in (np.float32, np.float64)
+            and blocks.flags.c_contiguous
+        )
         self._order = None
 
     @property
