@@ -121,8 +121,9 @@ class BlockRows:
         The diagonal blocks (zero for an anchor without a stored one).
     use_compiled : bool
         Whether :meth:`matmul` runs the compiled kernel: True when the extension
-        is built and the blocks are float32 or float64 in C order; set it to
-        False to force the numpy path (tests, benchmarks).
+        is built, its kernels for this CPU beat numpy's path (all but x86
+        without AVX2) and the blocks are float32 or float64 in C order; set it
+        to False to force the numpy path (tests, benchmarks).
     """
 
     def __init__(self, pair_keys, blocks, n_anchors):
@@ -153,6 +154,7 @@ class BlockRows:
         # anything else takes numpy's path rather than a copy of the blocks.
         self.use_compiled = (
             _block_cg_gram is not None
+            and _block_cg_gram.faster()
             and blocks.dtype in (np.float32, np.float64)
             and blocks.flags.c_contiguous
         )
