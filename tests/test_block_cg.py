@@ -166,6 +166,7 @@ def test_gram_product_takes_numpy_path_where_the_kernels_are_slower():
         for level in range(gram.select(2) + 1):
             gram.select(level)
             assert BlockRows(keys, blocks, 10).use_compiled == gram.faster()
+            assert bcg.compiled_product(blocks.dtype) == gram.faster()
         gram.select(0)
         assert gram.faster() == (platform.machine().lower() not in ("x86_64", "amd64"))
     finally:
@@ -180,6 +181,8 @@ def test_gram_product_takes_numpy_path_for_blocks_the_kernel_cannot_read():
     wide[:, :5, :5] = blocks[order]
     rows = BlockRows(keys[order], wide[:, :5, :5], 40)  # sorted keys: kept by reference
     assert not rows.use_compiled
+    assert not bcg.compiled_product(np.float64, c_contiguous=False)
+    assert not bcg.compiled_product(np.int64)
     V = np.random.RandomState(1).normal(size=(200, 3))
     np.testing.assert_allclose(rows.matmul(V), G @ V, rtol=1e-12, atol=1e-10)
 
@@ -253,7 +256,8 @@ def test_aggregates_stay_inside_connected_components_and_fill_them():
 @pytest.mark.parametrize("block_cg", [True, False])
 def test_iterative_direct_and_dense_predictions_agree(monkeypatch, kind, alpha, block_cg):
     """The documented tolerance: predictions within 1e-6 relative of the exact solve."""
-    monkeypatch.setattr(bs, "_BLOCK_CG_WORK", 0.0 if block_cg else np.inf)
+    work = 0.0 if block_cg else np.inf
+    monkeypatch.setattr(bs, "_BLOCK_CG_WORK", {"compiled": work, "numpy": work})
     d = 30 if kind == "overlapping" else 4
     stats, X, assign = statistics(kind, d=d)
     X_new = X[::3] + 0.1
@@ -376,14 +380,19 @@ def test_iterative_factor_rejects_an_unknown_method():
         bs.IterativeFactor(stats, 0.5, xp=xp, method="lanczos")
 
 
-def test_iterative_factor_takes_block_cg_where_the_gram_product_dominates():
+@pytest.mark.parametrize("product", ["compiled", "numpy"])
+def test_iterative_factor_takes_block_cg_where_the_gram_product_dominates(product):
     stats, _, _ = statistics("overlapping", d=30)
     factor = bs.IterativeFactor(stats, 0.5, xp=xp)
     rows = factor.rows
+    rows.use_compiled = product == "compiled"  # the choice only reads it
     per_row = rows.n_stored / rows.n_anchors
-    # Block CG's own work ~16 p t^2 against the product's 2 n_blocks d1^2 t.
-    wide = int(np.ceil(per_row * rows.d1 / 40)) + 1
-    assert factor.chosen_method(np.zeros((rows.shape[0], wide))) == "columns"
+    # Block CG's own work ~16 p t^2 against the product's 2 n_blocks d1^2 t,
+    # which the compiled kernel runs faster: block CG needs more blocks per row.
+    work = {"compiled": 80, "numpy": 40}[product]
+    narrow = int(per_row * rows.d1 / work)
+    assert factor.chosen_method(np.zeros((rows.shape[0], narrow + 1))) == "columns"
+    assert factor.chosen_method(np.zeros((rows.shape[0], max(narrow, 1)))) == "block"
     assert factor.chosen_method(np.zeros((rows.shape[0], 1))) == "block"
     assert factor.chosen_method(np.zeros(rows.shape[0])) == "block"
 
@@ -416,10 +425,12 @@ def choice(stats, alpha=1e-3, **kw):
     )
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize(
     "kind, expected", [("separated", "sparse"), ("overlapping", "iterative"), ("dense", "dense")]
 )
-def test_choice_on_small_graphs_of_each_kind(kind, expected, monkeypatch):
+def test_choice_on_small_graphs_of_each_kind(kind, expected, compiled, monkeypatch):
+    """The same choice whichever Gram product CG would run."""
     size = {"d": 30, "m": 200, "n": 4000} if kind == "overlapping" else {"d": 4}
     stats, _, _ = statistics(kind, t=1, **size)
     # Small systems are always dense: pin the choice the graph alone makes.
@@ -434,9 +445,28 @@ def test_choice_on_small_graphs_of_each_kind(kind, expected, monkeypatch):
         assert fill <= bs._SPARSE_MAX_FILL  # no fill across clusters
     if kind == "overlapping":
         assert fill > 1.5  # the sparse factor fills in where CG does not
-    assert choice(stats) == expected
+    assert choice(stats, compiled=compiled) == expected
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", stats.n_lifted)
-    assert choice(stats) == "dense"  # the same systems, small enough by their size
+    # The same systems, small enough by their size.
+    assert choice(stats, compiled=compiled) == "dense"
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_cost_model_estimates_the_product_that_block_rows_runs(built, monkeypatch):
+    """The CG estimate follows ``compiled_product``, BlockRows' own decision."""
+    if built and bcg._block_cg_gram is None:
+        pytest.skip("the compiled Gram product is not built")
+    if not built:
+        monkeypatch.setattr(bcg, "_block_cg_gram", None)  # as without the extension
+    stats, _, _ = statistics("overlapping", d=30, t=2)
+    runs = stats.block_rows().use_compiled
+    assert runs == bcg.compiled_product() == (built and bcg._block_cg_gram.faster())
+    args = (stats.n_anchors, 30, 2, stats.pair_keys.shape[0], 1.0, stats._fill_and_flops)
+    default = bs.estimate_solver_seconds(*args)["iterative"]
+    compiled = bs.estimate_solver_seconds(*args, compiled=True)["iterative"]
+    numpy_path = bs.estimate_solver_seconds(*args, compiled=False)["iterative"]
+    assert default == (compiled if runs else numpy_path)
+    assert compiled < numpy_path  # the compiled product is the faster one
 
 
 def test_choice_never_allocates_a_dense_matrix_past_the_memory():
