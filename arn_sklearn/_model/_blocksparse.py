@@ -673,8 +673,9 @@ def choose_linear_solver(
     pairs (on one connected graph of 30-d points SuperLU was seen to run for
     tens of minutes where its symbolic estimate said seconds); iterative
     ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at half the
-    dense rate with numpy's product, the dense rate with the compiled one, plus the preconditioner's inverses of aggregates of ``s``
-    unknowns (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration.
+    dense rate with numpy's product, the dense rate with the compiled one, plus
+    the preconditioner's inverses of aggregates of ``s`` unknowns
+    (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration.
     Small systems (``p <= 2048``) are solved densely; a dense ``p x p`` that
     does not fit in the memory available is never allocated. CG needs
     ``alpha > 0`` (``G`` alone may be singular).
