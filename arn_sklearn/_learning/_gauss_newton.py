@@ -26,7 +26,10 @@ One accepted iteration is two passes over the rows: the closed form at the
 trial point (similarities, assignments, Gram matrix, solve; the objective then
 comes from the statistics) and, if the step is accepted, the Jacobian pass
 (residuals, ``B``, ``B^T B``, ``Phi^T B`` from the kept similarities and
-assignments). A rejected step costs the first pass only.
+assignments). A rejected step costs the first pass only. With few anchors
+both passes sum through anchor pairs and the inputs' quadratic features
+(:mod:`arn_sklearn._kernels._moments`): the same sums, neither ``B`` nor the
+lifted block formed, in about two thirds of the time on the ``report.py`` data.
 
 Nothing here knows the estimator API: arrays and a namespace ``xp`` in,
 arrays out. ``theta`` itself (a few hundred numbers) lives on the host.
