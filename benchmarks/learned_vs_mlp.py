@@ -50,7 +50,10 @@ thread, so that the CPU-time ratio compares the work done. With
 step's two passes over its ``n`` rows (the closed form at the trial point; the
 Jacobian pass) against the BLAS time of the same products on arrays of the same
 shapes (best of 5, same run, one BLAS thread): the similarity GEMM, the lifted
-block's ``syrk`` and ``Z^T [Y, 1]``; ``B^T B`` (``syrk``), ``Z^T B`` and ``B^T r``.
+block's ``syrk`` and ``Z^T [Y, 1]``; ``B^T B`` (``syrk``), ``Z^T B`` and ``B^T r``;
+where a pass sums through anchor pairs (``arn_sklearn/_kernels/_moments.py``), its
+GEMMs of pair products against quadratic features instead, and the pass forced to
+the lifted form, alternating in the same run (the ratio of the two forms).
 """
 
 import argparse
@@ -58,7 +61,7 @@ import os
 import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
@@ -367,15 +370,21 @@ def efficiency(n, n_anchors, task="report", repeats=5):
     # not the code, decided the ratio otherwise (0.4 to 1.7 in two runs).
     limit = threadpool_limits(limits=1, user_api="blas")
     for _ in range(repeats):
-        p = timed(
-            "closed-form pass", lambda: _Point(theta, params, X, Y, w, "euclidean", 1.0, xp, rows)
-        )
-        timed(
-            "Jacobian pass",
-            lambda p=p: jacobian_pass(
-                X, Y, w, p.anchors, p.softness, "euclidean", p.W, p.y_mean, p.kept, rows, params, xp
-            ),
-        )
+        # Each pass as the fit runs it, then forced to the lifted form (where the
+        # fit uses the pair form), alternating.
+        for suffix in ("", " (lifted form)") if any(pairs.values()) else ("",):
+            with lifted_form() if suffix else nullcontext():
+                p = timed(
+                    "closed-form pass" + suffix,
+                    lambda: _Point(theta, params, X, Y, w, "euclidean", 1.0, xp, rows),
+                )
+                timed(
+                    "Jacobian pass" + suffix,
+                    lambda p=p: jacobian_pass(
+                        *(X, Y, w, p.anchors, p.softness, "euclidean", p.W, p.y_mean, p.kept),
+                        *(rows, params, xp),
+                    ),
+                )
         if pairs["closed-form pass"]:
             timed("BLAS of the closed-form pass", lambda: (X @ anchors.T, own @ quadratic.T))
         else:
@@ -403,6 +412,23 @@ def efficiency(n, n_anchors, task="report", repeats=5):
     for name in ("closed-form pass", "Jacobian pass"):
         form = "pair form" if pairs[name] else "lifted form"
         print(f"  {name} / its BLAS ({form}): {best[name] / best['BLAS of the ' + name]:.2f}")
+        if pairs[name]:
+            ratio = best[name] / best[name + " (lifted form)"]
+            print(f"  {name}, pair form / lifted form: {ratio:.2f}")
+
+
+@contextmanager
+def lifted_form():
+    """The learned passes forced to sum through the lifted block (the form before the
+    anchor-pair sums; internal names, a development measure)."""
+    from arn_sklearn._learning import _gauss_newton, _varpro
+
+    saved = _gauss_newton.pair_form_pays, _varpro.pair_form_pays
+    _gauss_newton.pair_form_pays = _varpro.pair_form_pays = lambda *args: False
+    try:
+        yield
+    finally:
+        _gauss_newton.pair_form_pays, _varpro.pair_form_pays = saved
 
 
 def table(results):
