@@ -302,3 +302,22 @@ def test_a_callable_alpha_is_chosen_from_the_start_and_kept():
         assert chosen[2].alpha == 1e-3
         np.testing.assert_allclose(chosen[0], fixed[0], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(chosen[2].loss_curve, fixed[2].loss_curve, rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", SIMILARITIES)
+def test_pair_form_through_the_array_api_gives_numpys_sums(kind, monkeypatch):
+    # The namespace-generic code (the path CuPy takes) against numpy's fast path.
+    strict = pytest.importorskip("array_api_strict")
+    for module in (_gauss_newton, _varpro):
+        monkeypatch.setattr(module, "pair_form_pays", lambda *args: True)
+    X, Y, w = problem(n=56, t=2)  # 8 chunks of 7 rows: no slice past the end
+    anchors = np.random.RandomState(1).normal(size=(4, 3))
+    params = _Parametrisation(anchors.shape, 0.8, kind, learn_softness=True, scaled=True)
+    theta = params.pack(anchors, 0.8)
+    results = []
+    for space, arrays in ((xp, (X, Y, w)), (strict, [strict.asarray(a) for a in (X, Y, w)])):
+        point = _Point(theta, params, *arrays, kind, 0.3, space, rows=7)
+        args = (*arrays, point.anchors, point.softness, kind, point.W, point.y_mean, point.kept)
+        results.append((point.loss, *jacobian_pass(*args, 7, params, space)))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-11, atol=1e-12)

@@ -327,7 +327,7 @@ def jacobian_factors(X, anchors, softness, ST, AT, PT, params, kind, xp, sqrt_w)
     else:
         slope_x, slope_c = similarity_slopes(X, anchors, ST.T, kind, xp)
         F = E * (scale * _rows_last(slope_x, xp))[None, :, :]
-        H = None if kind in ("dot", "absdot") else E * (scale * _rows_last(slope_c, xp))[None]
+        H = None if kind in ("dot", "absdot") else E * (scale * _rows_last(slope_c, xp))[None, ...]
     if not params.learn_softness:
         return out, F, H, None
     G = xp.sum(E * ST[None, :, :], axis=1)  # d out / d log K at fixed C
@@ -357,13 +357,13 @@ def _pair_terms(X, X1T, UT, residual, factors, kind, matrices, xp):
     # Products u_ik F_tli, rows (k, l, t) (for Phi^T B), and sum_t F_tki F_tli,
     # k <= l (for B^T B), against the quadratic features.
     F_by_anchor = _by_anchor(F, xp)
-    cross = xp.reshape(UT[:, None, None, :] * F_by_anchor[None], (-1, n_rows))
-    own = symmetric_pair_products(F[0] if n_targets == 1 else F, xp)
+    cross = xp.reshape(UT[:, None, None, :] * F_by_anchor[None, ...], (-1, n_rows))
+    own = symmetric_pair_products(F[0, ...] if n_targets == 1 else F, xp)
     terms += [cross @ Q, own @ Q]
     if H is not None and kind != "euclidean":
         # The terms in c: u_ik H_tli against [x, 1]; sum_t H_tki F_tli against x; sum H H.
         H_by_anchor = _by_anchor(H, xp)
-        cross_c = xp.reshape(UT[:, None, None, :] * H_by_anchor[None], (-1, n_rows))
+        cross_c = xp.reshape(UT[:, None, None, :] * H_by_anchor[None, ...], (-1, n_rows))
         own_c = xp.reshape(xp.sum(H[:, :, None, :] * F[:, None, :, :], axis=0), (-1, n_rows))
         H2 = xp.reshape(H_by_anchor, (n_anchors, -1))
         terms += [cross_c @ xp.permute_dims(X1T, (1, 0)), own_c @ X, H2 @ H2.T]
