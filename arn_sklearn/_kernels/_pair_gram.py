@@ -30,16 +30,28 @@ Kernels: numpy arrays in, numpy arrays out; threads are the caller's (a runner
 of task lists is passed in).
 """
 
+import os
 import threading
 
 import numpy as np
 
 from .._utils._memory import available_memory_bytes
 
+try:
+    from . import _pair_gram_c
+except ImportError:  # the optional extension is not built: numpy alone
+    _pair_gram_c = None
+
+# Private switch: False runs the numpy path where the compiled kernel is built
+# (tests and benchmarks compare the two); ARN_SKLEARN_NUMPY_KERNELS=1 clears it at import.
+COMPILED = _pair_gram_c is not None and os.environ.get("ARN_SKLEARN_NUMPY_KERNELS", "0") == "0"
+
 # Rows (padded) and pairs in one batched matmul of pair blocks: its gathered
 # stack (1 MiB at d = 30) and its (pairs, d1, d1) product stay in cache.
 _BATCH_ROWS = 4096
 _BATCH_PAIRS = 512
+# Entries of small pairs per call of the compiled kernel (a task's unit of work).
+_COMPILED_ENTRIES = 16384
 # Blocks added to the store at a time (a 0.5 MiB temporary at d = 30).
 _ADD_BLOCKS = 64
 # A pair of at least this many rows is a batch of its own (one dsyrk per
@@ -345,10 +357,13 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
                 entries = _PairEntries(idx, vals, w, m)
                 # New pairs get their slots here, before any task writes them.
                 slots, first_new = store.slots(entries.keys, return_first_new=True)
-                batches = entries.batches(b, slots)
+                if COMPILED:
+                    batches = entries.compiled_runs(slots, store)
+                else:
+                    batches = entries.batches(b, slots)
                 bounds = [0] * (n_parts + 1)
                 if batches:
-                    work = np.cumsum([batch.rows.size for batch in batches])
+                    work = np.cumsum([batch.work for batch in batches])
                     cuts = np.searchsorted(work, work[-1] * np.arange(1, n_parts) / n_parts)
                     bounds = np.r_[0, cuts, len(batches)].tolist()
                 grouped.append((slots, first_new, batches, bounds))
@@ -357,9 +372,14 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
     def pair_task(part):
         slots, first_new, batches, bounds = group_pairs()
         # Buffers for every batch of the part: no fresh pages per batch.
-        buffers = _PairBatch.buffers(d1)
-        add_buffer = np.empty((_ADD_BLOCKS, d1, d1))
+        buffers = None
         for batch in batches[bounds[part] : bounds[part + 1]]:
+            if isinstance(batch, _CompiledRun):
+                batch.add_to(X1, slots, first_new)
+                continue
+            if buffers is None:
+                buffers = _PairBatch.buffers(d1)
+                add_buffer = np.empty((_ADD_BLOCKS, d1, d1))
             store.add(slots[batch.ids], batch.gram(X1, *buffers), add_buffer, first_new)
 
     # One list of tasks, taken in turn by the threads: the pairs are grouped
@@ -415,6 +435,36 @@ class _PairEntries:
         coef *= w[:, None]
         self.scale = np.sqrt(coef.ravel()[order])
 
+    def compiled_runs(self, slots, store):
+        """The pairs as :class:`_CompiledRun` pieces, and pairs of many rows as dsyrk batches.
+
+        A pair of ``_OWN_BATCH_ROWS`` rows or more is a :class:`_PairBatch` of its own
+        (BLAS's dsyrk beats the compiled rank-4 updates there); the others go by
+        increasing store slot (the store is written in memory order), in pieces of
+        about ``_COMPILED_ENTRIES`` entries.
+        """
+        counts = self.counts
+        own = np.flatnonzero(counts >= _OWN_BATCH_ROWS)
+        runs = [
+            _PairBatch(np.array([j]), c, self.rows[s : s + c], self.scale[s : s + c])
+            for j, s, c in zip(
+                own.tolist(), self.starts[own].tolist(), counts[own].tolist(), strict=True
+            )
+        ]
+        ids = np.flatnonzero(counts < _OWN_BATCH_ROWS)
+        if not ids.size:
+            return runs
+        ids = ids[np.argsort(slots[ids], kind="stable")]
+        # Page addresses: the pages are fixed from here to the chunk's end (every
+        # slot of the chunk exists before any task writes).
+        pages = np.array([p.__array_interface__["data"][0] for p in store.pages], dtype=np.int64)
+        work = np.cumsum(counts[ids])
+        cuts = np.searchsorted(work, np.arange(_COMPILED_ENTRIES, work[-1], _COMPILED_ENTRIES))
+        for part in np.split(ids, cuts):
+            if part.size:
+                runs.append(_CompiledRun(self, part, slots[part], pages, store))
+        return runs
+
     def batches(self, zero_row, slots):
         """The pairs in :class:`_PairBatch` stacks of one padded size each.
 
@@ -469,6 +519,7 @@ class _PairBatch:
 
     def __init__(self, ids, size, rows, scale):
         self.ids, self.size, self.rows, self.scale = ids, size, rows, scale
+        self.work = rows.size
 
     @staticmethod
     def buffers(d1):
@@ -508,6 +559,23 @@ class _PairBatch:
             # Q^T Q: numpy runs it as one dsyrk.
             out[0] += np.matmul(Q.T, Q, out=tmp)
         return out
+
+
+class _CompiledRun:
+    """Pairs whose blocks the compiled kernel adds to the store in one ``nogil`` call."""
+
+    def __init__(self, entries, ids, slots, pages, store):
+        self.entries, self.pages, self.store = entries, pages, store
+        self.starts, self.counts = entries.starts[ids], entries.counts[ids]
+        self.slots = slots
+        self.work = int(self.counts.sum())
+
+    def add_to(self, X1, slots, first_new):
+        # (``slots``: the chunk's, as _PairBatch takes them; this run holds its own.)
+        _pair_gram_c.add_pair_blocks(
+            X1, self.entries.rows, self.entries.scale, self.starts, self.counts,
+            self.slots, self.pages, self.store.page_blocks, first_new,
+        )  # fmt: skip
 
 
 class _FrequentSets:
