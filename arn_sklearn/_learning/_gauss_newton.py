@@ -57,7 +57,7 @@ from .._kernels._parametrisation import _Parametrisation
 from .._utils._arrays import to_numpy
 from .._utils._threads import _WorkerPool, single_threaded_blas
 from ._history import TrainingHistory
-from ._varpro import closed_form_weights, statistics_objective
+from ._varpro import add_terms, closed_form_weights, statistics_objective
 
 # Rows per chunk of the Jacobian pass: its widest block, ``B`` of shape
 # (rows, n_targets, n_theta), about this many bytes.
@@ -84,12 +84,13 @@ def chunk_rows(n_anchors, n_features, n_targets, n_theta, kind="euclidean"):
 
 
 def jacobian_in_pairs(n_anchors, n_features, n_targets, n_theta, kind):
-    """Whether the Jacobian pass sums through anchor pairs (:mod:`.._kernels._moments`).
+    """Whether the Jacobian pass sums through anchor pairs
+    (:mod:`arn_sklearn._kernels._moments`).
 
     Its matrices then come from the products ``u_ik F_tli`` and ``sum_t F_tki
     F_tli`` against the quadratic features, where that takes less time than
-    forming ``B`` and the lifted block (report.py data: 0.66-0.77 of the
-    pass's time; not the arm's 8 outputs on 4 inputs).
+    forming ``B`` and the lifted block (report.py data and Friedman #1, 16
+    anchors: 0.60-0.77 of the pass's time; not the arm's 8 outputs on 4 inputs).
     """
     n_lifted = lifted_size(n_anchors, n_features)
     n_cross, n_pairs = n_anchors * n_anchors * n_targets, n_symmetric_pairs(n_anchors)
@@ -273,14 +274,14 @@ def jacobian_pass(
     def run_group(group):
         for start, (S, A) in chunks[group::n_groups]:
             terms = chunk_terms(start, S, A)
-            sums[group] = terms if sums[group] is None else _add_terms(sums[group], terms)
+            sums[group] = terms if sums[group] is None else add_terms(sums[group], terms)
 
     if n_groups > 1:
         pool.run([lambda group=group: run_group(group) for group in range(n_groups)])
     else:
         with single_threaded_blas():
             run_group(0)
-    total = functools.reduce(_add_terms, sums)
+    total = functools.reduce(add_terms, sums)
     if pairs:
         return _pair_results(total, anchors, n_targets, params, kind, matrices, xp)
     if not matrices:
@@ -456,11 +457,6 @@ def _pair_results(total, anchors, n_targets, params, kind, matrices, xp):
         M_log = xp.reshape(M_log, (n_anchors * n_inputs, n_targets))
         M = xp.concat([M, M_log[:, :, None]], axis=2)
     return squared, _host(Btr), _host(BtB), M
-
-
-def _add_terms(first, second):
-    """Sum two chunks' (or threads') terms, term by term (None stays None)."""
-    return [None if a is None else a + b for a, b in zip(first, second, strict=True)]
 
 
 def schur_hessian(BtB, M, factor, xp):

@@ -114,7 +114,7 @@ def closed_form_weights(
         if pairs:
             for X_c, Y_c, w_c in chunks:
                 terms = lifted_moment_sums(X_c, Y_c, w_c, assign(X_c), xp)
-                sums[group] = terms if sums[group] is None else _add_terms(sums[group], terms)
+                sums[group] = terms if sums[group] is None else add_terms(sums[group], terms)
             return
         # The statistics type's own accumulate: the closed form's code path.
         zeros = SufficientStatistics.zeros(n_lifted, Y.shape[1], xp, device=device_of(X))
@@ -127,7 +127,7 @@ def closed_form_weights(
     else:
         run_group(0)
     if pairs:
-        total = functools.reduce(_add_terms, sums)
+        total = functools.reduce(add_terms, sums)
         gram, zty, z_sum = lifted_moments(total, n_anchors, xp)
         stats = SufficientStatistics(
             gram, zty, z_sum, total[2], total[3], total[4], n_samples=X.shape[0]
@@ -144,14 +144,15 @@ def closed_form_weights(
 def closed_form_in_pairs(n_anchors, n_features):
     """Whether the closed form sums its Gram matrix through anchor pairs and quadratic
     features (:mod:`arn_sklearn._kernels._moments`), which takes less time than the
-    lifted block's for few anchors (report.py data: 0.64-0.66 of the pass's time)."""
+    lifted block's for few anchors (report.py data and Friedman #1, 16 anchors:
+    0.63-0.72 of the pass's time)."""
     n_pairs, n_lifted = n_symmetric_pairs(n_anchors), lifted_size(n_anchors, n_features)
     return pair_form_pays(n_pairs, n_features, n_pairs, n_lifted**2, n_lifted)
 
 
-def _add_terms(first, second):
-    """Two chunks' (or threads') sums, term by term."""
-    return [a + b for a, b in zip(first, second, strict=True)]
+def add_terms(first, second):
+    """Two chunks' (or threads') sums, term by term (None stays None)."""
+    return [None if a is None else a + b for a, b in zip(first, second, strict=True)]
 
 
 def reduced_objective(anchors, log_softness, X, Y, w, similarity, alpha, xp, *, gradient=True):
