@@ -31,7 +31,7 @@ MAX_PAIR_WIDTH = 1024
 # A value written by an elementwise numpy operation costs about the time of this
 # many GEMM flops (one BLAS thread): the pair form writes its products, and for
 # many targets and few inputs (the arm: 8 outputs, 4 inputs) that outweighs its
-# smaller GEMM (Jacobian pass 1.04-1.34x the lifted form's time, 6,000 rows).
+# smaller GEMM (Jacobian pass 1.02-1.34x the lifted form's time, 6,000 rows).
 ELEMENTWISE_FLOPS = 48
 
 
@@ -47,6 +47,7 @@ def symmetric_pairs(n):
 
 
 def n_symmetric_pairs(n):
+    """The number of pairs ``i <= j`` of ``range(n)``."""
     return n * (n + 1) // 2
 
 
