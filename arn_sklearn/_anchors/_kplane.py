@@ -47,16 +47,22 @@ _JITTER = 1e-10
 def _ridge_per_cluster(X1, Y, w, labels, n_clusters, alpha):
     """Coefficients ``B`` of shape (n_clusters, d + 1, t), one weighted ridge per cluster."""
     p, t = X1.shape[1], Y.shape[1]
-    B = np.zeros((n_clusters, p, t))
+    # Rows grouped by cluster (stable: each cluster's rows in their original
+    # order, so its Gram is the same GEMM as on ``X1[labels == k]``), then one
+    # stacked solve instead of one LAPACK call per cluster.
+    order = np.argsort(labels, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=n_clusters))])
+    Xs, Ys, ws = X1[order], Y[order], w[order]
+    gram = np.empty((n_clusters, p, p))
+    rhs = np.zeros((n_clusters, p, t))
     for k in range(n_clusters):
-        rows = np.flatnonzero(labels == k)
-        if rows.size == 0:
-            continue
-        Xk, wk = X1[rows], w[rows]
-        gram = Xk.T @ (wk[:, None] * Xk)
-        gram.flat[:: p + 1] += alpha + _JITTER * (np.trace(gram) / p + 1.0)
-        B[k] = np.linalg.solve(gram, Xk.T @ (wk[:, None] * Y[rows]))
-    return B
+        Xk, wk = Xs[bounds[k] : bounds[k + 1]], ws[bounds[k] : bounds[k + 1], None]
+        gram[k] = Xk.T @ (wk * Xk)
+        rhs[k] = Xk.T @ (wk * Ys[bounds[k] : bounds[k + 1]])
+    diagonal = np.einsum("kii->ki", gram)  # a writable view
+    diagonal += alpha + _JITTER * (np.trace(gram, axis1=1, axis2=2)[:, None] / p + 1.0)
+    # An empty cluster: gram = (alpha + jitter) I and rhs = 0, so B = 0.
+    return np.linalg.solve(gram, rhs)
 
 
 def _residuals(X1, Y, B):
@@ -90,7 +96,7 @@ def kplane_labels(X, Y, w, n_clusters, alpha, random_state, *, max_iter=KPLANE_M
         new = np.argmin(R, axis=1)
         best_fit = R[np.arange(n), new]
         # An emptied cluster takes the worst-fitted row, so that every anchor is used.
-        for k in np.setdiff1d(np.arange(n_clusters), new):
+        for k in np.flatnonzero(np.bincount(new, minlength=n_clusters) == 0):
             worst = int(np.argmax(best_fit * w))
             new[worst], best_fit[worst] = k, 0.0
         objective = float(np.sum(w * R[np.arange(n), new]) + alpha * np.sum(B * B))
