@@ -29,7 +29,7 @@ from array_api_compat import array_namespace
 from scipy.optimize import minimize
 
 from .._kernels._assignment import similarity as similarity_matrix
-from .._kernels._assignment import similarity_backward, softmax
+from .._kernels._assignment import _Prepared, _scaled_rows, similarity_backward, softmax
 from .._kernels._parametrisation import _Parametrisation
 from .._utils._threads import single_threaded_blas
 
@@ -125,6 +125,29 @@ def anchors_from_labels(X, w, labels, n_clusters, similarity):
     return anchors
 
 
+def _similarity_row_factor(X, similarity, anchors):
+    """The rows' factor ``R`` of ``similarity(X, C) = post(R @ prepared(C))``, or None.
+
+    None where the rows need scaling (entries beyond ``2**400``): the general
+    kernel then runs at every evaluation.
+    """
+    R, f1, _ = _scaled_rows(X, _Prepared(anchors, similarity))
+    return R if f1 is None else None
+
+
+def _similarity(X, row_factor, C, similarity, xp):
+    """``similarity(X, C)`` from the prepared rows: one GEMM and the kernel's post-processing."""
+    prepared = _Prepared(C, similarity)
+    if row_factor is None or prepared.t != 1.0:
+        return similarity_matrix(X, C, similarity, xp)
+    S = row_factor @ prepared.CT
+    if similarity == "euclidean":
+        np.minimum(S, 0.0, out=S)  # as the kernel does: the expansion can round above 0
+    elif similarity == "absdot":
+        np.abs(S, out=S)
+    return S
+
+
 def fit_assignment_classifier(X, w, labels, anchors, softness, similarity, learn_softness=True):
     """Anchors and softness whose soft assignment best predicts ``labels``.
 
@@ -139,17 +162,20 @@ def fit_assignment_classifier(X, w, labels, anchors, softness, similarity, learn
 
     xp = array_namespace(X)
     params = _Parametrisation(anchors.shape, softness, similarity, learn_softness)
-    onehot = np.zeros((X.shape[0], anchors.shape[0]))
-    onehot[np.arange(X.shape[0]), labels] = 1.0
+    rows = np.arange(X.shape[0])
     w = w / w.sum()
+    # The rows' factor of the similarity GEMM does not change between
+    # evaluations: prepared once (the same product and values as ``similarity``).
+    row_factor = _similarity_row_factor(X, similarity, anchors)
 
     def fun(theta):
         C, log_softness = params.unpack(theta)
         K = math.exp(log_softness)
-        S = similarity_matrix(X, C, similarity, xp)
+        S = _similarity(X, row_factor, C, similarity, xp)
         A = softmax(K * S, xp)
-        loss = -float(np.sum(w * np.log(np.sum(A * onehot, axis=1) + 1e-300)))
-        grad_logits = w[:, None] * (A - onehot)
+        loss = -float(np.sum(w * np.log(A[rows, labels] + 1e-300)))
+        A[rows, labels] -= 1.0  # A - onehot, in place
+        grad_logits = w[:, None] * A
         grad_C, _ = similarity_backward(X, C, S, K * grad_logits, similarity, xp)
         grad_log_softness = K * float(np.sum(grad_logits * S))
         return loss, params.gradient(theta, grad_C, grad_log_softness)
