@@ -70,8 +70,11 @@ def _residuals(X1, Y, B):
     n, p = X1.shape
     m, _, t = B.shape
     # One GEMM for all clusters: (n, p) @ (p, m t).
-    pred = X1 @ np.transpose(B, (1, 0, 2)).reshape(p, m * t)
-    diff = pred.reshape(n, m, t) - Y[:, None, :]
+    diff = (X1 @ np.transpose(B, (1, 0, 2)).reshape(p, m * t)).reshape(n, m, t)
+    diff -= Y[:, None, :]
+    if t == 1:  # the square itself, in place (the einsum's value, without its overhead)
+        R = diff[:, :, 0]
+        return np.multiply(R, R, out=R)
     return np.einsum("nmt,nmt->nm", diff, diff)
 
 
