@@ -151,20 +151,14 @@ def _similarity(X, row_factor, C, similarity, xp):
     return S
 
 
-def fit_assignment_classifier(X, w, labels, anchors, softness, similarity, learn_softness=True):
-    """Anchors and softness whose soft assignment best predicts ``labels``.
+def _cross_entropy(X, w, labels, params, similarity, anchors):
+    """The classifier's objective: ``theta -> (loss, gradient)`` for L-BFGS.
 
-    Minimises the weighted cross-entropy ``-sum_i w_i log A_i[labels_i] / sum_i w_i``
-    with ``A = softmax(K s(X, C))`` over ``K C`` and ``log K`` (L-BFGS-B).
-
-    Returns
-    -------
-    anchors : ndarray of shape (n_anchors, n_features)
-    softness : float
+    ``loss = -sum_i w_i log A_i[labels_i] / sum_i w_i`` with
+    ``A = softmax(K s(X, C))``, ``(C, log K) = params.unpack(theta)``.
+    ``anchors`` (any representative ones) choose the rows' similarity factor.
     """
-
     xp = array_namespace(X)
-    params = _Parametrisation(anchors.shape, softness, similarity, learn_softness)
     rows = np.arange(X.shape[0])
     w = w / w.sum()
     # The rows' factor of the similarity GEMM does not change between
@@ -183,6 +177,22 @@ def fit_assignment_classifier(X, w, labels, anchors, softness, similarity, learn
         grad_log_softness = K * float(np.sum(grad_logits * S))
         return loss, params.gradient(theta, grad_C, grad_log_softness)
 
+    return fun
+
+
+def fit_assignment_classifier(X, w, labels, anchors, softness, similarity, learn_softness=True):
+    """Anchors and softness whose soft assignment best predicts ``labels``.
+
+    Minimises the weighted cross-entropy ``-sum_i w_i log A_i[labels_i] / sum_i w_i``
+    with ``A = softmax(K s(X, C))`` over ``K C`` and ``log K`` (L-BFGS-B).
+
+    Returns
+    -------
+    anchors : ndarray of shape (n_anchors, n_features)
+    softness : float
+    """
+    params = _Parametrisation(anchors.shape, softness, similarity, learn_softness)
+    fun = _cross_entropy(X, w, labels, params, similarity, anchors)
     # Small products on (n, m) arrays: threads cost more than they save.
     with single_threaded_blas():
         result = minimize(
