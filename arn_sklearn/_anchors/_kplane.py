@@ -28,8 +28,8 @@ import numpy as np
 from array_api_compat import array_namespace
 from scipy.optimize import minimize
 
-from .._kernels._assignment import similarity as similarity_matrix
 from .._kernels._assignment import _Prepared, _scaled_rows, similarity_backward, softmax
+from .._kernels._assignment import similarity as similarity_matrix
 from .._kernels._parametrisation import _Parametrisation
 from .._utils._threads import single_threaded_blas
 
