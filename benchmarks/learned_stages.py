@@ -9,10 +9,12 @@ trial points, Jacobian passes, Schur complement, damped solves, validation
 predictions), the start's competition on all rows and the final closed form.
 The closed-form and Jacobian passes also count the rows they pass (deterministic,
 unlike the timers): the measure of a change in the number of Gauss-Newton steps.
-Internal names: a development tool, not an API.
+Internal names: a development tool, not an API. ``--profile-starts N`` also
+prints, after all fits, the N functions of most cumulative time within the
+starts (cProfile over every fit's start stage; it slows the starts down).
 
     PYTHONPATH=. python benchmarks/learned_stages.py [--tasks report,friedman,arm]
-        [--seeds 0,1,2] [--data-seed 0] [--n 20000]
+        [--seeds 0,1,2] [--data-seed 0] [--n 20000] [--profile-starts 25]
 
 Run it from the repository root with ``PYTHONPATH=.`` to time the checkout (a
 script's own folder, not the working directory, comes first on ``sys.path``).
@@ -20,7 +22,9 @@ script's own folder, not the working directory, comes first on ``sys.path``).
 
 import argparse
 import collections
+import cProfile
 import os
+import pstats
 import sys
 import time
 
@@ -71,7 +75,20 @@ def timed(function, label):
     return wrapper
 
 
-def install():
+def profiled(function, profile):
+    def wrapper(*args, **kwargs):
+        profile.enable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            profile.disable()
+
+    return wrapper
+
+
+def install(profile=None):
+    if profile is not None:  # innermost, so that the stage timer still sees the whole start
+        learned._initial_anchors = profiled(learned._initial_anchors, profile)
     for module, name, label in STAGES:
         setattr(module, name, timed(getattr(module, name), label))
 
@@ -82,8 +99,16 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0", help="the model's random_state values")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument(
+        "--profile-starts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N costliest functions (cumulative) of the start stages, cProfile",
+    )
     args = parser.parse_args(argv)
-    install()
+    profile = cProfile.Profile() if args.profile_starts else None
+    install(profile)
     for task in args.tasks.split(","):
         X, Y, X_test, Y_test = task_data(task, args.n, args.data_seed)
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -109,6 +134,9 @@ def main(argv=None):
                     rows = f", {ROWS[label]} rows" if label in ROWS else ""
                     print(f"  {label:30s} {total:6.3f} s  ({calls} calls{rows})")
             sys.stdout.flush()
+    if profile is not None:
+        print("\nThe starts, every fit together (cProfile, cumulative):")
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile_starts)
 
 
 if __name__ == "__main__":
