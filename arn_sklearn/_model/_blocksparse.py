@@ -91,13 +91,19 @@ _SUPERLU_SLOWDOWN = 20.0
 _CG_FLOP_SHARE = {"numpy": 0.5, "compiled": 1.0}
 _CG_ITERATIONS = 20
 # Block CG (one Krylov space for all targets) when its own ~16 p t^2 flops per
-# iteration are at most a fifth of the Gram product's time: at least this many
-# times t / (d + 1) stored blocks per anchor row at numpy's product rate, twice
-# that at the compiled one's (2.1-2.3x numpy's per CPU-second). With the compiled
-# product, block CG took 0.67-0.76x columns CG's time (wall and CPU) on x3
-# patch statistics with 222 (300k rows: 14 against 20 iterations) and 273 (1M:
-# 17 against 27) blocks per row, above the 209 this sets for 81 targets.
-_BLOCK_CG_WORK = {"numpy": 40.0, "compiled": 80.0}
+# iteration are at most a fifth of the Gram product's 2 n_blocks (d + 1)^2 t:
+# at least this many times t / (d + 1) stored blocks per anchor row. The same
+# with either product: the compiled one (2.1-2.3x numpy's rate per CPU-second)
+# leaves block CG's own work up to ~0.4 of the product's time there, which its
+# fewer iterations on patch graphs (1.4-1.6x fewer) still pay for. With the
+# compiled product (x3 patch statistics, load 4-6, benchmarks/cg_solve.py and
+# solver_grid.py): 131 blocks per row, block CG 8 iterations where columns CG
+# took 12 (11.0 s); 164, 222 and 273 (154k, 300k, 1M rows), block CG 0.67-0.86x
+# columns CG's time, wall and CPU (14 against 20, twice, and 17 against 27
+# iterations); and 1024
+# anchors of overlapping clusters, 16 blocks per row, same 6 iterations,
+# columns CG 0.75-0.8x block CG's CPU time.
+_BLOCK_CG_WORK = 40.0
 # Most unknowns per aggregate of CG's preconditioner (16 anchors at d = 30):
 # its inverses take at most ``p x 512`` doubles.
 _AGGREGATE_UNKNOWNS = 512
@@ -830,9 +836,9 @@ class IterativeFactor:
     ``16 p t^2`` flops per iteration for ``t`` columns, exceeds the product's
     on sparse graphs (1024 anchors of overlapping clusters: 8 stored blocks
     per anchor row, same 6 iterations either way), so ``method="auto"``
-    (default) takes it where that work is at most a fifth of the product's
-    time: at least ``40 t / (d + 1)`` blocks per row with numpy's product,
-    ``80 t / (d + 1)`` with the compiled one (twice the rate).
+    (default) takes it where that work is at most a fifth of numpy's
+    product's time: at least ``40 t / (d + 1)`` blocks per row, with either
+    product (see ``_BLOCK_CG_WORK``).
     After :meth:`solve`, ``n_iter_`` and ``method_used_`` say what it ran.
     """
 
@@ -867,8 +873,7 @@ class IterativeFactor:
             return self.method
         t = B.shape[1] if B.ndim == 2 else 1
         blocks_per_row = self.rows.n_stored / max(self.rows.n_anchors, 1)
-        work = _BLOCK_CG_WORK["compiled" if self.rows.use_compiled else "numpy"]
-        return "block" if blocks_per_row >= work * t / self.rows.d1 else "columns"
+        return "block" if blocks_per_row >= _BLOCK_CG_WORK * t / self.rows.d1 else "columns"
 
     def solve(self, B, x0=None):
         host = np.asarray(to_numpy(B), dtype=np.float64)
