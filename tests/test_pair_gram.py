@@ -9,7 +9,25 @@ from sklearn.utils.validation import check_is_fitted
 
 import arn_sklearn._kernels._pair_gram as pg
 from arn_sklearn import ARNRegressor
+from arn_sklearn._kernels._lifting import iter_chunks
 from arn_sklearn._kernels._pair_gram import PairBlockStore, accumulate_chunk
+from arn_sklearn._kernels._topk import top_k_assignments
+from arn_sklearn._model._blocksparse import BlockSparseStatistics
+
+# Both pair paths: numpy (batched matmuls) and the compiled kernel where it is built.
+PATHS = [
+    "numpy",
+    pytest.param(
+        "compiled",
+        marks=pytest.mark.skipif(pg._pair_gram_c is None, reason="compiled kernel not built"),
+    ),
+]
+
+
+@pytest.fixture(params=PATHS)
+def path(request, monkeypatch):
+    monkeypatch.setattr(pg, "COMPILED", request.param == "compiled")
+    return request.param
 
 
 def naive(X, Y, w, idx, vals, m):
@@ -48,7 +66,7 @@ def threads(tasks):
 @pytest.mark.parametrize("table", [True, False])
 @pytest.mark.parametrize("set_share", [0.25, 2.0])  # frequent sets by set GEMMs / never
 def test_accumulate_chunk_equals_naive_sums(
-    own_rows, batch_rows, n_tasks, table, set_share, monkeypatch
+    own_rows, batch_rows, n_tasks, table, set_share, path, monkeypatch
 ):
     monkeypatch.setattr(pg, "_OWN_BATCH_ROWS", own_rows)
     monkeypatch.setattr(pg, "_BATCH_ROWS", batch_rows)
@@ -73,9 +91,11 @@ def test_accumulate_chunk_equals_naive_sums(
         a, c = divmod(int(key), m)
         np.testing.assert_allclose(block, G[a, :, c, :], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(zty1, zty_ref, rtol=1e-12, atol=1e-12)
+    # The compiled kernel ran where chosen (it leaves upper triangles to mirror).
+    assert store.upper_only == (path == "compiled" and own_rows > 1)
 
 
-def test_accumulate_chunk_k1_has_only_diagonal_blocks():
+def test_accumulate_chunk_k1_has_only_diagonal_blocks(path):
     X, Y, w, idx, vals = chunk_data(k=3)
     idx, vals = idx[:, :1], np.ones((len(X), 1))
     store = PairBlockStore(7, 5)
@@ -130,14 +150,14 @@ def test_store_add_in_runs_across_pages(add_blocks, monkeypatch):
     np.testing.assert_allclose(blocks, expected, rtol=1e-14, atol=1e-14)
 
 
-def test_accumulate_chunk_of_no_rows_adds_nothing():
+def test_accumulate_chunk_of_no_rows_adds_nothing(path):
     X, Y, w, idx, vals = chunk_data()
     store, zty1 = PairBlockStore(7, 5), np.zeros((7, 5, 3))
     accumulate_chunk(X[:0], Y[:0], w[:0], idx[:0], vals[:0], store, zty1, n_tasks=2)
     assert store.n_pairs == 0 and not zty1.any()
 
 
-def test_accumulate_chunk_rejects_negative_weights_or_assignments():
+def test_accumulate_chunk_rejects_negative_weights_or_assignments(path):
     X, Y, w, idx, vals = chunk_data()
     store, zty1 = PairBlockStore(7, 5), np.zeros((7, 5, 3))
     w[3] = -1.0
@@ -227,3 +247,93 @@ def test_store_add_writes_new_slots_and_sums_old_ones(add_blocks, monkeypatch):
     expected[::2] += first
     np.testing.assert_array_equal(keys, np.arange(24))
     np.testing.assert_allclose(blocks, expected, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("d", [1, 6])
+@pytest.mark.parametrize("b", [1, 9, 300])
+def test_accumulate_chunk_small_shapes_equal_naive_sums(k, d, b, path):
+    # d = 1: blocks of 2 x 2; one row; k up to 5; pages of 2 blocks (many pages).
+    rng = np.random.RandomState(k * 100 + d * 10 + b)
+    m = 8
+    X, Y = rng.normal(size=(b, d)), rng.normal(size=(b, 2))
+    w = rng.uniform(0, 2, b)
+    idx = np.stack([rng.choice(m, k, replace=False) for _ in range(b)])
+    vals = rng.dirichlet(np.ones(k), size=b)
+    store = PairBlockStore(m, d + 1, page_blocks=2)
+    zty1 = np.zeros((m, d + 1, 3))
+    for rows in (slice(0, b // 2), slice(b // 2, None)):  # new slots, then existing ones
+        accumulate_chunk(
+            X[rows], Y[rows], w[rows], idx[rows], vals[rows], store, zty1, run=threads, n_tasks=2
+        )
+    keys, blocks = store.finish()
+    G, zty_ref = naive(X, Y, w, idx, vals, m)
+    occurs = {(min(a, c), max(a, c)) for row in idx for a in row for c in row}
+    assert {divmod(int(key), m) for key in keys} == occurs
+    for key, block in zip(keys, blocks, strict=True):
+        a, c = divmod(int(key), m)
+        np.testing.assert_allclose(block, G[a, :, c, :], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(zty1, zty_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_accumulate_chunk_rejects_a_repeated_anchor_in_a_row(path):
+    X, Y, w, idx, vals = chunk_data()
+    idx[7, 2] = idx[7, 0]
+    store, zty1 = PairBlockStore(7, 5), np.zeros((7, 5, 3))
+    with pytest.raises(ValueError, match=f"row 7 has anchor {idx[7, 0]} twice"):
+        accumulate_chunk(X, Y, w, idx, vals, store, zty1)
+
+
+@pytest.mark.skipif(pg._pair_gram_c is None, reason="compiled kernel not built")
+@pytest.mark.parametrize("fresh", [True, False])
+def test_compiled_kernel_adds_upper_triangles_of_scaled_grams(fresh):
+    # Runs of 0..11 rows: every rank-1..4 tail after 0..2 full groups of four.
+    rng = np.random.RandomState(5)
+    d1, page_blocks = 5, 3
+    X1 = rng.normal(size=(40, d1))
+    counts = np.arange(12, dtype=np.int64)
+    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+    rows = rng.randint(0, 40, counts.sum()).astype(np.int64)
+    scale = rng.uniform(0, 2, counts.sum())
+    slots = rng.permutation(12).astype(np.int64)
+    pages = [np.zeros((page_blocks, d1, d1)) for _ in range(4)]
+    old = rng.normal(size=(12, d1, d1))
+    if not fresh:
+        for slot in range(12):
+            pages[slot // page_blocks][slot % page_blocks] = old[slot]
+    addresses = np.array([p.__array_interface__["data"][0] for p in pages], dtype=np.int64)
+    pg._pair_gram_c.add_pair_blocks(
+        X1, rows, scale, starts, counts, slots, addresses, page_blocks, 12 if not fresh else 0
+    )
+    got = np.concatenate(pages)
+    iu, il = np.triu_indices(d1), np.tril_indices(d1, -1)
+    for j in range(12):
+        run = slice(starts[j], starts[j] + counts[j])
+        Q = X1[rows[run]] * scale[run, None]
+        before = np.zeros((d1, d1)) if fresh else old[slots[j]]
+        np.testing.assert_allclose(
+            got[slots[j]][iu], (Q.T @ Q + before)[iu], rtol=1e-13, atol=1e-13
+        )
+        # The lower triangle is left as it was, for mirror_upper.
+        np.testing.assert_array_equal(got[slots[j]][il], before[il])
+    pg._pair_gram_c.mirror_upper(got)
+    np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
+
+
+def test_block_sparse_statistics_same_on_both_paths(monkeypatch):
+    # The estimator-level accumulation (weights, several chunks, pair tasks on two threads).
+    rng = np.random.RandomState(2)
+    X, Y, w = rng.normal(size=(3000, 5)), rng.normal(size=(3000, 3)), rng.uniform(0, 2, 3000)
+    anchors = rng.normal(size=(12, 5))
+    stats = {}
+    for compiled in ([False, True] if pg._pair_gram_c is not None else [False]):
+        monkeypatch.setattr(pg, "COMPILED", compiled)
+        stats[compiled] = BlockSparseStatistics.zeros(12, 5, 3, np).accumulate(
+            iter_chunks(X, Y, w, 700),
+            lambda c: top_k_assignments(c, anchors, "euclidean", 0.5, 4, np),
+            np,
+        )
+    G, zty_ref = naive(X, Y, w, *top_k_assignments(X, anchors, "euclidean", 0.5, 4, np), 12)
+    for s in stats.values():
+        dense = s.to_dense().gram.reshape(12, 6, 12, 6)
+        np.testing.assert_allclose(dense, G, rtol=1e-11, atol=1e-11)

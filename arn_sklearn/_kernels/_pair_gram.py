@@ -105,6 +105,8 @@ class PairBlockStore:
         self.pages = []
         self._keys = [np.zeros(0, dtype=np.int64)]  # by slot, in parts
         self.n_pairs = 0
+        # Set once the compiled kernel has added upper triangles only: finish() mirrors.
+        self.upper_only = False
         self._lock = threading.Lock()
         if table is None:
             table = self.n_anchors <= TABLE_MAX_ANCHORS
@@ -231,6 +233,8 @@ class PairBlockStore:
             stop = min(start + self.page_blocks, n)
             out[start:stop] = self.pages[i][: stop - start]
             self.pages[i] = None
+            if self.upper_only:
+                _pair_gram_c.mirror_upper(out[start:stop])
         self.pages = []
         order = np.argsort(keys)
         _permute_in_place(out, order)
@@ -297,6 +301,14 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
     if idx.size and (w.min() < 0 or vals.min() < 0):
         # The pair blocks are Gram matrices of rows scaled by sqrt(w v_a v_b).
         raise ValueError("accumulate_chunk needs non-negative weights and assignments.")
+    for i, j in zip(*np.triu_indices(idx.shape[1], 1), strict=True):
+        # A repeated anchor would make a "pair" of the diagonal block.
+        same = np.flatnonzero(idx[:, i] == idx[:, j])
+        if same.size:
+            raise ValueError(
+                f"accumulate_chunk needs distinct anchors within a row: row {same[0]} "
+                f"has anchor {idx[same[0], i]} twice."
+            )
     n = max(1, int(n_tasks))
     sets = _FrequentSets.find(X, Y, w, idx, vals, m, n)
     if sets is not None:
@@ -455,6 +467,7 @@ class _PairEntries:
         if not ids.size:
             return runs
         ids = ids[np.argsort(slots[ids], kind="stable")]
+        store.upper_only = True
         # Page addresses: the pages are fixed from here to the chunk's end (every
         # slot of the chunk exists before any task writes).
         pages = np.array([p.__array_interface__["data"][0] for p in store.pages], dtype=np.int64)

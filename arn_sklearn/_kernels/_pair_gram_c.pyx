@@ -1,84 +1,155 @@
 """Compiled pair blocks of a top-k Gram matrix (the small pairs of :mod:`._pair_gram`).
 
 ``add_pair_blocks`` adds, for each pair ``j`` of a chunk, ``sum_e scale_e^2 x1_e x1_e^T``
-over its run of entries ``e`` (rows of ``X1``) to the pair's store block, in one
-``nogil`` call: the task threads of ``accumulate_chunk`` run it in parallel. Each pair's
-upper triangle is summed in an L1-resident buffer by rank-4 updates (four gathered,
-scaled rows at a time: four multiply-adds per load and store of the buffer), then
-mirrored into the store block (written, not added, for slots still zero).
+over its run of entries ``e`` (rows of ``X1``) to the upper triangle of the pair's store
+block, in one ``nogil`` call: the task threads of ``accumulate_chunk`` run it in
+parallel. Rows are gathered and scaled four at a time and applied as one rank-4 update
+of the triangle (four multiply-adds per load and store); a pair of up to four rows
+goes straight into the store, a longer one through an L1-resident triangle whose last
+update is fused with the store's add. Slots still zero are written, not added.
+``mirror_upper`` fills the lower triangles once, when the store is finished.
+
+The loop is C (below), compiled for baseline x86-64 and, where GCC/clang offer
+``target_clones``, also for x86-64-v3 (AVX2, FMA), chosen at load time: no
+``-march=native``, so builds run on any CPU.
 
 Optional: the package falls back to numpy (``_pair_gram.py``) when this module is not
-built. Arrays in, nothing out; no Python object is touched without the GIL.
+built. Arrays in, nothing out.
 """
 
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
 
 
 cdef extern from *:
     """
+    #include <stddef.h>
+    #include <stdint.h>
+    #include <string.h>
+
     #if defined(__GNUC__)
+    #define ARN_INLINE static inline __attribute__((always_inline))
     #define ARN_PREFETCH(p) __builtin_prefetch(p)
     #else
+    #define ARN_INLINE static inline
     #define ARN_PREFETCH(p) ((void)0)
     #endif
+    #if defined(__GNUC__) && defined(__x86_64__) && defined(__has_attribute)
+    #if __has_attribute(target_clones)
+    #define ARN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #endif
+    #endif
+    #ifndef ARN_CLONES
+    #define ARN_CLONES
+    #endif
+
+    /* dst[i, l] for i <= l := (add ? dst[i, l] : 0) + (has_src ? src[i, l] : 0)
+       + sum_{q < r} V[q, i] V[q, l]; r, add and has_src are constants once inlined. */
+    ARN_INLINE void arn_tri_update(double *dst, ptrdiff_t ldd, const int add,
+                                   const double *src, ptrdiff_t lds, const int has_src,
+                                   const double *V, ptrdiff_t D, ptrdiff_t d1, const int r)
+    {
+        for (ptrdiff_t i = 0; i < d1; i++) {
+            const double a0 = V[i];
+            const double a1 = r > 1 ? V[D + i] : 0.0;
+            const double a2 = r > 2 ? V[2 * D + i] : 0.0;
+            const double a3 = r > 3 ? V[3 * D + i] : 0.0;
+            double *o = dst + i * ldd;
+            const double *s = has_src ? src + i * lds : NULL;
+            for (ptrdiff_t l = i; l < d1; l++) {
+                double t = a0 * V[l];
+                if (r > 1) t += a1 * V[D + l];
+                if (r > 2) t += a2 * V[2 * D + l];
+                if (r > 3) t += a3 * V[3 * D + l];
+                if (has_src) t += s[l];
+                if (add) t += o[l];
+                o[l] = t;
+            }
+        }
+    }
+
+    #define ARN_TRI(dst, ldd, add, src, has_src, r) \\
+        arn_tri_update(dst, ldd, add, src, D, has_src, V, D, d1, r)
+
+    /* The last group of a pair (r rows, 1..4) into the store block. */
+    ARN_INLINE void arn_tri_last(double *out, int fresh, const double *G, int has_G,
+                                 const double *V, ptrdiff_t D, ptrdiff_t d1, int r)
+    {
+        #define ARN_LAST(R) \\
+            if (has_G) { if (fresh) ARN_TRI(out, d1, 0, G, 1, R); \\
+                         else ARN_TRI(out, d1, 1, G, 1, R); } \\
+            else { if (fresh) ARN_TRI(out, d1, 0, G, 0, R); \\
+                   else ARN_TRI(out, d1, 1, G, 0, R); }
+        switch (r) {
+            case 1: ARN_LAST(1) break;
+            case 2: ARN_LAST(2) break;
+            case 3: ARN_LAST(3) break;
+            default: ARN_LAST(4) break;
+        }
+        #undef ARN_LAST
+    }
+
+    ARN_CLONES
+    static void arn_add_pair_blocks(const double *X1, ptrdiff_t d1, const int64_t *rows,
+                                    const double *scale, const int64_t *starts,
+                                    const int64_t *counts, const int64_t *slots,
+                                    const int64_t *pages, ptrdiff_t page_blocks,
+                                    ptrdiff_t first_new, ptrdiff_t n_pairs,
+                                    double *G, double *V, ptrdiff_t D)
+    {
+        for (ptrdiff_t j = 0; j < n_pairs; j++) {
+            const int64_t *rw = rows + starts[j];
+            const double *sc = scale + starts[j];
+            ptrdiff_t c = counts[j];
+            if (j + 1 < n_pairs) {  /* the next pair's first rows, while this one runs */
+                const int64_t *nr = rows + starts[j + 1];
+                for (ptrdiff_t q = 0; q < counts[j + 1] && q < 4; q++)
+                    ARN_PREFETCH(X1 + nr[q] * d1);
+            }
+            ptrdiff_t slot = slots[j];
+            double *out = (double *)(uintptr_t)pages[slot / page_blocks]
+                          + (slot % page_blocks) * d1 * d1;
+            int has_G = 0;
+            while (c > 0) {
+                int r = c < 4 ? (int)c : 4;
+                for (int q = 0; q < r; q++) {
+                    const double *x = X1 + rw[q] * d1;
+                    const double s = sc[q];
+                    for (ptrdiff_t i = 0; i < d1; i++) V[q * D + i] = s * x[i];
+                }
+                for (ptrdiff_t q = 4; q < 8 && q < c; q++) ARN_PREFETCH(X1 + rw[q] * d1);
+                rw += r;
+                sc += r;
+                c -= r;
+                if (c == 0) {
+                    arn_tri_last(out, slot >= first_new, G, has_G, V, D, d1, r);
+                } else if (has_G) {
+                    ARN_TRI(G, D, 1, G, 0, 4);
+                } else {
+                    ARN_TRI(G, D, 0, G, 0, 4);
+                    has_G = 1;
+                }
+            }
+        }
+    }
+
+    ARN_CLONES
+    static void arn_mirror_upper(double *blocks, ptrdiff_t n, ptrdiff_t d1)
+    {
+        for (ptrdiff_t j = 0; j < n; j++) {
+            double *b = blocks + j * d1 * d1;
+            for (ptrdiff_t i = 1; i < d1; i++)
+                for (ptrdiff_t l = 0; l < i; l++) b[i * d1 + l] = b[l * d1 + i];
+        }
+    }
     """
-    void ARN_PREFETCH(const void *p) noexcept nogil
-
-
-cdef inline void _load_row(const double *X1, Py_ssize_t d1, int64_t row, double s,
-                           double *v) noexcept nogil:
-    cdef const double *src = X1 + row * d1
-    cdef Py_ssize_t i
-    for i in range(d1):
-        v[i] = s * src[i]
-
-
-cdef void _pair_gram(const double *X1, Py_ssize_t d1, Py_ssize_t D,
-                     const int64_t *rows, const double *scale, Py_ssize_t count,
-                     double *G, double *V) noexcept nogil:
-    """Upper triangle of ``sum_e (s_e x1_e)(s_e x1_e)^T`` into ``G`` (``d1`` rows of stride ``D``)."""
-    cdef Py_ssize_t j = 0, i, l, p
-    cdef double a0, a1, a2, a3
-    cdef double *g
-    cdef double *v0 = V
-    cdef double *v1 = V + D
-    cdef double *v2 = V + 2 * D
-    cdef double *v3 = V + 3 * D
-    while j + 4 <= count:
-        for p in range(j + 4, min(j + 8, count)):
-            ARN_PREFETCH(X1 + rows[p] * d1)
-        _load_row(X1, d1, rows[j], scale[j], v0)
-        _load_row(X1, d1, rows[j + 1], scale[j + 1], v1)
-        _load_row(X1, d1, rows[j + 2], scale[j + 2], v2)
-        _load_row(X1, d1, rows[j + 3], scale[j + 3], v3)
-        for i in range(d1):
-            a0 = v0[i]
-            a1 = v1[i]
-            a2 = v2[i]
-            a3 = v3[i]
-            g = G + i * D
-            for l in range(i, d1):
-                g[l] += a0 * v0[l] + a1 * v1[l] + a2 * v2[l] + a3 * v3[l]
-        j += 4
-    if j + 2 <= count:
-        _load_row(X1, d1, rows[j], scale[j], v0)
-        _load_row(X1, d1, rows[j + 1], scale[j + 1], v1)
-        for i in range(d1):
-            a0 = v0[i]
-            a1 = v1[i]
-            g = G + i * D
-            for l in range(i, d1):
-                g[l] += a0 * v0[l] + a1 * v1[l]
-        j += 2
-    if j < count:
-        _load_row(X1, d1, rows[j], scale[j], v0)
-        for i in range(d1):
-            a0 = v0[i]
-            g = G + i * D
-            for l in range(i, d1):
-                g[l] += a0 * v0[l]
+    void arn_add_pair_blocks(const double *X1, Py_ssize_t d1, const int64_t *rows,
+                             const double *scale, const int64_t *starts,
+                             const int64_t *counts, const int64_t *slots,
+                             const int64_t *pages, Py_ssize_t page_blocks,
+                             Py_ssize_t first_new, Py_ssize_t n_pairs,
+                             double *G, double *V, Py_ssize_t D) noexcept nogil
+    void arn_mirror_upper(double *blocks, Py_ssize_t n, Py_ssize_t d1) noexcept nogil
 
 
 def add_pair_blocks(const double[:, ::1] X1, const int64_t[::1] rows,
@@ -86,7 +157,7 @@ def add_pair_blocks(const double[:, ::1] X1, const int64_t[::1] rows,
                     const int64_t[::1] counts, const int64_t[::1] slots,
                     const int64_t[::1] pages, Py_ssize_t page_blocks,
                     Py_ssize_t first_new):
-    """``block(slots[j]) += sum_e scale[e]^2 X1[rows[e]] X1[rows[e]]^T`` for each pair ``j``.
+    """Upper triangle of ``block(slots[j]) += sum_e scale[e]^2 X1[rows[e]] X1[rows[e]]^T``.
 
     Parameters
     ----------
@@ -103,44 +174,29 @@ def add_pair_blocks(const double[:, ::1] X1, const int64_t[::1] rows,
         ``(page_blocks, d1, d1)``, alive for the call.
     page_blocks : int
     first_new : int
-        Slots from this one on are still zero: their blocks are written, not added.
+        Slots from this one on are still zero: their triangles are written, not added.
     """
-    cdef Py_ssize_t d1 = X1.shape[1]
-    cdef Py_ssize_t D = (d1 + 3) & ~3  # rows of the buffers 32-byte aligned
-    cdef Py_ssize_t n_pairs = counts.shape[0]
-    cdef Py_ssize_t j, i, l, slot
-    cdef double *G
-    cdef double *V
-    cdef double *out
-    cdef double val
+    cdef Py_ssize_t d1 = X1.shape[1], n_pairs = counts.shape[0]
+    cdef Py_ssize_t D = (d1 + 3) & ~3  # 32-byte rows in the work buffers
     if n_pairs == 0:
         return
     if starts.shape[0] != n_pairs or slots.shape[0] != n_pairs or rows.shape[0] != scale.shape[0]:
         raise ValueError("add_pair_blocks: inconsistent pair or entry arrays.")
-    # 64-byte aligned work buffers: G (d1 x D) and four gathered rows.
+    # The triangle and four gathered rows, 64-byte aligned (a few kB, once per call).
     cdef char *raw = <char *> malloc((d1 * D + 4 * D) * sizeof(double) + 64)
     if raw == NULL:
         raise MemoryError()
-    G = <double *> ((<uintptr_t> raw + 63) & ~(<uintptr_t> 63))
-    V = G + d1 * D
+    cdef double *G = <double *> ((<uintptr_t> raw + 63) & ~(<uintptr_t> 63))
     with nogil:
-        for j in range(n_pairs):
-            memset(G, 0, d1 * D * sizeof(double))
-            _pair_gram(&X1[0, 0], d1, D, &rows[starts[j]], &scale[starts[j]], counts[j], G, V)
-            slot = slots[j]
-            out = (<double *> <uintptr_t> pages[slot // page_blocks]
-                   + (slot % page_blocks) * d1 * d1)
-            if slot >= first_new:
-                for i in range(d1):
-                    for l in range(i, d1):
-                        val = G[i * D + l]
-                        out[i * d1 + l] = val
-                        out[l * d1 + i] = val
-            else:
-                for i in range(d1):
-                    out[i * d1 + i] += G[i * D + i]
-                    for l in range(i + 1, d1):
-                        val = G[i * D + l]
-                        out[i * d1 + l] += val
-                        out[l * d1 + i] += val
+        arn_add_pair_blocks(&X1[0, 0], d1, &rows[0], &scale[0], &starts[0], &counts[0],
+                            &slots[0], &pages[0], page_blocks, first_new, n_pairs,
+                            G, G + d1 * D, D)
     free(raw)
+
+
+def mirror_upper(double[:, :, ::1] blocks):
+    """``blocks[j]``'s strict lower triangle := its upper triangle's, in place."""
+    if blocks.shape[0]:
+        with nogil:
+            arn_mirror_upper(&blocks[0, 0, 0], blocks.shape[0], blocks.shape[1])
+
