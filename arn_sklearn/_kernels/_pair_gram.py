@@ -12,11 +12,26 @@ gathered once and give in ONE GEMM its diagonal block and its ``Z^T Y`` rows
 (row, pair) entries by pair with a single sort of packed ``key << bits |
 entry`` integers. Next (no barrier), each pair block is the Gram matrix ``Q^T Q`` of its
 rows scaled by ``sqrt(w v_a v_b)``: pairs of 256 rows or more alone (one
-dsyrk per 4096 rows), the others in batched matmuls over stacks padded to
-2, 4, 8 or a multiple of 8 rows, about 1 MiB each (isotropic data has most of
-its pairs under 16 rows in a chunk). When a quarter of the chunk's rows or
-more share their whole top-k set with 15 others or more (overlapping
-clusters), those rows go first through one GEMM per set (:class:`_FrequentSets`).
+dsyrk per 4096 rows); the others (isotropic data has most of its pairs under
+16 rows in a chunk) by the compiled kernel where it is built, else in batched
+matmuls over stacks padded to 2, 4, 8 or a multiple of 8 rows, about 1 MiB
+each. When a quarter of the chunk's rows or more share their whole top-k set
+with 15 others or more (overlapping clusters), those rows go first through
+one GEMM per set (:class:`_FrequentSets`).
+
+The compiled kernel (``_pair_gram_c.pyx``, an optional extension: see
+``setup.py``) gathers each small pair's rows four at a time and adds their
+rank-4 updates to the upper triangle of the pair's store block, one ``nogil``
+call per piece of about 16k entries, so that the task threads run in
+parallel; :meth:`PairBlockStore.finish` then mirrors the triangles. It replaced
+the per-pair BLAS calls on stacks of a few rows, the padded gathers and the
+store's read-add-write of whole blocks. The anchors' GEMMs stay on BLAS (their
+``Z^T Y`` product, 113 x 31 per row at d = 30, t = 81, runs near BLAS speed).
+Dispatch is here, in one place: the compiled kernel runs when it imports and
+``COMPILED`` is true (inputs reaching this module are numpy arrays; CuPy and
+other array-API inputs take ``_model._blocksparse``'s generic path). The
+private switch ``COMPILED = False`` (or ``ARN_SKLEARN_NUMPY_KERNELS=1`` in the
+environment at import) forces the numpy path, for tests and benchmarks.
 
 :class:`PairBlockStore` holds the blocks while a stream is accumulated: each
 pair gets one slot the first time it is seen, slots fill pages in that order,

@@ -43,50 +43,70 @@ cdef extern from *:
     #define ARN_CLONES
     #endif
 
-    /* dst[i, l] for i <= l := (add ? dst[i, l] : 0) + (has_src ? src[i, l] : 0)
-       + sum_{q < r} V[q, i] V[q, l]; r, add and has_src are constants once inlined. */
-    ARN_INLINE void arn_tri_update(double *dst, ptrdiff_t ldd, const int add,
-                                   const double *src, ptrdiff_t lds, const int has_src,
-                                   const double *V, ptrdiff_t D, ptrdiff_t d1, const int r)
+    /* Rows of a pair gathered (and scaled) at a time: V is ARN_PIECE x D, 16 kB at D = 32. */
+    #define ARN_PIECE 64
+
+    /* acc := sum_{q < r} V[q, i0:i0+4]^T V[q, l0:l0+8], a 4 x 8 tile kept in registers. */
+    ARN_INLINE void arn_tile(const double *V, ptrdiff_t D, ptrdiff_t r, ptrdiff_t i0,
+                             ptrdiff_t l0, double acc[4][8])
     {
-        for (ptrdiff_t i = 0; i < d1; i++) {
-            const double a0 = V[i];
-            const double a1 = r > 1 ? V[D + i] : 0.0;
-            const double a2 = r > 2 ? V[2 * D + i] : 0.0;
-            const double a3 = r > 3 ? V[3 * D + i] : 0.0;
+        double a[4][8] = {{0.0}};
+        for (ptrdiff_t q = 0; q < r; q++) {
+            const double *v = V + q * D;
+            for (int ii = 0; ii < 4; ii++) {
+                const double x = v[i0 + ii];
+                for (int ll = 0; ll < 8; ll++) a[ii][ll] += x * v[l0 + ll];
+            }
+        }
+        for (int ii = 0; ii < 4; ii++)
+            for (int ll = 0; ll < 8; ll++) acc[ii][ll] = a[ii][ll];
+    }
+
+    /* The i <= l < d1 part of a tile into dst (row stride ldd): written or added. */
+    ARN_INLINE void arn_put_tile(double *dst, ptrdiff_t ldd, int add, ptrdiff_t d1,
+                                 ptrdiff_t i0, ptrdiff_t l0, double acc[4][8])
+    {
+        for (int ii = 0; ii < 4 && i0 + ii < d1; ii++) {
+            const ptrdiff_t i = i0 + ii;
             double *o = dst + i * ldd;
-            const double *s = has_src ? src + i * lds : NULL;
-            for (ptrdiff_t l = i; l < d1; l++) {
-                double t = a0 * V[l];
-                if (r > 1) t += a1 * V[D + l];
-                if (r > 2) t += a2 * V[2 * D + l];
-                if (r > 3) t += a3 * V[3 * D + l];
-                if (has_src) t += s[l];
-                if (add) t += o[l];
-                o[l] = t;
+            for (int ll = 0; ll < 8; ll++) {
+                const ptrdiff_t l = l0 + ll;
+                if (l >= i && l < d1) o[l] = add ? o[l] + acc[ii][ll] : acc[ii][ll];
             }
         }
     }
 
-    #define ARN_TRI(dst, ldd, add, src, has_src, r) \\
-        arn_tri_update(dst, ldd, add, src, D, has_src, V, D, d1, r)
-
-    /* The last group of a pair (r rows, 1..4) into the store block. */
-    ARN_INLINE void arn_tri_last(double *out, int fresh, const double *G, int has_G,
-                                 const double *V, ptrdiff_t D, ptrdiff_t d1, int r)
+    /* r rows of X1, scaled, into V (zero-padded to D columns). */
+    ARN_INLINE void arn_gather(const double *X1, ptrdiff_t d1, const int64_t *rw,
+                               const double *sc, ptrdiff_t r, double *V, ptrdiff_t D)
     {
-        #define ARN_LAST(R) \\
-            if (has_G) { if (fresh) ARN_TRI(out, d1, 0, G, 1, R); \\
-                         else ARN_TRI(out, d1, 1, G, 1, R); } \\
-            else { if (fresh) ARN_TRI(out, d1, 0, G, 0, R); \\
-                   else ARN_TRI(out, d1, 1, G, 0, R); }
-        switch (r) {
-            case 1: ARN_LAST(1) break;
-            case 2: ARN_LAST(2) break;
-            case 3: ARN_LAST(3) break;
-            default: ARN_LAST(4) break;
+        for (ptrdiff_t q = 0; q < r; q++) {
+            const double *x = X1 + rw[q] * d1;
+            const double s = sc[q];
+            double *v = V + q * D;
+            for (ptrdiff_t i = 0; i < d1; i++) v[i] = s * x[i];
+            for (ptrdiff_t i = d1; i < D; i++) v[i] = 0.0;
         }
-        #undef ARN_LAST
+    }
+
+    /* The upper-triangle tiles (i0 step 4, l0 step 8, l0 + 8 > i0) of one piece of rows:
+       into the store block directly (to_G = 0), or summed into G (stride D). */
+    ARN_INLINE void arn_piece(const double *V, ptrdiff_t D, ptrdiff_t r, ptrdiff_t d1,
+                              double *out, int add, double *G, int to_G)
+    {
+        double acc[4][8];
+        for (ptrdiff_t i0 = 0; i0 < d1; i0 += 4) {
+            for (ptrdiff_t l0 = (i0 / 8) * 8; l0 < d1; l0 += 8) {
+                arn_tile(V, D, r, i0, l0, acc);
+                if (to_G) {
+                    for (int ii = 0; ii < 4; ii++)
+                        for (int ll = 0; ll < 8; ll++)
+                            G[(i0 + ii) * D + l0 + ll] += acc[ii][ll];
+                } else {
+                    arn_put_tile(out, d1, add, d1, i0, l0, acc);
+                }
+            }
+        }
     }
 
     ARN_CLONES
@@ -100,35 +120,33 @@ cdef extern from *:
         for (ptrdiff_t j = 0; j < n_pairs; j++) {
             const int64_t *rw = rows + starts[j];
             const double *sc = scale + starts[j];
-            ptrdiff_t c = counts[j];
+            const ptrdiff_t c = counts[j];
             if (j + 1 < n_pairs) {  /* the next pair's first rows, while this one runs */
                 const int64_t *nr = rows + starts[j + 1];
-                for (ptrdiff_t q = 0; q < counts[j + 1] && q < 4; q++)
+                for (ptrdiff_t q = 0; q < counts[j + 1] && q < 8; q++)
                     ARN_PREFETCH(X1 + nr[q] * d1);
             }
-            ptrdiff_t slot = slots[j];
+            const ptrdiff_t slot = slots[j];
             double *out = (double *)(uintptr_t)pages[slot / page_blocks]
                           + (slot % page_blocks) * d1 * d1;
-            int has_G = 0;
-            while (c > 0) {
-                int r = c < 4 ? (int)c : 4;
-                for (int q = 0; q < r; q++) {
-                    const double *x = X1 + rw[q] * d1;
-                    const double s = sc[q];
-                    for (ptrdiff_t i = 0; i < d1; i++) V[q * D + i] = s * x[i];
-                }
-                for (ptrdiff_t q = 4; q < 8 && q < c; q++) ARN_PREFETCH(X1 + rw[q] * d1);
-                rw += r;
-                sc += r;
-                c -= r;
-                if (c == 0) {
-                    arn_tri_last(out, slot >= first_new, G, has_G, V, D, d1, r);
-                } else if (has_G) {
-                    ARN_TRI(G, D, 1, G, 0, 4);
-                } else {
-                    ARN_TRI(G, D, 0, G, 0, 4);
-                    has_G = 1;
-                }
+            const int add = slot < first_new;
+            if (c <= ARN_PIECE) {
+                arn_gather(X1, d1, rw, sc, c, V, D);
+                arn_piece(V, D, c, d1, out, add, G, 0);
+                continue;
+            }
+            memset(G, 0, (size_t)(D * D) * sizeof(double));
+            for (ptrdiff_t q0 = 0; q0 < c; q0 += ARN_PIECE) {
+                const ptrdiff_t r = c - q0 < ARN_PIECE ? c - q0 : ARN_PIECE;
+                for (ptrdiff_t q = q0 + ARN_PIECE; q < c && q < q0 + 2 * ARN_PIECE; q++)
+                    ARN_PREFETCH(X1 + rw[q] * d1);
+                arn_gather(X1, d1, rw + q0, sc + q0, r, V, D);
+                arn_piece(V, D, r, d1, out, add, G, 1);
+            }
+            for (ptrdiff_t i = 0; i < d1; i++) {
+                double *o = out + i * d1;
+                const double *g = G + i * D;
+                for (ptrdiff_t l = i; l < d1; l++) o[l] = add ? o[l] + g[l] : g[l];
             }
         }
     }
@@ -177,20 +195,20 @@ def add_pair_blocks(const double[:, ::1] X1, const int64_t[::1] rows,
         Slots from this one on are still zero: their triangles are written, not added.
     """
     cdef Py_ssize_t d1 = X1.shape[1], n_pairs = counts.shape[0]
-    cdef Py_ssize_t D = (d1 + 3) & ~3  # 32-byte rows in the work buffers
+    cdef Py_ssize_t D = (d1 + 7) & ~7  # rows of whole 8-column tiles in the buffers
     if n_pairs == 0:
         return
     if starts.shape[0] != n_pairs or slots.shape[0] != n_pairs or rows.shape[0] != scale.shape[0]:
         raise ValueError("add_pair_blocks: inconsistent pair or entry arrays.")
-    # The triangle and four gathered rows, 64-byte aligned (a few kB, once per call).
-    cdef char *raw = <char *> malloc((d1 * D + 4 * D) * sizeof(double) + 64)
+    # The triangle and a piece of gathered rows, 64-byte aligned (once per call).
+    cdef char *raw = <char *> malloc((D * D + 64 * D) * sizeof(double) + 64)
     if raw == NULL:
         raise MemoryError()
     cdef double *G = <double *> ((<uintptr_t> raw + 63) & ~(<uintptr_t> 63))
     with nogil:
         arn_add_pair_blocks(&X1[0, 0], d1, &rows[0], &scale[0], &starts[0], &counts[0],
                             &slots[0], &pages[0], page_blocks, first_new, n_pairs,
-                            G, G + d1 * D, D)
+                            G, G + D * D, D)
     free(raw)
 
 
