@@ -71,6 +71,12 @@ def test_accumulate_chunk_equals_naive_sums(
     monkeypatch.setattr(pg, "_OWN_BATCH_ROWS", own_rows)
     monkeypatch.setattr(pg, "_BATCH_ROWS", batch_rows)
     monkeypatch.setattr(pg._FrequentSets, "MIN_SHARE", set_share)
+    compiled_calls = []
+    if path == "compiled":
+        add_to = pg._CompiledRun.add_to
+        monkeypatch.setattr(
+            pg._CompiledRun, "add_to", lambda *a: compiled_calls.append(1) or add_to(*a)
+        )
     m = 7
     X, Y, w, idx, vals = chunk_data(m=m)
     store = PairBlockStore(m, X.shape[1] + 1, page_blocks=3, table=table)
@@ -91,8 +97,9 @@ def test_accumulate_chunk_equals_naive_sums(
         a, c = divmod(int(key), m)
         np.testing.assert_allclose(block, G[a, :, c, :], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(zty1, zty_ref, rtol=1e-12, atol=1e-12)
-    # The compiled kernel ran where chosen (it leaves upper triangles to mirror).
-    assert store.upper_only == (path == "compiled" and own_rows > 1)
+    # The compiled kernel ran where chosen, on a packed store.
+    assert store.packed == (path == "compiled")
+    assert bool(compiled_calls) == (path == "compiled" and own_rows > 1)
 
 
 def test_accumulate_chunk_k1_has_only_diagonal_blocks(path):
@@ -110,9 +117,10 @@ def test_accumulate_chunk_k1_has_only_diagonal_blocks(path):
 
 
 @pytest.mark.parametrize("table", [True, False])
-def test_store_slots_pages_and_finish(table):
+@pytest.mark.parametrize("packed", [True, False])
+def test_store_slots_pages_and_finish(table, packed):
     rng = np.random.RandomState(1)
-    store = PairBlockStore(50, 2, page_blocks=4, table=table)
+    store = PairBlockStore(50, 2, page_blocks=4, table=table, packed=packed)
     first = store.slots(np.array([7, 3, 120]))
     np.testing.assert_array_equal(first, [0, 1, 2])
     again = store.slots(np.array([3, 999, 7]))
@@ -122,8 +130,9 @@ def test_store_slots_pages_and_finish(table):
     np.testing.assert_array_equal(new, np.arange(4, 14))
     assert len(store.pages) == 4  # 14 slots in pages of 4
     values = rng.normal(size=(14, 2, 2))
+    values += values.transpose(0, 2, 1)  # blocks are symmetric
     store.add(np.arange(14)[::-1], values[::-1])
-    store.view(1)[...] += 1.0
+    store.add_block(1, np.ones((2, 2)))
     keys, blocks = store.finish()
     expected_keys = np.array([7, 3, 120, 999, *range(200, 210)])
     order = np.argsort(expected_keys)
@@ -134,15 +143,17 @@ def test_store_slots_pages_and_finish(table):
 
 
 @pytest.mark.parametrize("add_blocks", [1, 3, 64])  # blocks per buffered run of add()
-def test_store_add_in_runs_across_pages(add_blocks, monkeypatch):
+@pytest.mark.parametrize("packed", [True, False])
+def test_store_add_in_runs_across_pages(add_blocks, packed, monkeypatch):
     monkeypatch.setattr(pg, "_ADD_BLOCKS", add_blocks)
     rng = np.random.RandomState(4)
-    store = PairBlockStore(30, 3, page_blocks=5)
+    store = PairBlockStore(30, 3, page_blocks=5, packed=packed)
     slots = store.slots(np.arange(23))
     expected = np.zeros((23, 3, 3))
     for _ in range(3):  # unsorted, sorted, and a subset spanning pages
         for sel in (rng.permutation(23), np.arange(23), np.array([2, 4, 5, 9, 10, 22])):
             values = rng.normal(size=(sel.size, 3, 3))
+            values += values.transpose(0, 2, 1)
             store.add(slots[sel], values)
             expected[sel] += values
     keys, blocks = store.finish()
@@ -168,16 +179,19 @@ def test_accumulate_chunk_rejects_negative_weights_or_assignments(path):
         accumulate_chunk(X, Y, w, idx, vals, store, zty1)
 
 
-def test_store_starts_from_sorted_blocks_without_touching_them():
+@pytest.mark.parametrize("packed", [True, False])
+def test_store_starts_from_sorted_blocks_without_touching_them(packed):
     keys = np.array([2, 5, 9], dtype=np.int64)
     blocks = np.arange(12.0).reshape(3, 2, 2)
-    store = PairBlockStore(4, 2, keys, blocks, page_blocks=2)
+    blocks += blocks.transpose(0, 2, 1)  # symmetric, as Gram blocks are
+    given = blocks.copy()
+    store = PairBlockStore(4, 2, keys, blocks, page_blocks=2, packed=packed)
     store.add(store.slots(np.array([5, 11])), np.ones((2, 2, 2)))
     out_keys, out_blocks = store.finish()
     np.testing.assert_array_equal(out_keys, [2, 5, 9, 11])
     np.testing.assert_array_equal(out_blocks[1], blocks[1] + 1)
     np.testing.assert_array_equal(out_blocks[3], np.ones((2, 2)))
-    np.testing.assert_array_equal(blocks, np.arange(12.0).reshape(3, 2, 2))
+    np.testing.assert_array_equal(blocks, given)
 
 
 def test_permute_in_place_equals_fancy_indexing():
@@ -229,17 +243,20 @@ def test_estimator_reports_top_k_memory_exhaustion(monkeypatch):
 
 
 @pytest.mark.parametrize("add_blocks", [1, 4, 64])
-def test_store_add_writes_new_slots_and_sums_old_ones(add_blocks, monkeypatch):
+@pytest.mark.parametrize("packed", [True, False])
+def test_store_add_writes_new_slots_and_sums_old_ones(add_blocks, packed, monkeypatch):
     # Slots from first_new on are written, the others summed, in mixed runs too.
     monkeypatch.setattr(pg, "_ADD_BLOCKS", add_blocks)
     rng = np.random.RandomState(5)
-    store = PairBlockStore(30, 3, page_blocks=5)
+    store = PairBlockStore(30, 3, page_blocks=5, packed=packed)
     old = store.slots(np.arange(0, 24, 2))
     first = rng.normal(size=(old.size, 3, 3))
+    first += first.transpose(0, 2, 1)  # symmetric blocks
     store.add(old, first)
     new, first_new = store.slots(np.arange(24), return_first_new=True)
     assert first_new == 12 and set(new[1::2].tolist()) == set(range(12, 24))
     values = rng.normal(size=(24, 3, 3))
+    values += values.transpose(0, 2, 1)
     order = rng.permutation(24)
     store.add(new[order], values[order], first_new=first_new)
     keys, blocks = store.finish()
@@ -286,38 +303,39 @@ def test_accumulate_chunk_rejects_a_repeated_anchor_in_a_row(path):
 
 @pytest.mark.skipif(pg._pair_gram_c is None, reason="compiled kernel not built")
 @pytest.mark.parametrize("fresh", [True, False])
-def test_compiled_kernel_adds_upper_triangles_of_scaled_grams(fresh):
-    # Runs of 0..11 rows: every rank-1..4 tail after 0..2 full groups of four.
+@pytest.mark.parametrize("d1", [1, 5, 9])
+def test_compiled_kernel_adds_packed_scaled_grams(fresh, d1):
+    # Runs of 0..140 rows: one piece (tiles straight into the store) or several
+    # (summed in the work triangle first); d1 below, at and above one 8-column tile.
     rng = np.random.RandomState(5)
-    d1, page_blocks = 5, 3
+    page_blocks, n_pairs = 3, 12
     X1 = rng.normal(size=(40, d1))
-    counts = np.arange(12, dtype=np.int64)
+    counts = np.array([0, 1, 2, 3, 4, 5, 8, 63, 64, 65, 129, 140], dtype=np.int64)
     starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
     rows = rng.randint(0, 40, counts.sum()).astype(np.int64)
     scale = rng.uniform(0, 2, counts.sum())
-    slots = rng.permutation(12).astype(np.int64)
-    pages = [np.zeros((page_blocks, d1, d1)) for _ in range(4)]
-    old = rng.normal(size=(12, d1, d1))
+    slots = rng.permutation(n_pairs).astype(np.int64)
+    iu = np.triu_indices(d1)
+    old = rng.normal(size=(n_pairs, iu[0].size))
+    pages = [np.zeros((page_blocks, iu[0].size)) for _ in range(4)]
     if not fresh:
-        for slot in range(12):
+        for slot in range(n_pairs):
             pages[slot // page_blocks][slot % page_blocks] = old[slot]
     addresses = np.array([p.__array_interface__["data"][0] for p in pages], dtype=np.int64)
+    first_new = 0 if fresh else n_pairs
     pg._pair_gram_c.add_pair_blocks(
-        X1, rows, scale, starts, counts, slots, addresses, page_blocks, 12 if not fresh else 0
+        X1, rows, scale, starts, counts, slots, addresses, page_blocks, first_new
     )
     got = np.concatenate(pages)
-    iu, il = np.triu_indices(d1), np.tril_indices(d1, -1)
-    for j in range(12):
+    for j in range(n_pairs):
         run = slice(starts[j], starts[j] + counts[j])
         Q = X1[rows[run]] * scale[run, None]
-        before = np.zeros((d1, d1)) if fresh else old[slots[j]]
-        np.testing.assert_allclose(
-            got[slots[j]][iu], (Q.T @ Q + before)[iu], rtol=1e-13, atol=1e-13
-        )
-        # The lower triangle is left as it was, for mirror_upper.
-        np.testing.assert_array_equal(got[slots[j]][il], before[il])
-    pg._pair_gram_c.mirror_upper(got)
-    np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
+        before = 0.0 if fresh else old[slots[j]]
+        np.testing.assert_allclose(got[slots[j]], (Q.T @ Q)[iu] + before, rtol=1e-12, atol=1e-12)
+    full = np.empty((n_pairs, d1, d1))
+    pg._pair_gram_c.unpack_upper(got, full)
+    np.testing.assert_array_equal(full[:, iu[0], iu[1]], got)
+    np.testing.assert_array_equal(full, full.transpose(0, 2, 1))
 
 
 def test_block_sparse_statistics_same_on_both_paths(monkeypatch):

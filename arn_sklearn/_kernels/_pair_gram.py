@@ -98,7 +98,10 @@ class PairBlockStore:
     """``(d1, d1)`` blocks keyed by anchor pair ``a * n_anchors + b``, grown without copies.
 
     :meth:`slots` may be called from several threads; blocks of distinct slots
-    may be written concurrently.
+    may be written concurrently. A ``packed`` store (the compiled kernel's)
+    holds each symmetric block as its upper triangle, row by row
+    (``d1 (d1 + 1) / 2`` values: about half the pages, the fresh memory and the
+    traffic of the adds); :meth:`finish` returns full blocks either way.
 
     Parameters
     ----------
@@ -112,16 +115,22 @@ class PairBlockStore:
     table : bool, optional
         Find slots in a dense ``m x m`` table; default: up to
         ``TABLE_MAX_ANCHORS`` anchors.
+    packed : bool, optional
+        Store upper triangles; default: where the compiled kernel runs
+        (``COMPILED``), which then adds the small pairs' blocks.
     """
 
-    def __init__(self, n_anchors, d1, keys=None, blocks=None, page_blocks=None, table=None):
+    def __init__(
+        self, n_anchors, d1, keys=None, blocks=None, page_blocks=None, table=None, packed=None
+    ):
         self.n_anchors, self.d1 = int(n_anchors), int(d1)
-        self.page_blocks = page_blocks or max(1, PAGE_BYTES // (8 * d1 * d1))
+        self.packed = COMPILED if packed is None else bool(packed)
+        self.block_shape = (d1 * (d1 + 1) // 2,) if self.packed else (d1, d1)
+        self._triu = np.triu_indices(d1)
+        self.page_blocks = page_blocks or max(1, PAGE_BYTES // (8 * int(np.prod(self.block_shape))))
         self.pages = []
         self._keys = [np.zeros(0, dtype=np.int64)]  # by slot, in parts
         self.n_pairs = 0
-        # Set once the compiled kernel has added upper triangles only: finish() mirrors.
-        self.upper_only = False
         self._lock = threading.Lock()
         if table is None:
             table = self.n_anchors <= TABLE_MAX_ANCHORS
@@ -173,13 +182,13 @@ class PairBlockStore:
                 while len(self.pages) * self.page_blocks < self.n_pairs:
                     self._check_memory()
                     # calloc'd: a page costs memory only where blocks are written.
-                    self.pages.append(np.zeros((self.page_blocks, self.d1, self.d1)))
+                    self.pages.append(np.zeros((self.page_blocks, *self.block_shape)))
             return (out, first_new) if return_first_new else out
 
     def _check_memory(self):
         available = available_memory_bytes()
         if available is not None and available < MIN_FREE_BYTES:
-            held = len(self.pages) * self.page_blocks * 8 * self.d1 * self.d1
+            held = len(self.pages) * self.page_blocks * 8 * int(np.prod(self.block_shape))
             share = self.n_pairs / (self.n_anchors * (self.n_anchors + 1) / 2)
             raise MemoryError(
                 f"The top-k statistics ran out of memory: {self.n_pairs} anchor pairs "
@@ -189,10 +198,10 @@ class PairBlockStore:
                 "overlap: use fewer anchors, a smaller top_k, or fewer features."
             )
 
-    def view(self, slot):
-        """The ``(d1, d1)`` block of ``slot`` (a view to add into)."""
+    def add_block(self, slot, block):
+        """``block[slot] += block`` for one symmetric ``(d1, d1)`` block."""
         page, offset = divmod(int(slot), self.page_blocks)
-        return self.pages[page][offset]
+        self.pages[page][offset] += block[self._triu] if self.packed else block
 
     def add(self, slots, blocks, buffer=None, first_new=None):
         """``block[slots[i]] += blocks[i]`` for distinct ``slots``.
@@ -205,8 +214,11 @@ class PairBlockStore:
         on (if given) are known to be still zero: they are written without
         being read, which also spares the fresh page a read fault.
         """
+        if self.packed:
+            blocks = blocks[:, self._triu[0], self._triu[1]]
+            buffer = None
         if buffer is None:
-            buffer = np.empty((_ADD_BLOCKS, self.d1, self.d1))
+            buffer = np.empty((_ADD_BLOCKS, *self.block_shape))
         n_page = self.page_blocks
         for s in range(0, slots.size, _ADD_BLOCKS):
             part, values = slots[s : s + _ADD_BLOCKS], blocks[s : s + _ADD_BLOCKS]
@@ -235,8 +247,9 @@ class PairBlockStore:
     def finish(self):
         """``(keys, blocks)`` sorted by key; the store is left empty.
 
-        Pages are copied out in slot order, each freed once copied, and the
-        blocks then sorted in place: the peak is the blocks once plus a page.
+        Pages are copied out in slot order (packed triangles unpacked to full
+        blocks), each freed once copied, and the blocks then sorted in place:
+        the peak is the blocks once plus a page.
         (Scattering each page straight to its sorted places touches the whole
         output early, as blocks share memory pages: that peak was 1.75x.)
         """
@@ -246,14 +259,24 @@ class PairBlockStore:
         for i in range(len(self.pages)):
             start = i * self.page_blocks
             stop = min(start + self.page_blocks, n)
-            out[start:stop] = self.pages[i][: stop - start]
+            if self.packed:
+                _unpack_upper(self.pages[i][: stop - start], out[start:stop], self._triu)
+            else:
+                out[start:stop] = self.pages[i][: stop - start]
             self.pages[i] = None
-            if self.upper_only:
-                _pair_gram_c.mirror_upper(out[start:stop])
         self.pages = []
         order = np.argsort(keys)
         _permute_in_place(out, order)
         return keys[order], out
+
+
+def _unpack_upper(packed, out, triu):
+    """Full symmetric blocks ``out`` from their row-major upper triangles ``packed``."""
+    if _pair_gram_c is not None:
+        _pair_gram_c.unpack_upper(packed, out)
+        return
+    out[:, triu[0], triu[1]] = packed
+    out[:, triu[1], triu[0]] = packed
 
 
 def _permute_in_place(A, order):
@@ -370,7 +393,7 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
             # One GEMM: the diagonal block and the anchor's [Z^T Y, Z^T 1] rows,
             # transposed (B^T Wa ran 1.25x faster than Wa^T B at d = 30, t = 81).
             np.matmul(B.T, Wa, out=RT)
-            store.view(diag_slots[a])[...] += RT[:d1]  # symmetric
+            store.add_block(diag_slots[a], RT[:d1])  # symmetric
             zty1[a] += RT[d1:].T
 
     n_parts = 4 * n if n > 1 else 1
@@ -384,7 +407,7 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
                 entries = _PairEntries(idx, vals, w, m)
                 # New pairs get their slots here, before any task writes them.
                 slots, first_new = store.slots(entries.keys, return_first_new=True)
-                if COMPILED:
+                if store.packed and _pair_gram_c is not None:
                     batches = entries.compiled_runs(slots, store)
                 else:
                     batches = entries.batches(b, slots)
@@ -482,7 +505,6 @@ class _PairEntries:
         if not ids.size:
             return runs
         ids = ids[np.argsort(slots[ids], kind="stable")]
-        store.upper_only = True
         # Page addresses: the pages are fixed from here to the chunk's end (every
         # slot of the chunk exists before any task writes).
         pages = np.array([p.__array_interface__["data"][0] for p in store.pages], dtype=np.int64)

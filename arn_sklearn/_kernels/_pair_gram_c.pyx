@@ -1,13 +1,14 @@
 """Compiled pair blocks of a top-k Gram matrix (the small pairs of :mod:`._pair_gram`).
 
 ``add_pair_blocks`` adds, for each pair ``j`` of a chunk, ``sum_e scale_e^2 x1_e x1_e^T``
-over its run of entries ``e`` (rows of ``X1``) to the upper triangle of the pair's store
-block, in one ``nogil`` call: the task threads of ``accumulate_chunk`` run it in
-parallel. Rows are gathered and scaled four at a time and applied as one rank-4 update
-of the triangle (four multiply-adds per load and store); a pair of up to four rows
-goes straight into the store, a longer one through an L1-resident triangle whose last
-update is fused with the store's add. Slots still zero are written, not added.
-``mirror_upper`` fills the lower triangles once, when the store is finished.
+over its run of entries ``e`` (rows of ``X1``) to the pair's store block, held as its
+upper triangle row by row (packed), in one ``nogil`` call: the task threads of
+``accumulate_chunk`` run it in parallel. A pair's rows are gathered and scaled in
+pieces of up to 64 (16 kB at d = 30), and each 4 x 8 tile of the triangle is summed
+over a piece in registers (8 multiply-adds per 6 loads), then added to the store
+block (written, not added, for slots still zero); a pair of more than 64 rows sums
+its pieces in an L1-resident triangle first. ``unpack_upper`` makes full blocks of
+the packed ones when the store is finished.
 
 The loop is C (below), compiled for baseline x86-64 and, where GCC/clang offer
 ``target_clones``, also for x86-64-v3 (AVX2, FMA), chosen at load time: no
@@ -62,13 +63,16 @@ cdef extern from *:
             for (int ll = 0; ll < 8; ll++) acc[ii][ll] = a[ii][ll];
     }
 
-    /* The i <= l < d1 part of a tile into dst (row stride ldd): written or added. */
-    ARN_INLINE void arn_put_tile(double *dst, ptrdiff_t ldd, int add, ptrdiff_t d1,
+    /* Row i of a packed upper triangle, indexed by the column l >= i. */
+    #define ARN_PACKED_ROW(out, i, d1) ((out) + (i) * (d1) - (i) * ((i) + 1) / 2)
+
+    /* The i <= l < d1 part of a tile into the packed block dst: written or added. */
+    ARN_INLINE void arn_put_tile(double *dst, int add, ptrdiff_t d1,
                                  ptrdiff_t i0, ptrdiff_t l0, double acc[4][8])
     {
         for (int ii = 0; ii < 4 && i0 + ii < d1; ii++) {
             const ptrdiff_t i = i0 + ii;
-            double *o = dst + i * ldd;
+            double *o = ARN_PACKED_ROW(dst, i, d1);
             for (int ll = 0; ll < 8; ll++) {
                 const ptrdiff_t l = l0 + ll;
                 if (l >= i && l < d1) o[l] = add ? o[l] + acc[ii][ll] : acc[ii][ll];
@@ -103,7 +107,7 @@ cdef extern from *:
                         for (int ll = 0; ll < 8; ll++)
                             G[(i0 + ii) * D + l0 + ll] += acc[ii][ll];
                 } else {
-                    arn_put_tile(out, d1, add, d1, i0, l0, acc);
+                    arn_put_tile(out, add, d1, i0, l0, acc);
                 }
             }
         }
@@ -128,7 +132,7 @@ cdef extern from *:
             }
             const ptrdiff_t slot = slots[j];
             double *out = (double *)(uintptr_t)pages[slot / page_blocks]
-                          + (slot % page_blocks) * d1 * d1;
+                          + (slot % page_blocks) * (d1 * (d1 + 1) / 2);
             const int add = slot < first_new;
             if (c <= ARN_PIECE) {
                 arn_gather(X1, d1, rw, sc, c, V, D);
@@ -144,20 +148,23 @@ cdef extern from *:
                 arn_piece(V, D, r, d1, out, add, G, 1);
             }
             for (ptrdiff_t i = 0; i < d1; i++) {
-                double *o = out + i * d1;
+                double *o = ARN_PACKED_ROW(out, i, d1);
                 const double *g = G + i * D;
                 for (ptrdiff_t l = i; l < d1; l++) o[l] = add ? o[l] + g[l] : g[l];
             }
         }
     }
 
-    ARN_CLONES
-    static void arn_mirror_upper(double *blocks, ptrdiff_t n, ptrdiff_t d1)
+    static void arn_unpack_upper(const double *packed, double *out, ptrdiff_t n, ptrdiff_t d1)
     {
+        const ptrdiff_t P = d1 * (d1 + 1) / 2;
         for (ptrdiff_t j = 0; j < n; j++) {
-            double *b = blocks + j * d1 * d1;
-            for (ptrdiff_t i = 1; i < d1; i++)
-                for (ptrdiff_t l = 0; l < i; l++) b[i * d1 + l] = b[l * d1 + i];
+            const double *p = packed + j * P;
+            double *b = out + j * d1 * d1;
+            for (ptrdiff_t i = 0; i < d1; i++) {
+                const double *row = ARN_PACKED_ROW(p, i, d1);
+                for (ptrdiff_t l = i; l < d1; l++) b[i * d1 + l] = b[l * d1 + i] = row[l];
+            }
         }
     }
     """
@@ -167,7 +174,8 @@ cdef extern from *:
                              const int64_t *pages, Py_ssize_t page_blocks,
                              Py_ssize_t first_new, Py_ssize_t n_pairs,
                              double *G, double *V, Py_ssize_t D) noexcept nogil
-    void arn_mirror_upper(double *blocks, Py_ssize_t n, Py_ssize_t d1) noexcept nogil
+    void arn_unpack_upper(const double *packed, double *out, Py_ssize_t n,
+                          Py_ssize_t d1) noexcept nogil
 
 
 def add_pair_blocks(const double[:, ::1] X1, const int64_t[::1] rows,
@@ -175,7 +183,7 @@ def add_pair_blocks(const double[:, ::1] X1, const int64_t[::1] rows,
                     const int64_t[::1] counts, const int64_t[::1] slots,
                     const int64_t[::1] pages, Py_ssize_t page_blocks,
                     Py_ssize_t first_new):
-    """Upper triangle of ``block(slots[j]) += sum_e scale[e]^2 X1[rows[e]] X1[rows[e]]^T``.
+    """Packed ``block(slots[j]) += sum_e scale[e]^2 X1[rows[e]] X1[rows[e]]^T`` for each pair.
 
     Parameters
     ----------
@@ -189,7 +197,8 @@ def add_pair_blocks(const double[:, ::1] X1, const int64_t[::1] rows,
         Pair ``j``'s store slot; distinct.
     pages : int64 ndarray
         Addresses of the store's pages, C-contiguous float64 arrays of shape
-        ``(page_blocks, d1, d1)``, alive for the call.
+        ``(page_blocks, d1 (d1 + 1) / 2)`` (upper triangles, row by row), alive
+        for the call.
     page_blocks : int
     first_new : int
         Slots from this one on are still zero: their triangles are written, not added.
@@ -212,9 +221,11 @@ def add_pair_blocks(const double[:, ::1] X1, const int64_t[::1] rows,
     free(raw)
 
 
-def mirror_upper(double[:, :, ::1] blocks):
-    """``blocks[j]``'s strict lower triangle := its upper triangle's, in place."""
-    if blocks.shape[0]:
+def unpack_upper(const double[:, ::1] packed, double[:, :, ::1] out):
+    """Full symmetric ``out[j]`` from its row-major upper triangle ``packed[j]``."""
+    cdef Py_ssize_t n = packed.shape[0], d1 = out.shape[1]
+    if out.shape[0] != n or out.shape[2] != d1 or packed.shape[1] != d1 * (d1 + 1) // 2:
+        raise ValueError("unpack_upper: packed and out do not match.")
+    if n:
         with nogil:
-            arn_mirror_upper(&blocks[0, 0, 0], blocks.shape[0], blocks.shape[1])
-
+            arn_unpack_upper(&packed[0, 0], &out[0, 0, 0], n, d1)
