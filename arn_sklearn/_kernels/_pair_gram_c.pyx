@@ -4,11 +4,12 @@
 over its run of entries ``e`` (rows of ``X1``) to the pair's store block, held as its
 upper triangle row by row (packed), in one ``nogil`` call: the task threads of
 ``accumulate_chunk`` run it in parallel. A pair's rows are gathered and scaled in
-pieces of up to 64 (16 kB at d = 30), and each 4 x 8 tile of the triangle is summed
-over a piece in registers (8 multiply-adds per 6 loads), then added to the store
-block (written, not added, for slots still zero); a pair of more than 64 rows sums
-its pieces in an L1-resident triangle first. ``unpack_upper`` makes full blocks of
-the packed ones when the store is finished.
+pieces of up to 64 (16 kB at d = 30); each 4 x 8 tile of the upper triangle is summed
+over a piece in registers (8 multiply-adds per 3 loads) into an L1-resident work
+triangle, whose rows are then added to the store block (written, not added, for
+slots still zero). The next pair's rows and block are prefetched while one runs (the
+rows of a chunk are random cache misses). ``unpack_upper`` makes full blocks of the
+packed ones when the store is finished.
 
 The loop is C (below), compiled for baseline x86-64 and, where GCC/clang offer
 ``target_clones``, also for x86-64-v3 (AVX2, FMA), chosen at load time: no
@@ -66,17 +67,14 @@ cdef extern from *:
     /* Row i of a packed upper triangle, indexed by the column l >= i. */
     #define ARN_PACKED_ROW(out, i, d1) ((out) + (i) * (d1) - (i) * ((i) + 1) / 2)
 
-    /* The i <= l < d1 part of a tile into the packed block dst: written or added. */
-    ARN_INLINE void arn_put_tile(double *dst, int add, ptrdiff_t d1,
-                                 ptrdiff_t i0, ptrdiff_t l0, double acc[4][8])
+    /* Every cache line of r rows of X1 (a row of 31 doubles spans 4 or 5). */
+    ARN_INLINE void arn_prefetch_rows(const double *X1, ptrdiff_t d1, const int64_t *rw,
+                                      ptrdiff_t r)
     {
-        for (int ii = 0; ii < 4 && i0 + ii < d1; ii++) {
-            const ptrdiff_t i = i0 + ii;
-            double *o = ARN_PACKED_ROW(dst, i, d1);
-            for (int ll = 0; ll < 8; ll++) {
-                const ptrdiff_t l = l0 + ll;
-                if (l >= i && l < d1) o[l] = add ? o[l] + acc[ii][ll] : acc[ii][ll];
-            }
+        for (ptrdiff_t q = 0; q < r; q++) {
+            const double *x = X1 + rw[q] * d1;
+            for (ptrdiff_t i = 0; i < d1; i += 8) ARN_PREFETCH(x + i);
+            ARN_PREFETCH(x + d1 - 1);
         }
     }
 
@@ -93,21 +91,23 @@ cdef extern from *:
         }
     }
 
-    /* The upper-triangle tiles (i0 step 4, l0 step 8, l0 + 8 > i0) of one piece of rows:
-       into the store block directly (to_G = 0), or summed into G (stride D). */
+    /* The upper-triangle tiles (i0 step 4, l0 step 8, l0 + 8 > i0) of one piece of
+       rows into G (row stride D): written (first piece) or added; whole tiles, so the
+       stores are plain vector stores (the triangle's edges are cut when G is copied). */
     ARN_INLINE void arn_piece(const double *V, ptrdiff_t D, ptrdiff_t r, ptrdiff_t d1,
-                              double *out, int add, double *G, int to_G)
+                              double *G, int add)
     {
         double acc[4][8];
         for (ptrdiff_t i0 = 0; i0 < d1; i0 += 4) {
             for (ptrdiff_t l0 = (i0 / 8) * 8; l0 < d1; l0 += 8) {
                 arn_tile(V, D, r, i0, l0, acc);
-                if (to_G) {
-                    for (int ii = 0; ii < 4; ii++)
-                        for (int ll = 0; ll < 8; ll++)
-                            G[(i0 + ii) * D + l0 + ll] += acc[ii][ll];
-                } else {
-                    arn_put_tile(out, add, d1, i0, l0, acc);
+                for (int ii = 0; ii < 4; ii++) {
+                    double *g = G + (i0 + ii) * D + l0;
+                    if (add) {
+                        for (int ll = 0; ll < 8; ll++) g[ll] += acc[ii][ll];
+                    } else {
+                        for (int ll = 0; ll < 8; ll++) g[ll] = acc[ii][ll];
+                    }
                 }
             }
         }
@@ -125,32 +125,43 @@ cdef extern from *:
             const int64_t *rw = rows + starts[j];
             const double *sc = scale + starts[j];
             const ptrdiff_t c = counts[j];
-            if (j + 1 < n_pairs) {  /* the next pair's first rows, while this one runs */
-                const int64_t *nr = rows + starts[j + 1];
-                for (ptrdiff_t q = 0; q < counts[j + 1] && q < 8; q++)
-                    ARN_PREFETCH(X1 + nr[q] * d1);
+            if (j + 1 < n_pairs) {
+                /* The next pair's rows (its first piece) and block, while this one runs:
+                   random rows of a chunk are cache misses, and the tiles' work between
+                   gathers leaves the core few misses in flight otherwise. */
+                const ptrdiff_t nc = counts[j + 1];
+                arn_prefetch_rows(X1, d1, rows + starts[j + 1], nc < ARN_PIECE ? nc : ARN_PIECE);
+                const ptrdiff_t ns = slots[j + 1];
+                const double *nb = (const double *)(uintptr_t)pages[ns / page_blocks]
+                                   + (ns % page_blocks) * (d1 * (d1 + 1) / 2);
+                for (ptrdiff_t i = 0; i < d1 * (d1 + 1) / 2; i += 8) ARN_PREFETCH(nb + i);
             }
             const ptrdiff_t slot = slots[j];
             double *out = (double *)(uintptr_t)pages[slot / page_blocks]
                           + (slot % page_blocks) * (d1 * (d1 + 1) / 2);
-            const int add = slot < first_new;
-            if (c <= ARN_PIECE) {
-                arn_gather(X1, d1, rw, sc, c, V, D);
-                arn_piece(V, D, c, d1, out, add, G, 0);
-                continue;
-            }
-            memset(G, 0, (size_t)(D * D) * sizeof(double));
             for (ptrdiff_t q0 = 0; q0 < c; q0 += ARN_PIECE) {
                 const ptrdiff_t r = c - q0 < ARN_PIECE ? c - q0 : ARN_PIECE;
-                for (ptrdiff_t q = q0 + ARN_PIECE; q < c && q < q0 + 2 * ARN_PIECE; q++)
-                    ARN_PREFETCH(X1 + rw[q] * d1);
+                if (q0 + ARN_PIECE < c)
+                    arn_prefetch_rows(X1, d1, rw + q0 + ARN_PIECE,
+                                      c - q0 - ARN_PIECE < ARN_PIECE ? c - q0 - ARN_PIECE
+                                                                     : ARN_PIECE);
                 arn_gather(X1, d1, rw + q0, sc + q0, r, V, D);
-                arn_piece(V, D, r, d1, out, add, G, 1);
+                if (q0) arn_piece(V, D, r, d1, G, 1);
+                else arn_piece(V, D, r, d1, G, 0);
             }
-            for (ptrdiff_t i = 0; i < d1; i++) {
-                double *o = ARN_PACKED_ROW(out, i, d1);
-                const double *g = G + i * D;
-                for (ptrdiff_t l = i; l < d1; l++) o[l] = add ? o[l] + g[l] : g[l];
+            if (c == 0) continue;
+            if (slot < first_new) {
+                for (ptrdiff_t i = 0; i < d1; i++) {
+                    double *o = ARN_PACKED_ROW(out, i, d1);
+                    const double *g = G + i * D;
+                    for (ptrdiff_t l = i; l < d1; l++) o[l] += g[l];
+                }
+            } else {
+                for (ptrdiff_t i = 0; i < d1; i++) {
+                    double *o = ARN_PACKED_ROW(out, i, d1);
+                    const double *g = G + i * D;
+                    for (ptrdiff_t l = i; l < d1; l++) o[l] = g[l];
+                }
             }
         }
     }
