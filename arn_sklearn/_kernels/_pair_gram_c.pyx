@@ -27,6 +27,7 @@ cdef extern from *:
     """
     #include <stddef.h>
     #include <stdint.h>
+    #include <stdlib.h>
     #include <string.h>
 
     #if defined(__GNUC__)
@@ -166,6 +167,32 @@ cdef extern from *:
         }
     }
 
+    /* A[:] = A[order] (blocks of bs doubles) one cycle at a time; 0 if out of memory. */
+    static int arn_permute(double *A, const int64_t *order, ptrdiff_t n, ptrdiff_t bs)
+    {
+        unsigned char *done = (unsigned char *)calloc((size_t)n, 1);
+        double *saved = (double *)malloc((size_t)bs * sizeof(double));
+        if (!done || !saved) { free(done); free(saved); return 0; }
+        for (ptrdiff_t start = 0; start < n; start++) {
+            if (done[start] || order[start] == start) continue;
+            memcpy(saved, A + start * bs, (size_t)bs * sizeof(double));
+            ptrdiff_t j = start;
+            for (;;) {
+                done[j] = 1;
+                const ptrdiff_t k = order[j];
+                if (k == start) {
+                    memcpy(A + j * bs, saved, (size_t)bs * sizeof(double));
+                    break;
+                }
+                memcpy(A + j * bs, A + k * bs, (size_t)bs * sizeof(double));
+                j = k;
+            }
+        }
+        free(done);
+        free(saved);
+        return 1;
+    }
+
     static void arn_unpack_upper(const double *packed, double *out, ptrdiff_t n, ptrdiff_t d1)
     {
         const ptrdiff_t P = d1 * (d1 + 1) / 2;
@@ -187,6 +214,7 @@ cdef extern from *:
                              double *G, double *V, Py_ssize_t D) noexcept nogil
     void arn_unpack_upper(const double *packed, double *out, Py_ssize_t n,
                           Py_ssize_t d1) noexcept nogil
+    int arn_permute(double *A, const int64_t *order, Py_ssize_t n, Py_ssize_t bs) noexcept nogil
 
 
 def add_pair_blocks(const double[:, ::1] X1, const int64_t[::1] rows,
@@ -240,3 +268,16 @@ def unpack_upper(const double[:, ::1] packed, double[:, :, ::1] out):
     if n:
         with nogil:
             arn_unpack_upper(&packed[0, 0], &out[0, 0, 0], n, d1)
+
+
+def permute_in_place(double[:, :, ::1] A, const int64_t[::1] order):
+    """``A[:] = A[order]`` in place, one cycle of the permutation ``order`` at a time."""
+    cdef Py_ssize_t n = A.shape[0], bs = A.shape[1] * A.shape[2]
+    cdef int ok = 1
+    if order.shape[0] != n:
+        raise ValueError("permute_in_place: order and A differ in length.")
+    if n:
+        with nogil:
+            ok = arn_permute(&A[0, 0, 0], &order[0], n, bs)
+    if not ok:
+        raise MemoryError()
