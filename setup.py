@@ -12,6 +12,7 @@ from setuptools import Extension, setup
 
 KERNELS = [
     "arn_sklearn._kernels._pair_gram_c",
+    "arn_sklearn._kernels._block_cg_gram",
 ]
 
 

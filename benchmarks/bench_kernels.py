@@ -411,8 +411,12 @@ def blas_section(p=1344, t=81, size=3000, repeat=5):
 def cg_section(n=200_000, m=1024, d=30, t=81, k=4):
     """The Gram product of CG (in place) over one dgemm's rate, and a solve each way.
 
-    Also the same product on a float32 copy of the blocks (what a mixed-precision
-    CG would run; not used by the package), its rate and its relative error.
+    Both products, in the same run: the compiled kernel (when built) and numpy's
+    (``BlockRows.use_compiled = False``), each as wall-clock GFLOP/s over
+    dgemm's on all threads, and per CPU-second over one-thread dgemm's (the
+    steadier figure on a shared machine). Also the same product on a float32
+    copy of the blocks (what a mixed-precision CG would run; not used by the
+    package), its rate and its relative error.
     """
     from arn_sklearn._model._blocksparse import IterativeFactor
 
@@ -426,9 +430,25 @@ def cg_section(n=200_000, m=1024, d=30, t=81, k=4):
     rows = BlockRows(stats.pair_keys, stats.blocks, m)
     V = np.random.default_rng(0).normal(size=(stats.n_lifted, t))
     gflops = dgemm_gflops()
+    A = np.random.default_rng(0).normal(size=(2000, 2000))
     rows32 = BlockRows(stats.pair_keys, stats.blocks.astype(np.float32), m)
+    paths = ["compiled", "numpy"] if rows.use_compiled else ["numpy"]
+    figures = []
     with single_threaded_blas():
-        rate = rows.flops(t) / best(lambda: rows.matmul(V, n_threads=2)) / 1e9
+        cpu = time.process_time()
+        A @ A
+        gflops1 = 2 * 2000**3 / (time.process_time() - cpu) / 1e9
+        for path in paths:
+            rows.use_compiled = path == "compiled"
+            wall = best(lambda: rows.matmul(V, n_threads=2))
+            cpu = time.process_time()
+            rows.matmul(V, n_threads=2)
+            cpu = time.process_time() - cpu
+            rate = rows.flops(t) / wall / 1e9
+            figures.append(
+                f"{path} {rate:.1f} GFLOP/s = {rate / gflops:.2f} of dgemm, "
+                f"{rows.flops(t) / cpu / 1e9 / gflops1:.2f} per CPU-second of one-thread dgemm"
+            )
         rate32 = rows.flops(t) / best(lambda: rows32.matmul(V, n_threads=2)) / 1e9
         exact = rows.matmul(V, n_threads=2)
         error32 = np.linalg.norm(rows32.matmul(V, n_threads=2) - exact) / np.linalg.norm(exact)
@@ -440,10 +460,11 @@ def cg_section(n=200_000, m=1024, d=30, t=81, k=4):
         factor.solve(rhs)
         solves.append(f"{method} {factor.n_iter_} iterations, {time.perf_counter() - tic:.1f} s")
     print(
-        f"\n[cg] m={m}, {stats.pair_keys.size} pairs, {t} targets: Gram product in place "
-        f"{rate:.1f} GFLOP/s = {rate / gflops:.2f} of dgemm ({gflops:.1f}); on float32 blocks "
-        f"{rate32 / gflops:.2f} of dgemm, relative error {error32:.1e}; CG at alpha 1: "
-        f"{'; '.join(solves)}; the cost model picks {stats.choose_solver(1.0)}"
+        f"\n[cg] m={m}, {stats.pair_keys.size} pairs, {t} targets; dgemm {gflops:.1f} GFLOP/s, "
+        f"one thread {gflops1:.1f}; Gram product in place: {'; '.join(figures)}; on float32 "
+        f"blocks {rate32 / gflops:.2f} of dgemm, relative error {error32:.1e}; CG at alpha 1: "
+        f"{'; '.join(solves)}; the cost model picks {stats.choose_solver(1.0)}; "
+        f"load {os.getloadavg()[0]:.1f}"
     )
 
 

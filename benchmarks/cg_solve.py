@@ -10,6 +10,11 @@ training predictions ``G W`` with the reference solve's (per-column CG at
 CPU seconds: on a shared machine, the steadier figure) and peak RSS over the
 statistics. ``paper_scale.py`` is imported for its data.
 
+``--product compiled numpy`` times each method with each Gram product in the
+same run (the compiled kernel, when built, and numpy's path,
+``BlockRows.use_compiled = False``), after one product of each over one-thread
+dgemm per CPU-second.
+
 ``--trace`` prints, after each block-CG iteration, the stopping rule's
 estimate of the squared energy-norm error next to the true one (against the
 reference) and the training predictions' true relative error
@@ -107,6 +112,7 @@ def main():
     parser.add_argument(
         "--method", nargs="+", default=["auto"], choices=["auto", "block", "columns"]
     )
+    parser.add_argument("--product", nargs="+", default=["compiled"], choices=["compiled", "numpy"])
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--rtol", type=float, default=None)
@@ -129,6 +135,22 @@ def main():
         with single_threaded_blas():
             return evaluation.matmul(W, n_threads=2)
 
+    rates = []
+    with single_threaded_blas():
+        A = np.random.default_rng(0).normal(size=(2000, 2000))
+        cpu = time.process_time()
+        A @ A
+        dgemm1 = 2 * 2000**3 / (time.process_time() - cpu)
+        V = np.random.default_rng(0).normal(size=(evaluation.shape[0], rhs.shape[1]))
+        for path in args.product:
+            evaluation.use_compiled = path == "compiled"
+            tic, cpu = time.perf_counter(), time.process_time()
+            evaluation.matmul(V, n_threads=2)
+            tic, cpu = time.perf_counter() - tic, time.process_time() - cpu
+            flops = evaluation.flops(V.shape[1])
+            rates.append(f"{path} {tic:.2f} s, {flops / cpu / dgemm1:.2f} per CPU-second")
+    evaluation.use_compiled = "compiled" in args.product
+    print(f"Gram product of {V.shape[1]} columns over one-thread dgemm: {'; '.join(rates)}")
     reference = None
     if not args.no_reference:
         ref_path = os.path.join(args.cache, f"ref_{args.data}_{args.n}_{args.alpha}.npy")
@@ -143,10 +165,11 @@ def main():
         size_ref = np.einsum("ij,ij->j", reference, pred_ref)
     if args.trace and reference is not None:
         print("iteration  estimate  true ||e||_A^2 (both over w^T G w)  predictions' error")
-    for method in args.method:
+    for method, path in [(method, path) for method in args.method for path in args.product]:
         stats._block_rows_cache = None
         tic = time.perf_counter()
         factor = IterativeFactor(stats, args.alpha, xp=xp, method=method, rtol=args.rtol)
+        factor.rows.use_compiled = path == "compiled"
         setup = time.perf_counter() - tic
         if args.trace and reference is not None:
             factor.callback = trace(reference, product, size_ref, args.alpha)
@@ -154,7 +177,7 @@ def main():
         W = factor.solve(rhs)
         solve, cpu = time.perf_counter() - tic, time.process_time() - cpu
         line = (
-            f"{method} ({factor.method_used_} CG): setup {setup:.1f} s, "
+            f"{method} ({factor.method_used_} CG, {path} product): setup {setup:.1f} s, "
             f"{factor.n_iter_} iterations, {solve:.1f} s (CPU {cpu:.1f} s); "
             f"peak RSS +{peak_rss_gib() - rss0:.2f} GiB"
         )

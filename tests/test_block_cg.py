@@ -1,5 +1,6 @@
 """Block-Jacobi preconditioned CG on block-sparse ARN systems, and the solver choice."""
 
+import platform
 import warnings
 
 import numpy as np
@@ -69,6 +70,7 @@ def test_block_rows_matmul_matches_dense_gram(monkeypatch, shuffle, chunk):
         order = np.random.RandomState(0).permutation(keys.size)
         keys, blocks = keys[order], blocks[order]
     rows = BlockRows(keys, blocks, stats.n_anchors)
+    rows.use_compiled = False  # the numpy path's gathers (the compiled one: below)
     # Both halves of the product are exercised: stacks in place and gathered mirrors.
     assert rows.mirror_blocks.size > 0 and np.any(np.diff(rows.indptr) > 1)
     assert np.any(np.diff(rows.indptr) > chunk) == (chunk == 3)
@@ -80,6 +82,106 @@ def test_block_rows_matmul_matches_dense_gram(monkeypatch, shuffle, chunk):
     d1 = 7
     diagonal = [G[a * d1 : (a + 1) * d1, a * d1 : (a + 1) * d1] for a in range(30)]
     np.testing.assert_allclose(rows.diagonal, np.stack(diagonal))
+
+
+def random_blocks(m, d1, n_pairs, seed=0, dtype=np.float64):
+    """Keys and symmetric blocks of ``n_pairs`` random anchor pairs (diagonal
+    ones included) among ``m`` anchors, some anchors left without any, and the
+    dense matrix they stand for, assembled block by block."""
+    rng = np.random.RandomState(seed)
+    used = rng.permutation(m)[: max(1, (3 * m) // 4)]  # the others have no block
+    a, b = rng.choice(used, n_pairs), rng.choice(used, n_pairs)
+    keys = np.unique(np.minimum(a, b) * m + np.maximum(a, b))
+    blocks = rng.normal(size=(keys.size, d1, d1))
+    blocks = (blocks + blocks.transpose(0, 2, 1)).astype(dtype)
+    G = np.zeros((m * d1, m * d1))
+    for key, block in zip(keys, blocks, strict=True):
+        i, j = divmod(int(key), m)
+        G[i * d1 : (i + 1) * d1, j * d1 : (j + 1) * d1] = block
+        G[j * d1 : (j + 1) * d1, i * d1 : (i + 1) * d1] = block
+    order = rng.permutation(keys.size)  # unsorted on the way in
+    return keys[order], blocks[order], G
+
+
+def product_paths():
+    """The numpy path, and the compiled kernel at each instruction-set level of this CPU."""
+    if bcg._block_cg_gram is None:
+        return ["numpy"]
+    top = bcg._block_cg_gram.select(2)
+    return ["numpy", *range(top + 1)]
+
+
+@pytest.fixture
+def product_path(request):
+    """``rows -> rows`` that set the path under test; the CPU's own level after."""
+    path = request.param
+
+    def use(rows):
+        rows.use_compiled = path != "numpy"
+        if path != "numpy":
+            assert bcg._block_cg_gram.select(path) == path
+        return rows
+
+    yield use
+    if bcg._block_cg_gram is not None:
+        bcg._block_cg_gram.select(2)
+
+
+@pytest.mark.parametrize("product_path", product_paths(), indirect=True)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "m, d1, n_pairs",
+    [(70, 7, 400), (70, 31, 150), (1, 5, 1), (3, 4, 0), (40, 1, 300)],
+    ids=["three-groups", "d31", "one-anchor", "no-blocks", "scalar-blocks"],
+)
+def test_gram_product_matches_dense_on_every_path(product_path, dtype, m, d1, n_pairs):
+    """Both products against the dense matrix: groups of 32 rows with a partial
+    last one, remainders of 4-row tiles and of vectors (padded columns),
+    anchors without blocks, 1-D and 2-D ``V``, threads."""
+    keys, blocks, G = random_blocks(m, d1, n_pairs, dtype=dtype)
+    if n_pairs == 0:
+        keys, blocks = keys[:0], blocks[:0]
+    rows = product_path(BlockRows(keys, blocks, m))
+    rng = np.random.RandomState(1)
+    rtol, atol = (1e-12, 1e-10) if dtype == np.float64 else (1e-5, 1e-4)
+    for t in (1, 5, 16, 37):
+        V = rng.normal(size=(m * d1, t))
+        scale = np.abs(G).sum(axis=1).max() * np.abs(V).max()
+        for n_threads in (1, 3):
+            out = rows.matmul(V, n_threads=n_threads)
+            assert out.shape == V.shape and out.dtype == dtype and out.flags.c_contiguous
+            np.testing.assert_allclose(out, G @ V, rtol=rtol, atol=atol * scale)
+    v = rng.normal(size=m * d1)
+    np.testing.assert_allclose(rows.matmul(v), G @ v, rtol=rtol, atol=atol * scale)
+    assert rows.matmul(np.zeros((m * d1, 0))).shape == (m * d1, 0)
+
+
+def test_gram_product_takes_numpy_path_where_the_kernels_are_slower():
+    """x86's SSE2 kernels (no AVX2) ran at 0.55x numpy's path: not used by default."""
+    gram = bcg._block_cg_gram
+    if gram is None:
+        pytest.skip("the compiled Gram product is not built")
+    keys, blocks, _ = random_blocks(10, 3, 20)
+    try:
+        for level in range(gram.select(2) + 1):
+            gram.select(level)
+            assert BlockRows(keys, blocks, 10).use_compiled == gram.faster()
+        gram.select(0)
+        assert gram.faster() == (platform.machine().lower() not in ("x86_64", "amd64"))
+    finally:
+        gram.select(2)
+
+
+def test_gram_product_takes_numpy_path_for_blocks_the_kernel_cannot_read():
+    """Blocks not in C order are read in place by numpy, not copied for the kernel."""
+    keys, blocks, G = random_blocks(40, 5, 200)
+    order = np.argsort(keys)
+    wide = np.zeros((blocks.shape[0], 6, 6))
+    wide[:, :5, :5] = blocks[order]
+    rows = BlockRows(keys[order], wide[:, :5, :5], 40)  # sorted keys: kept by reference
+    assert not rows.use_compiled
+    V = np.random.RandomState(1).normal(size=(200, 3))
+    np.testing.assert_allclose(rows.matmul(V), G @ V, rtol=1e-12, atol=1e-10)
 
 
 def test_block_jacobi_inverts_each_block_and_tolerates_empty_ones():

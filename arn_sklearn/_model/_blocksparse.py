@@ -592,7 +592,8 @@ class BlockSparseStatistics:
             the aggregate preconditioner's inverses, at most ``p x 512``
             doubles, block CG's ten ``p x n_targets`` iterates and
             temporaries, and two threads' buffers of 32 gathered blocks and
-            partners' rows). The
+            partners' rows, or the compiled product's padded copy of ``V``, two
+            threads' outputs and their sum). The
             chunk's own rows are the caller's (see
             :func:`arn_sklearn._kernels._topk.chunk_row_bytes`).
 
@@ -612,7 +613,7 @@ class BlockSparseStatistics:
         nnz = (2 * n_pairs + n_anchors) * d1 * d1
         sparse = 12 * nnz * (2 + 2) + 8 * 3 * p * n_targets
         aggregate = min(p, max(1, _AGGREGATE_UNKNOWNS // d1) * d1)
-        buffers = 2 * 8 * _GATHER_CHUNK * d1 * (d1 + n_targets)
+        buffers = max(2 * 8 * _GATHER_CHUNK * d1 * (d1 + n_targets), 4 * 8 * p * (n_targets + 15))
         iterative = 8 * p * aggregate + 8 * 10 * p * n_targets + buffers
         solve = block_bytes + max(sparse, iterative) + vectors
         return int(max(accumulate, solve))
