@@ -56,6 +56,9 @@ try:
     from . import _pair_gram_c
 except ImportError:  # the optional extension is not built: numpy alone
     _pair_gram_c = None
+if getattr(_pair_gram_c, "KERNEL_VERSION", None) != 2:
+    # A stale in-place build (another store layout) would corrupt the blocks.
+    _pair_gram_c = None
 
 # Private switch: False runs the numpy path where the compiled kernel is built
 # (tests and benchmarks compare the two); ARN_SKLEARN_NUMPY_KERNELS=1 clears it at import.

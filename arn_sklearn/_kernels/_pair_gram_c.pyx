@@ -20,6 +20,9 @@ built. Arrays in, nothing out.
 """
 
 from libc.stdint cimport int64_t, uintptr_t
+
+# Checked by _pair_gram.py: a stale in-place build of an older layout is not used.
+KERNEL_VERSION = 2
 from libc.stdlib cimport free, malloc
 
 
