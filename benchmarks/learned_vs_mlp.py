@@ -50,7 +50,10 @@ thread, so that the CPU-time ratio compares the work done. With
 step's two passes over its ``n`` rows (the closed form at the trial point; the
 Jacobian pass) against the BLAS time of the same products on arrays of the same
 shapes (best of 5, same run, one BLAS thread): the similarity GEMM, the lifted
-block's ``syrk`` and ``Z^T [Y, 1]``; ``B^T B`` (``syrk``), ``Z^T B`` and ``B^T r``.
+block's ``syrk`` and ``Z^T [Y, 1]``; ``B^T B`` (``syrk``), ``Z^T B`` and ``B^T r``;
+where a pass sums through anchor pairs (``arn_sklearn/_kernels/_moments.py``), its
+GEMMs of pair products against quadratic features instead, and the pass forced to
+the lifted form, alternating in the same run (the ratio of the two forms).
 """
 
 import argparse
@@ -58,7 +61,7 @@ import os
 import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
@@ -321,8 +324,15 @@ def efficiency(n, n_anchors, task="report", repeats=5):
     from threadpoolctl import threadpool_limits
 
     from arn_sklearn._kernels._lifting import lift
+    from arn_sklearn._kernels._moments import n_symmetric_pairs
     from arn_sklearn._kernels._parametrisation import _Parametrisation
-    from arn_sklearn._learning._gauss_newton import _Point, chunk_rows, jacobian_pass
+    from arn_sklearn._learning._gauss_newton import (
+        _Point,
+        chunk_rows,
+        jacobian_in_pairs,
+        jacobian_pass,
+    )
+    from arn_sklearn._learning._varpro import closed_form_in_pairs
 
     xp = array_namespace(np.empty(0))
     X, Y, _, _ = task_data(task, n)
@@ -345,28 +355,53 @@ def efficiency(n, n_anchors, task="report", repeats=5):
     Z = np.ascontiguousarray(lift(X, np.full((n, n_anchors), 1.0 / n_anchors), xp))
     B = np.random.RandomState(1).normal(size=(n * n_targets, theta.size))
     Y1 = np.hstack([Y, np.ones((n, 1))])
+    # The pair form's GEMMs (rows last): anchor-pair products against quadratic features.
+    pairs = {
+        "closed-form pass": closed_form_in_pairs(n_anchors, n_features),
+        "Jacobian pass": jacobian_in_pairs(
+            n_anchors, n_features, n_targets, theta.size, "euclidean"
+        ),
+    }
+    n_pairs, n_quadratic = n_symmetric_pairs(n_anchors), n_symmetric_pairs(n_features + 1)
+    rng = np.random.RandomState(2)
+    own, quadratic = rng.normal(size=(n_pairs, n)), rng.normal(size=(n_quadratic, n))
+    cross = rng.normal(size=(n_anchors * n_anchors * n_targets, n))
     # One BLAS thread for both sides: on a shared machine thread contention,
     # not the code, decided the ratio otherwise (0.4 to 1.7 in two runs).
     limit = threadpool_limits(limits=1, user_api="blas")
     for _ in range(repeats):
-        p = timed(
-            "closed-form pass", lambda: _Point(theta, params, X, Y, w, "euclidean", 1.0, xp, rows)
-        )
-        timed(
-            "Jacobian pass",
-            lambda p=p: jacobian_pass(
-                X, Y, w, p.anchors, p.softness, "euclidean", p.W, p.y_mean, p.kept, rows, params, xp
-            ),
-        )
-        timed("BLAS of the closed-form pass", lambda: (X @ anchors.T, dsyrk(1.0, Z.T), Z.T @ Y1))
-        timed(
-            "BLAS of the Jacobian pass",
-            lambda: (
-                dsyrk(1.0, B.T),
-                Z.T @ B.reshape(n, n_targets * theta.size),
-                B.T @ B[:, 0],
-            ),
-        )
+        # Each pass as the fit runs it, then forced to the lifted form (where the
+        # fit uses the pair form), alternating.
+        for suffix in ("", " (lifted form)") if any(pairs.values()) else ("",):
+            with lifted_form() if suffix else nullcontext():
+                p = timed(
+                    "closed-form pass" + suffix,
+                    lambda: _Point(theta, params, X, Y, w, "euclidean", 1.0, xp, rows),
+                )
+                timed(
+                    "Jacobian pass" + suffix,
+                    lambda p=p: jacobian_pass(
+                        *(X, Y, w, p.anchors, p.softness, "euclidean", p.W, p.y_mean, p.kept),
+                        *(rows, params, xp),
+                    ),
+                )
+        if pairs["closed-form pass"]:
+            timed("BLAS of the closed-form pass", lambda: (X @ anchors.T, own @ quadratic.T))
+        else:
+            timed(
+                "BLAS of the closed-form pass", lambda: (X @ anchors.T, dsyrk(1.0, Z.T), Z.T @ Y1)
+            )
+        if pairs["Jacobian pass"]:
+            timed("BLAS of the Jacobian pass", lambda: (cross @ quadratic.T, own @ quadratic.T))
+        else:
+            timed(
+                "BLAS of the Jacobian pass",
+                lambda: (
+                    dsyrk(1.0, B.T),
+                    Z.T @ B.reshape(n, n_targets * theta.size),
+                    B.T @ B[:, 0],
+                ),
+            )
     limit.restore_original_limits()
     print(
         f"{task}: one Gauss-Newton step (one BLAS thread), n={n}, d={n_features}, "
@@ -375,7 +410,25 @@ def efficiency(n, n_anchors, task="report", repeats=5):
     for key, value in best.items():
         print(f"  {key}: {value:.4f} s")
     for name in ("closed-form pass", "Jacobian pass"):
-        print(f"  {name} / its BLAS: {best[name] / best['BLAS of the ' + name]:.2f}")
+        form = "pair form" if pairs[name] else "lifted form"
+        print(f"  {name} / its BLAS ({form}): {best[name] / best['BLAS of the ' + name]:.2f}")
+        if pairs[name]:
+            ratio = best[name] / best[name + " (lifted form)"]
+            print(f"  {name}, pair form / lifted form: {ratio:.2f}")
+
+
+@contextmanager
+def lifted_form():
+    """The learned passes forced to sum through the lifted block (the form before the
+    anchor-pair sums; internal names, a development measure)."""
+    from arn_sklearn._learning import _gauss_newton, _varpro
+
+    saved = _gauss_newton.pair_form_pays, _varpro.pair_form_pays
+    _gauss_newton.pair_form_pays = _varpro.pair_form_pays = lambda *args: False
+    try:
+        yield
+    finally:
+        _gauss_newton.pair_form_pays, _varpro.pair_form_pays = saved
 
 
 def table(results):

