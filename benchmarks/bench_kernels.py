@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import arn_sklearn._kernels._pair_gram as pair_gram
 from arn_sklearn._kernels._assignment import similarity, soft_assignments
 from arn_sklearn._kernels._block_cg import BlockRows
 from arn_sklearn._kernels._lifting import iter_chunks
@@ -196,13 +197,17 @@ def accumulate_section(n=1_000_000, m=1024, d=30, t=81, k=4, chunk=262_144, kind
     65,536 rows, ``auto_softness``), the top-k assignments computed once, then
     the accumulation alone timed. The environment variable
     ``ARN_BENCH_REFERENCE=/path/to/checkout`` also times that checkout's
-    accumulation in the same run (e.g. ``main``, for a before/after ratio).
+    accumulation in the same run (e.g. ``main``, for a before/after ratio);
+    ``ARN_BENCH_NUMPY=1`` also times this checkout's numpy path where the
+    compiled pair kernel is built (its private switch ``_pair_gram.COMPILED``).
     """
     default = "separated,clustered,gaussian,patches"
     kinds = kinds or os.environ.get("ARN_BENCH_KINDS", default).split(",")
     n = int(os.environ.get("ARN_BENCH_N", n))
     reference = os.environ.get("ARN_BENCH_REFERENCE")
     versions = {"ours": BlockSparseStatistics}
+    if os.environ.get("ARN_BENCH_NUMPY") == "1" and pair_gram.COMPILED:
+        versions["ours, numpy path"] = "numpy"
     if reference:
         versions[f"reference {reference}"] = _reference_package(reference)
     print(f"\n[accumulate] {n} x {d} -> {t}, {m} anchors, top_k={k}, chunks of {chunk} rows")
@@ -235,9 +240,15 @@ def _accumulate_kind(kind, versions, n, m, d, t, k, chunk):
 
     def run(cls):
         parts = iter(assigned)
-        return cls.zeros(m, d, t, XP).accumulate(
-            iter_chunks(X, Y, w, chunk), lambda _: next(parts), XP
-        )
+        compiled = pair_gram.COMPILED
+        if cls == "numpy":
+            cls, pair_gram.COMPILED = BlockSparseStatistics, False
+        try:
+            return cls.zeros(m, d, t, XP).accumulate(
+                iter_chunks(X, Y, w, chunk), lambda _: next(parts), XP
+            )
+        finally:
+            pair_gram.COMPILED = compiled
 
     useful = 2.0 * n * k * k * (d + 1) ** 2
     # Back to back, best of two each: the load of a shared machine moves both.

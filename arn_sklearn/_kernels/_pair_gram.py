@@ -11,12 +11,27 @@ gathered once and give in ONE GEMM its diagonal block and its ``Z^T Y`` rows
 (``[v_a x1, y, 1]^T (w v_a x1)``), while one task groups the chunk's
 (row, pair) entries by pair with a single sort of packed ``key << bits |
 entry`` integers. Next (no barrier), each pair block is the Gram matrix ``Q^T Q`` of its
-rows scaled by ``sqrt(w v_a v_b)``: pairs of 256 rows or more alone (one
-dsyrk per 4096 rows), the others in batched matmuls over stacks padded to
-2, 4, 8 or a multiple of 8 rows, about 1 MiB each (isotropic data has most of
-its pairs under 16 rows in a chunk). When a quarter of the chunk's rows or
-more share their whole top-k set with 15 others or more (overlapping
-clusters), those rows go first through one GEMM per set (:class:`_FrequentSets`).
+rows scaled by ``sqrt(w v_a v_b)``: by the compiled kernel where it is built;
+else pairs of 256 rows or more alone (one dsyrk per 4096 rows) and the others
+(isotropic data has most of its pairs under 16 rows in a chunk) in batched
+matmuls over stacks padded to 2, 4, 8 or a multiple of 8 rows, about 1 MiB
+each. When a quarter of the chunk's rows or more share their whole top-k set
+with 15 others or more (overlapping clusters), those rows go first through
+one GEMM per set (:class:`_FrequentSets`).
+
+The compiled kernel (``_pair_gram_c.pyx``, an optional extension: see
+``setup.py``) gathers each small pair's rows four at a time and adds their
+rank-4 updates to the upper triangle of the pair's store block, one ``nogil``
+call per piece of about 16k entries, so that the task threads run in
+parallel; :meth:`PairBlockStore.finish` then mirrors the triangles. It replaced
+the per-pair BLAS calls on stacks of a few rows, the padded gathers and the
+store's read-add-write of whole blocks. The anchors' GEMMs stay on BLAS (their
+``Z^T Y`` product, 113 x 31 per row at d = 30, t = 81, runs near BLAS speed).
+Dispatch is here, in one place: the compiled kernel runs when it imports and
+``COMPILED`` is true (inputs reaching this module are numpy arrays; CuPy and
+other array-API inputs take ``_model._blocksparse``'s generic path). The
+private switch ``COMPILED = False`` (or ``ARN_SKLEARN_NUMPY_KERNELS=1`` in the
+environment at import) forces the numpy path, for tests and benchmarks.
 
 :class:`PairBlockStore` holds the blocks while a stream is accumulated: each
 pair gets one slot the first time it is seen, slots fill pages in that order,
@@ -40,6 +55,9 @@ from .._utils._memory import available_memory_bytes
 try:
     from . import _pair_gram_c
 except ImportError:  # the optional extension is not built: numpy alone
+    _pair_gram_c = None
+if getattr(_pair_gram_c, "KERNEL_VERSION", None) != 2:
+    # A stale in-place build (another store layout) would corrupt the blocks.
     _pair_gram_c = None
 
 # Private switch: False runs the numpy path where the compiled kernel is built
@@ -83,7 +101,10 @@ class PairBlockStore:
     """``(d1, d1)`` blocks keyed by anchor pair ``a * n_anchors + b``, grown without copies.
 
     :meth:`slots` may be called from several threads; blocks of distinct slots
-    may be written concurrently.
+    may be written concurrently. A ``packed`` store (the compiled kernel's)
+    holds each symmetric block as its upper triangle, row by row
+    (``d1 (d1 + 1) / 2`` values: about half the pages, the fresh memory and the
+    traffic of the adds); :meth:`finish` returns full blocks either way.
 
     Parameters
     ----------
@@ -97,11 +118,19 @@ class PairBlockStore:
     table : bool, optional
         Find slots in a dense ``m x m`` table; default: up to
         ``TABLE_MAX_ANCHORS`` anchors.
+    packed : bool, optional
+        Store upper triangles; default: where the compiled kernel runs
+        (``COMPILED``), which then adds the small pairs' blocks.
     """
 
-    def __init__(self, n_anchors, d1, keys=None, blocks=None, page_blocks=None, table=None):
+    def __init__(
+        self, n_anchors, d1, keys=None, blocks=None, page_blocks=None, table=None, packed=None
+    ):
         self.n_anchors, self.d1 = int(n_anchors), int(d1)
-        self.page_blocks = page_blocks or max(1, PAGE_BYTES // (8 * d1 * d1))
+        self.packed = COMPILED if packed is None else bool(packed)
+        self.block_shape = (d1 * (d1 + 1) // 2,) if self.packed else (d1, d1)
+        self._triu = np.triu_indices(d1)
+        self.page_blocks = page_blocks or max(1, PAGE_BYTES // (8 * int(np.prod(self.block_shape))))
         self.pages = []
         self._keys = [np.zeros(0, dtype=np.int64)]  # by slot, in parts
         self.n_pairs = 0
@@ -156,13 +185,13 @@ class PairBlockStore:
                 while len(self.pages) * self.page_blocks < self.n_pairs:
                     self._check_memory()
                     # calloc'd: a page costs memory only where blocks are written.
-                    self.pages.append(np.zeros((self.page_blocks, self.d1, self.d1)))
+                    self.pages.append(np.zeros((self.page_blocks, *self.block_shape)))
             return (out, first_new) if return_first_new else out
 
     def _check_memory(self):
         available = available_memory_bytes()
         if available is not None and available < MIN_FREE_BYTES:
-            held = len(self.pages) * self.page_blocks * 8 * self.d1 * self.d1
+            held = len(self.pages) * self.page_blocks * 8 * int(np.prod(self.block_shape))
             share = self.n_pairs / (self.n_anchors * (self.n_anchors + 1) / 2)
             raise MemoryError(
                 f"The top-k statistics ran out of memory: {self.n_pairs} anchor pairs "
@@ -172,10 +201,10 @@ class PairBlockStore:
                 "overlap: use fewer anchors, a smaller top_k, or fewer features."
             )
 
-    def view(self, slot):
-        """The ``(d1, d1)`` block of ``slot`` (a view to add into)."""
+    def add_block(self, slot, block):
+        """``block[slot] += block`` for one symmetric ``(d1, d1)`` block."""
         page, offset = divmod(int(slot), self.page_blocks)
-        return self.pages[page][offset]
+        self.pages[page][offset] += block[self._triu] if self.packed else block
 
     def add(self, slots, blocks, buffer=None, first_new=None):
         """``block[slots[i]] += blocks[i]`` for distinct ``slots``.
@@ -188,8 +217,11 @@ class PairBlockStore:
         on (if given) are known to be still zero: they are written without
         being read, which also spares the fresh page a read fault.
         """
+        if self.packed:
+            blocks = blocks[:, self._triu[0], self._triu[1]]
+            buffer = None
         if buffer is None:
-            buffer = np.empty((_ADD_BLOCKS, self.d1, self.d1))
+            buffer = np.empty((_ADD_BLOCKS, *self.block_shape))
         n_page = self.page_blocks
         for s in range(0, slots.size, _ADD_BLOCKS):
             part, values = slots[s : s + _ADD_BLOCKS], blocks[s : s + _ADD_BLOCKS]
@@ -218,8 +250,9 @@ class PairBlockStore:
     def finish(self):
         """``(keys, blocks)`` sorted by key; the store is left empty.
 
-        Pages are copied out in slot order, each freed once copied, and the
-        blocks then sorted in place: the peak is the blocks once plus a page.
+        Pages are copied out in slot order (packed triangles unpacked to full
+        blocks), each freed once copied, and the blocks then sorted in place:
+        the peak is the blocks once plus a page.
         (Scattering each page straight to its sorted places touches the whole
         output early, as blocks share memory pages: that peak was 1.75x.)
         """
@@ -229,7 +262,10 @@ class PairBlockStore:
         for i in range(len(self.pages)):
             start = i * self.page_blocks
             stop = min(start + self.page_blocks, n)
-            out[start:stop] = self.pages[i][: stop - start]
+            if self.packed:
+                _unpack_upper(self.pages[i][: stop - start], out[start:stop], self._triu)
+            else:
+                out[start:stop] = self.pages[i][: stop - start]
             self.pages[i] = None
         self.pages = []
         order = np.argsort(keys)
@@ -237,8 +273,20 @@ class PairBlockStore:
         return keys[order], out
 
 
+def _unpack_upper(packed, out, triu):
+    """Full symmetric blocks ``out`` from their row-major upper triangles ``packed``."""
+    if _pair_gram_c is not None:
+        _pair_gram_c.unpack_upper(packed, out)
+        return
+    out[:, triu[0], triu[1]] = packed
+    out[:, triu[1], triu[0]] = packed
+
+
 def _permute_in_place(A, order):
     """``A[:] = A[order]`` one cycle of the permutation at a time, one row of temporary."""
+    if COMPILED:  # the same cycles, without a Python step per block (1 s at 360k blocks)
+        _pair_gram_c.permute_in_place(A, np.ascontiguousarray(order, dtype=np.int64))
+        return
     moved = np.flatnonzero(order != np.arange(order.size))
     if not moved.size:
         return
@@ -297,6 +345,14 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
     if idx.size and (w.min() < 0 or vals.min() < 0):
         # The pair blocks are Gram matrices of rows scaled by sqrt(w v_a v_b).
         raise ValueError("accumulate_chunk needs non-negative weights and assignments.")
+    for i, j in zip(*np.triu_indices(idx.shape[1], 1), strict=True):
+        # A repeated anchor would make a "pair" of the diagonal block.
+        same = np.flatnonzero(idx[:, i] == idx[:, j])
+        if same.size:
+            raise ValueError(
+                f"accumulate_chunk needs distinct anchors within a row: row {same[0]} "
+                f"has anchor {idx[same[0], i]} twice."
+            )
     n = max(1, int(n_tasks))
     sets = _FrequentSets.find(X, Y, w, idx, vals, m, n)
     if sets is not None:
@@ -343,7 +399,7 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
             # One GEMM: the diagonal block and the anchor's [Z^T Y, Z^T 1] rows,
             # transposed (B^T Wa ran 1.25x faster than Wa^T B at d = 30, t = 81).
             np.matmul(B.T, Wa, out=RT)
-            store.view(diag_slots[a])[...] += RT[:d1]  # symmetric
+            store.add_block(diag_slots[a], RT[:d1])  # symmetric
             zty1[a] += RT[d1:].T
 
     n_parts = 4 * n if n > 1 else 1
@@ -357,7 +413,7 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
                 entries = _PairEntries(idx, vals, w, m)
                 # New pairs get their slots here, before any task writes them.
                 slots, first_new = store.slots(entries.keys, return_first_new=True)
-                if COMPILED:
+                if store.packed and _pair_gram_c is not None:
                     batches = entries.compiled_runs(slots, store)
                 else:
                     batches = entries.batches(b, slots)
@@ -436,25 +492,17 @@ class _PairEntries:
         self.scale = np.sqrt(coef.ravel()[order])
 
     def compiled_runs(self, slots, store):
-        """The pairs as :class:`_CompiledRun` pieces, and pairs of many rows as dsyrk batches.
+        """The pairs as :class:`_CompiledRun` pieces of about ``_COMPILED_ENTRIES`` entries.
 
-        A pair of ``_OWN_BATCH_ROWS`` rows or more is a :class:`_PairBatch` of its own
-        (BLAS's dsyrk beats the compiled rank-4 updates there); the others go by
-        increasing store slot (the store is written in memory order), in pieces of
-        about ``_COMPILED_ENTRIES`` entries.
+        Pairs go by increasing store slot (the store is written in memory order).
+        Pairs of many rows too: the compiled tiles ran 1.7-3x faster than
+        gathering them for numpy's dsyrk (256 to 4096 rows, d = 30).
         """
         counts = self.counts
-        own = np.flatnonzero(counts >= _OWN_BATCH_ROWS)
-        runs = [
-            _PairBatch(np.array([j]), c, self.rows[s : s + c], self.scale[s : s + c])
-            for j, s, c in zip(
-                own.tolist(), self.starts[own].tolist(), counts[own].tolist(), strict=True
-            )
-        ]
-        ids = np.flatnonzero(counts < _OWN_BATCH_ROWS)
-        if not ids.size:
+        runs = []
+        if not counts.size:
             return runs
-        ids = ids[np.argsort(slots[ids], kind="stable")]
+        ids = np.argsort(slots, kind="stable")
         # Page addresses: the pages are fixed from here to the chunk's end (every
         # slot of the chunk exists before any task writes).
         pages = np.array([p.__array_interface__["data"][0] for p in store.pages], dtype=np.int64)
