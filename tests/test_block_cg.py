@@ -518,3 +518,19 @@ def test_choice_on_dense_ish_graphs_follows_the_measured_grid(monkeypatch, compi
         pairs = int(pairs_per_anchor * m)
         pick = choose_linear_solver(m, 30, 81, pairs, 1.0, never, available=big, compiled=compiled)
         assert pick == expected
+
+
+def test_choice_takes_component_factors_over_dense_at_equal_estimates(monkeypatch):
+    """One connected component small enough for its own dense factor: the same Cholesky
+    as the dense path's without the p x p assembly (solver_grid.py, isotropic Gaussian,
+    256 anchors: 2.4-3.5 s against 5.1-5.6 s)."""
+    monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
+    m, d1 = 256, 31
+    p = m * d1
+    # What _fill_and_flops gives for small components: the dense flops over SuperLU's slowdown.
+    component = lambda: (1.0, (p**3 / 3) / bs._SUPERLU_SLOWDOWN)  # noqa: E731
+    costlier = lambda: (1.0, 1.01 * (p**3 / 3) / bs._SUPERLU_SLOWDOWN)  # noqa: E731
+    big = 64 * 2**30
+    pairs = 104 * m
+    assert choose_linear_solver(m, 30, 81, pairs, 0.0, component, available=big) == "sparse"
+    assert choose_linear_solver(m, 30, 81, pairs, 0.0, costlier, available=big) == "dense"
