@@ -9,6 +9,11 @@ issue's rule: never more than 2x).
 
     python benchmarks/solver_grid.py                       # the whole grid, ~10 min
     python benchmarks/solver_grid.py --kinds clustered --anchors 1024 --rows-per-anchor 300
+    python benchmarks/solver_grid.py --product numpy        # CG without the compiled kernel
+
+``--product numpy`` runs CG's Gram product on numpy's path, as where the
+compiled extension is not built, and the cost model estimates that product
+(the default, ``compiled``, is what ``BlockRows`` runs here).
 
 Kinds: ``separated`` (64 far-apart clusters), ``clustered`` (200 overlapping
 clusters), ``gaussian`` (isotropic N(0, I)), both from ``paper_scale.py``, and
@@ -20,6 +25,7 @@ pairs are stored) is reported and skipped.
 
 import argparse
 import multiprocessing
+import os
 import time
 
 import numpy as np
@@ -27,6 +33,7 @@ from array_api_compat import array_namespace
 from paper_scale import make_data
 
 from arn_sklearn._anchors._init import auto_softness
+from arn_sklearn._kernels import _block_cg
 from arn_sklearn._kernels._lifting import iter_chunks
 from arn_sklearn._kernels._topk import top_k_assignments
 from arn_sklearn._model._blocksparse import (
@@ -136,7 +143,14 @@ def main():
     parser.add_argument(
         "--max-dense-gib", type=float, default=8.0, help="dense p x p matrices above: not run"
     )
+    parser.add_argument("--product", default="compiled", choices=("compiled", "numpy"))
     args = parser.parse_args()
+    if args.product == "numpy":
+        # As without the extension: BlockRows and the cost model both see numpy's product.
+        _block_cg._block_cg_gram = None
+    elif not _block_cg.compiled_product():
+        parser.error("the compiled Gram product is not available here (build_ext --inplace?)")
+    print(f"Gram product: {args.product}; load {os.getloadavg()[0]:.1f}", flush=True)
     print(
         "| data | anchors | rows | pairs/anchor | largest component | pick | estimates (s) "
         "| dense | sparse | iterative | pick / best |"

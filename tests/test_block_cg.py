@@ -166,6 +166,7 @@ def test_gram_product_takes_numpy_path_where_the_kernels_are_slower():
         for level in range(gram.select(2) + 1):
             gram.select(level)
             assert BlockRows(keys, blocks, 10).use_compiled == gram.faster()
+            assert bcg.compiled_product(blocks.dtype) == gram.faster()
         gram.select(0)
         assert gram.faster() == (platform.machine().lower() not in ("x86_64", "amd64"))
     finally:
@@ -180,6 +181,8 @@ def test_gram_product_takes_numpy_path_for_blocks_the_kernel_cannot_read():
     wide[:, :5, :5] = blocks[order]
     rows = BlockRows(keys[order], wide[:, :5, :5], 40)  # sorted keys: kept by reference
     assert not rows.use_compiled
+    assert not bcg.compiled_product(np.float64, c_contiguous=False)
+    assert not bcg.compiled_product(np.int64)
     V = np.random.RandomState(1).normal(size=(200, 3))
     np.testing.assert_allclose(rows.matmul(V), G @ V, rtol=1e-12, atol=1e-10)
 
@@ -376,14 +379,18 @@ def test_iterative_factor_rejects_an_unknown_method():
         bs.IterativeFactor(stats, 0.5, xp=xp, method="lanczos")
 
 
-def test_iterative_factor_takes_block_cg_where_the_gram_product_dominates():
+@pytest.mark.parametrize("product", ["compiled", "numpy"])
+def test_iterative_factor_takes_block_cg_where_the_gram_product_dominates(product):
     stats, _, _ = statistics("overlapping", d=30)
     factor = bs.IterativeFactor(stats, 0.5, xp=xp)
     rows = factor.rows
+    rows.use_compiled = product == "compiled"
     per_row = rows.n_stored / rows.n_anchors
-    # Block CG's own work ~16 p t^2 against the product's 2 n_blocks d1^2 t.
-    wide = int(np.ceil(per_row * rows.d1 / 40)) + 1
-    assert factor.chosen_method(np.zeros((rows.shape[0], wide))) == "columns"
+    # Block CG's own work ~16 p t^2 against the product's 2 n_blocks d1^2 t;
+    # the same threshold with either product (see _BLOCK_CG_WORK).
+    narrow = int(per_row * rows.d1 / 40)
+    assert factor.chosen_method(np.zeros((rows.shape[0], narrow + 1))) == "columns"
+    assert factor.chosen_method(np.zeros((rows.shape[0], max(narrow, 1)))) == "block"
     assert factor.chosen_method(np.zeros((rows.shape[0], 1))) == "block"
     assert factor.chosen_method(np.zeros(rows.shape[0])) == "block"
 
@@ -416,10 +423,12 @@ def choice(stats, alpha=1e-3, **kw):
     )
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize(
     "kind, expected", [("separated", "sparse"), ("overlapping", "iterative"), ("dense", "dense")]
 )
-def test_choice_on_small_graphs_of_each_kind(kind, expected, monkeypatch):
+def test_choice_on_small_graphs_of_each_kind(kind, expected, compiled, monkeypatch):
+    """The same choice whichever Gram product CG would run."""
     size = {"d": 30, "m": 200, "n": 4000} if kind == "overlapping" else {"d": 4}
     stats, _, _ = statistics(kind, t=1, **size)
     # Small systems are always dense: pin the choice the graph alone makes.
@@ -434,9 +443,28 @@ def test_choice_on_small_graphs_of_each_kind(kind, expected, monkeypatch):
         assert fill <= bs._SPARSE_MAX_FILL  # no fill across clusters
     if kind == "overlapping":
         assert fill > 1.5  # the sparse factor fills in where CG does not
-    assert choice(stats) == expected
+    assert choice(stats, compiled=compiled) == expected
     monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", stats.n_lifted)
-    assert choice(stats) == "dense"  # the same systems, small enough by their size
+    # The same systems, small enough by their size.
+    assert choice(stats, compiled=compiled) == "dense"
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_cost_model_estimates_the_product_that_block_rows_runs(built, monkeypatch):
+    """The CG estimate follows ``compiled_product``, BlockRows' own decision."""
+    if built and bcg._block_cg_gram is None:
+        pytest.skip("the compiled Gram product is not built")
+    if not built:
+        monkeypatch.setattr(bcg, "_block_cg_gram", None)  # as without the extension
+    stats, _, _ = statistics("overlapping", d=30, t=2)
+    runs = stats.block_rows().use_compiled
+    assert runs == bcg.compiled_product() == (built and bcg._block_cg_gram.faster())
+    args = (stats.n_anchors, 30, 2, stats.pair_keys.shape[0], 1.0, stats._fill_and_flops)
+    default = bs.estimate_solver_seconds(*args)["iterative"]
+    compiled = bs.estimate_solver_seconds(*args, compiled=True)["iterative"]
+    numpy_path = bs.estimate_solver_seconds(*args, compiled=False)["iterative"]
+    assert default == (compiled if runs else numpy_path)
+    assert compiled < numpy_path  # the compiled product is the faster one
 
 
 def test_choice_never_allocates_a_dense_matrix_past_the_memory():
@@ -473,16 +501,36 @@ def test_choice_prefers_cg_for_few_targets_and_dense_for_many(monkeypatch):
         assert choose_linear_solver(m, d, 1, pairs, 0.0, big_fill) == "dense"
 
 
-def test_choice_on_dense_ish_graphs_follows_the_measured_grid(monkeypatch):
-    """benchmarks/solver_grid.py, 30 -> 81, top_k=4: the estimates alone pick the faster solver.
+@pytest.mark.parametrize("compiled", [True, False])
+def test_choice_on_dense_ish_graphs_follows_the_measured_grid(monkeypatch, compiled):
+    """benchmarks/solver_grid.py, 30 -> 81, top_k=4: the estimates pick within 2x of the best.
 
     Isotropic Gaussian data: 256 anchors with 81% of the pairs stored, dense 11.5 s and
-    CG 16.8 s; 1024 anchors with 40% of them, CG 85 s where the 31,744-unknown dense
-    Cholesky took 178-222 s. x3 patches, 256 anchors, 33%: CG 8.7 s, dense 18.0 s.
+    CG 16.8 s (numpy's product); dense 8.6 s and CG 6.0 s (compiled, load 4: the pick,
+    dense, at 1.43x). 1024 anchors with 40% of them, CG 85 s (numpy's product), 36 s
+    (compiled), where the 31,744-unknown dense Cholesky took 178-222 s. x3 patches, 256
+    anchors, 33%: CG 8.7 s, dense 18.0 s (numpy's); CG 1.3 s, dense 8.3 s (compiled).
     """
     never = lambda: (100.0, 1e16)  # noqa: E731 - these graphs fill a sparse factor in
     big = 64 * 2**30
     for m, pairs_per_anchor, expected in [(256, 104.4, "dense"), (1024, 206.6, "iterative"),
                                           (256, 41.9, "iterative")]:  # fmt: skip
         pairs = int(pairs_per_anchor * m)
-        assert choose_linear_solver(m, 30, 81, pairs, 1.0, never, available=big) == expected
+        pick = choose_linear_solver(m, 30, 81, pairs, 1.0, never, available=big, compiled=compiled)
+        assert pick == expected
+
+
+def test_choice_takes_component_factors_over_dense_at_equal_estimates(monkeypatch):
+    """One connected component small enough for its own dense factor: the same Cholesky
+    as the dense path's without the p x p assembly (solver_grid.py, isotropic Gaussian,
+    256 anchors: 2.4-3.5 s against 5.1-5.6 s)."""
+    monkeypatch.setattr(bs, "_DENSE_SOLVE_MAX_SIZE", 0)
+    m, d1 = 256, 31
+    p = m * d1
+    # What _fill_and_flops gives for small components: the dense flops over SuperLU's slowdown.
+    component = lambda: (1.0, (p**3 / 3) / bs._SUPERLU_SLOWDOWN)  # noqa: E731
+    costlier = lambda: (1.0, 1.01 * (p**3 / 3) / bs._SUPERLU_SLOWDOWN)  # noqa: E731
+    big = 64 * 2**30
+    pairs = 104 * m
+    assert choose_linear_solver(m, 30, 81, pairs, 0.0, component, available=big) == "sparse"
+    assert choose_linear_solver(m, 30, 81, pairs, 0.0, costlier, available=big) == "dense"

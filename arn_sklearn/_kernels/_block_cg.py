@@ -83,6 +83,23 @@ _MAX_ITER = 500
 _GROUP_ROWS = 32
 
 
+def compiled_product(dtype=np.float64, c_contiguous=True):
+    """Whether :meth:`BlockRows.matmul` runs the compiled kernel on such blocks.
+
+    True when the extension is built, its kernels for this CPU beat numpy's
+    path (all but x86 without AVX2) and the blocks are float32 or float64 in C
+    order (the statistics' are float64, C order): anything else takes numpy's
+    path rather than a copy of the blocks. The solver's cost model asks the
+    same question (:func:`~arn_sklearn._model._blocksparse.estimate_solver_seconds`).
+    """
+    return (
+        _block_cg_gram is not None
+        and _block_cg_gram.faster()
+        and np.dtype(dtype) in (np.float32, np.float64)
+        and bool(c_contiguous)
+    )
+
+
 class BlockRows:
     """A symmetric block-sparse matrix read straight from its stored upper blocks.
 
@@ -150,14 +167,7 @@ class BlockRows:
         by_column = off[np.argsort(self.upper[off], kind="stable")]
         self.mirror_ptr = np.searchsorted(self.upper[by_column], np.arange(m + 1))
         self.mirror_blocks, self.mirror_partners = by_column, self.lower[by_column]
-        # The kernel reads float32/float64 blocks in C order (the statistics'):
-        # anything else takes numpy's path rather than a copy of the blocks.
-        self.use_compiled = (
-            _block_cg_gram is not None
-            and _block_cg_gram.faster()
-            and blocks.dtype in (np.float32, np.float64)
-            and blocks.flags.c_contiguous
-        )
+        self.use_compiled = compiled_product(blocks.dtype, blocks.flags.c_contiguous)
         self._order = None
 
     @property

@@ -36,6 +36,7 @@ from .._kernels._block_cg import (
     BlockRows,
     anchor_aggregates,
     block_pcg,
+    compiled_product,
     shared_block_pcg,
 )
 from .._kernels._pair_gram import (
@@ -77,17 +78,31 @@ _DENSE_FLOP_RATE = 3e10
 # SuperLU's factorisation was measured this many times slower per flop than
 # LAPACK's dpotrf on the same machine (benchmarks/bench_kernels.py).
 _SUPERLU_SLOWDOWN = 20.0
-# The per-anchor GEMMs of a Gram product run at this share of the dense rate
-# (benchmarks/solver_grid.py: a CG iteration took 1/36-1/46 of a 7,936-unknown
-# Cholesky's time, where 0.3 would say 1/14-1/20), and CG preconditioned on
-# anchor aggregates takes about this many of them (4-38 on that grid, median
-# 14; per-anchor block-Jacobi took ~180 on 1024 anchors of 200 overlapping
-# clusters, where the aggregates took 4-6).
-_CG_FLOP_SHARE = 0.5
+# A CG iteration's Gram product runs at this share of the dense rate, by the
+# product that :class:`BlockRows` runs (``compiled_product``). numpy's per-anchor
+# GEMMs: benchmarks/solver_grid.py found a CG iteration 1/36-1/46 of a
+# 7,936-unknown Cholesky's time, where 0.3 would say 1/14-1/20. The compiled
+# kernel took a block-CG iteration 2.1-2.4x less time, wall and CPU (300k rows
+# of x3 patch statistics, 14 iterations each way, benchmarks/cg_solve.py
+# --product compiled numpy, load 5-6), the rest of the iteration unchanged:
+# twice numpy's share. CG preconditioned on anchor aggregates takes about this
+# many iterations (4-38 on that grid, median 14; per-anchor block-Jacobi took
+# ~180 on 1024 anchors of 200 overlapping clusters, where the aggregates took 4-6).
+_CG_FLOP_SHARE = {"numpy": 0.5, "compiled": 1.0}
 _CG_ITERATIONS = 20
 # Block CG (one Krylov space for all targets) when its own ~16 p t^2 flops per
 # iteration are at most a fifth of the Gram product's 2 n_blocks (d + 1)^2 t:
-# at least this many times t / (d + 1) stored blocks per anchor row.
+# at least this many times t / (d + 1) stored blocks per anchor row. The same
+# with either product: the compiled one (2.1-2.3x numpy's rate per CPU-second)
+# leaves block CG's own work up to ~0.4 of the product's time there, which its
+# fewer iterations on patch graphs (1.4-1.6x fewer) still pay for. With the
+# compiled product (x3 patch statistics, load 4-6, benchmarks/cg_solve.py and
+# solver_grid.py): 131 blocks per row, block CG 8 iterations where columns CG
+# took 12 (11.0 s); 164, 222 and 273 (154k, 300k, 1M rows), block CG 0.67-0.86x
+# columns CG's time, wall and CPU (14 against 20, twice, and 17 against 27
+# iterations); and 1024
+# anchors of overlapping clusters, 16 blocks per row, same 6 iterations,
+# columns CG 0.75-0.8x block CG's CPU time.
 _BLOCK_CG_WORK = 40.0
 # Most unknowns per aggregate of CG's preconditioner (16 anchors at d = 30):
 # its inverses take at most ``p x 512`` doubles.
@@ -628,6 +643,7 @@ def choose_linear_solver(
     fill_and_flops,
     requested="auto",
     available=None,
+    compiled=None,
 ):
     """One place that decides how a block-sparse ARN system is solved.
 
@@ -645,6 +661,10 @@ def choose_linear_solver(
         ``alpha > 0`` and "dense" the memory of a ``p x p`` matrix.
     available : int, optional
         Bytes available; read from the system when None.
+    compiled : bool, optional
+        Whether CG's Gram product runs the compiled kernel; when None, what
+        :func:`~arn_sklearn._kernels._block_cg.compiled_product` says for the
+        statistics' float64 blocks.
 
     Returns
     -------
@@ -659,8 +679,9 @@ def choose_linear_solver(
     pairs (on one connected graph of 30-d points SuperLU was seen to run for
     tens of minutes where its symbolic estimate said seconds); iterative
     ``_CG_ITERATIONS`` Gram products ``2 (2 n_pairs) (d + 1)^2 t`` at half the
-    dense rate, plus the preconditioner's inverses of aggregates of ``s``
-    unknowns (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration.
+    dense rate with numpy's product, the dense rate with the compiled one, plus
+    the preconditioner's inverses of aggregates of ``s`` unknowns
+    (``2 p s^2`` flops) and its ``2 p s t`` flops per iteration.
     Small systems (``p <= 2048``) are solved densely; a dense ``p x p`` that
     does not fit in the memory available is never allocated. CG needs
     ``alpha > 0`` (``G`` alone may be singular).
@@ -696,13 +717,27 @@ def choose_linear_solver(
     if p <= _DENSE_SOLVE_MAX_SIZE and dense_fits:
         return "dense"
     costs = estimate_solver_seconds(
-        n_anchors, n_features, n_targets, n_pairs, alpha, fill_and_flops, dense_fits
+        n_anchors, n_features, n_targets, n_pairs, alpha, fill_and_flops, dense_fits, compiled
     )
-    return min(costs, key=costs.get)
+    pick = min(costs, key=costs.get)
+    # Factors per connected component are dense Cholesky factors too, without
+    # assembling the p x p matrix: at equal estimates (one component) they are
+    # the faster (isotropic Gaussian, 256 anchors: 2.4-3.5 s against dense's
+    # 5.1-5.6 s, benchmarks/solver_grid.py, load 1.5).
+    if pick == "dense" and costs.get("sparse", np.inf) <= costs["dense"] * (1 + 1e-9):
+        pick = "sparse"
+    return pick
 
 
 def estimate_solver_seconds(
-    n_anchors, n_features, n_targets, n_pairs, alpha, fill_and_flops, dense_fits=True
+    n_anchors,
+    n_features,
+    n_targets,
+    n_pairs,
+    alpha,
+    fill_and_flops,
+    dense_fits=True,
+    compiled=None,
 ):
     """The cost model's estimated seconds of each solver that may run.
 
@@ -713,6 +748,8 @@ def estimate_solver_seconds(
     """
     m, d1 = n_anchors, n_features + 1
     p = m * d1
+    if compiled is None:
+        compiled = compiled_product()
     costs = {}
     if dense_fits:
         costs["dense"] = p**3 / 3 / _DENSE_FLOP_RATE
@@ -720,7 +757,8 @@ def estimate_solver_seconds(
         # Aggregates of ``s`` unknowns: their inverses (2 s^3 flops each) once,
         # and one GEMM with them per iteration, both at the dense rate.
         s = min(p, max(1, _AGGREGATE_UNKNOWNS // d1) * d1)
-        gram_product = 2.0 * (2 * n_pairs - m) * d1 * d1 * n_targets / _CG_FLOP_SHARE
+        share = _CG_FLOP_SHARE["compiled" if compiled else "numpy"]
+        gram_product = 2.0 * (2 * n_pairs - m) * d1 * d1 * n_targets / share
         iteration = gram_product + 2.0 * p * s * n_targets
         costs["iterative"] = (2.0 * p * s * s + _CG_ITERATIONS * iteration) / _DENSE_FLOP_RATE
     fill, flops = fill_and_flops()
@@ -805,8 +843,9 @@ class IterativeFactor:
     ``16 p t^2`` flops per iteration for ``t`` columns, exceeds the product's
     on sparse graphs (1024 anchors of overlapping clusters: 8 stored blocks
     per anchor row, same 6 iterations either way), so ``method="auto"``
-    (default) takes it where that work is at most a fifth of the product's
-    ``2 n_blocks (d + 1)^2 t``: at least ``40 t / (d + 1)`` blocks per row.
+    (default) takes it where that work is at most a fifth of numpy's
+    product's time: at least ``40 t / (d + 1)`` blocks per row, with either
+    product (see ``_BLOCK_CG_WORK``).
     After :meth:`solve`, ``n_iter_`` and ``method_used_`` say what it ran.
     """
 
