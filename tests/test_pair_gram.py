@@ -344,7 +344,7 @@ def test_block_sparse_statistics_same_on_both_paths(monkeypatch):
     X, Y, w = rng.normal(size=(3000, 5)), rng.normal(size=(3000, 3)), rng.uniform(0, 2, 3000)
     anchors = rng.normal(size=(12, 5))
     stats = {}
-    for compiled in ([False, True] if pg._pair_gram_c is not None else [False]):
+    for compiled in [False, True] if pg._pair_gram_c is not None else [False]:
         monkeypatch.setattr(pg, "COMPILED", compiled)
         stats[compiled] = BlockSparseStatistics.zeros(12, 5, 3, np).accumulate(
             iter_chunks(X, Y, w, 700),
