@@ -49,12 +49,15 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from sklearn.exceptions import ConvergenceWarning
 
+from .._utils._optional import compiled_kernels_enabled
 from .._utils._threads import single_threaded_blas
 from .._utils._warnings import warn_user
 
 try:  # the optional compiled Gram product; numpy does the same without it
     from . import _block_cg_gram
 except ImportError:
+    _block_cg_gram = None
+if not compiled_kernels_enabled():  # ARN_SKLEARN_NUMPY_KERNELS=1
     _block_cg_gram = None
 
 # Energy-norm relative tolerance of the iterative solve, below the documented

@@ -45,12 +45,12 @@ Kernels: numpy arrays in, numpy arrays out; threads are the caller's (a runner
 of task lists is passed in).
 """
 
-import os
 import threading
 
 import numpy as np
 
 from .._utils._memory import available_memory_bytes
+from .._utils._optional import compiled_kernels_enabled
 
 try:
     from . import _pair_gram_c
@@ -62,7 +62,7 @@ if getattr(_pair_gram_c, "KERNEL_VERSION", None) != 2:
 
 # Private switch: False runs the numpy path where the compiled kernel is built
 # (tests and benchmarks compare the two); ARN_SKLEARN_NUMPY_KERNELS=1 clears it at import.
-COMPILED = _pair_gram_c is not None and os.environ.get("ARN_SKLEARN_NUMPY_KERNELS", "0") == "0"
+COMPILED = _pair_gram_c is not None and compiled_kernels_enabled()
 
 # Rows (padded) and pairs in one batched matmul of pair blocks: its gathered
 # stack (1 MiB at d = 30) and its (pairs, d1, d1) product stay in cache.

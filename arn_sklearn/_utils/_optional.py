@@ -1,6 +1,7 @@
 """Lazy imports of optional dependencies, with an error that names the extra."""
 
 import importlib
+import os
 
 
 def import_optional(module, extra, purpose):
@@ -30,3 +31,20 @@ def import_optional(module, extra, purpose):
         raise ImportError(
             f'{purpose} needs {module.split(".")[0]}: pip install "arn-sklearn[{extra}]"'
         ) from exc
+
+
+def compiled_kernels_enabled():
+    """False when ``ARN_SKLEARN_NUMPY_KERNELS`` is set (to anything but ``0``).
+
+    The optional compiled kernels (``arn_sklearn/_kernels/*.pyx``) are used
+    wherever they are built; this environment variable, read once at import,
+    makes every kernel take its numpy path instead (to compare the two, or to
+    rule a build out when something looks wrong).
+
+    Examples
+    --------
+    >>> import os
+    >>> compiled_kernels_enabled() == (os.environ.get("ARN_SKLEARN_NUMPY_KERNELS", "0") == "0")
+    True
+    """
+    return os.environ.get("ARN_SKLEARN_NUMPY_KERNELS", "0") == "0"
