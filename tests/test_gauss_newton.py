@@ -75,6 +75,11 @@ def test_output_jacobian_matches_central_differences(kind, scaled, n_targets):
     np.testing.assert_allclose(out, model_output(X, C, log_k, W, kind), rtol=1e-12)
     expected = central_jacobian(lambda t: model_output(X, *params.unpack(t), W, kind), theta)
     assert np.linalg.norm(B - expected) <= 1e-7 * np.linalg.norm(expected)
+    # Written into a reused, larger buffer full of garbage (the Jacobian pass's path).
+    buffer = np.full((X.shape[0] + 5, n_targets, theta.size), np.nan)
+    out2, B2 = output_jacobian(X, C, math.exp(log_k), S, A, P, params, kind, xp, out=buffer)
+    np.testing.assert_allclose(out2, out, rtol=1e-12)
+    assert np.linalg.norm(B2 - expected) <= 1e-7 * np.linalg.norm(expected)
 
 
 @pytest.mark.parametrize("kind", SIMILARITIES)

@@ -54,7 +54,7 @@ from .._kernels._moments import (
     symmetric_pair_products,
 )
 from .._kernels._parametrisation import _Parametrisation
-from .._utils._arrays import to_numpy
+from .._utils._arrays import is_numpy, to_numpy
 from .._utils._threads import _WorkerPool, single_threaded_blas
 from ._history import TrainingHistory
 from ._varpro import add_terms, closed_form_weights, statistics_objective
@@ -128,7 +128,7 @@ def similarity_slopes(X, anchors, S, kind, xp):
     raise ValueError(f"Unknown similarity {kind!r}.")
 
 
-def output_jacobian(X, anchors, softness, S, A, P, params, kind, xp, *, sqrt_w=None):
+def output_jacobian(X, anchors, softness, S, A, P, params, kind, xp, *, sqrt_w=None, out=None):
     """``d out / d theta`` for one chunk, at fixed regressors.
 
     Parameters
@@ -146,6 +146,10 @@ def output_jacobian(X, anchors, softness, S, A, P, params, kind, xp, *, sqrt_w=N
     sqrt_w : array of shape (b,), optional
         Row weights' square roots: ``B`` is then returned with its rows scaled
         (folded into the small ``(b, m, t)`` factor, not the wide ``B``).
+    out : numpy array of shape (>= b, t, n_theta), optional
+        C-contiguous buffer that ``B`` is written into (its first ``b`` rows; numpy
+        only): reused across chunks, it saves mapping fresh pages and a copy of
+        ``B`` for the softness column.
 
     Returns
     -------
@@ -155,34 +159,52 @@ def output_jacobian(X, anchors, softness, S, A, P, params, kind, xp, *, sqrt_w=N
     """
     n_rows, n_anchors, n_targets = P.shape
     n_features = X.shape[1]
-    out = xp.sum(A[:, :, None] * P, axis=1)
-    # d out / d S_ik = K A_ik (P_ik - out_i): through the softmax.
-    E = softness * (A[:, :, None] * (P - out[:, None, :]))
-    if sqrt_w is not None:
-        E = E * sqrt_w[:, None, None]
+    n_block = n_anchors * n_features
+    # sum_k A_ik P_ikt as a batched product (no (b, m, t) temporary).
+    prediction = xp.reshape(xp.permute_dims(P, (0, 2, 1)) @ A[:, :, None], (n_rows, n_targets))
+    # d out / d S_ik = K A_ik (P_ik - out_i): through the softmax; the row
+    # weights fold into the small (b, m) factor.
+    factor = softness * A if sqrt_w is None else A * (softness * sqrt_w)[:, None]
+    E = P - prediction[:, None, :]
+    E *= factor[:, :, None]
     scale = math.exp(-math.log(softness)) if params.scaled else 1.0
-    B_anchors = _anchor_block(X, anchors, S, E, kind, scale, xp)
-    B_anchors = xp.reshape(B_anchors, (n_rows, n_targets, n_anchors * n_features))
+    n_theta = n_block + int(params.learn_softness)
+    # only the euclidean block is written in place (the common case)
+    B = None if out is None or kind != "euclidean" else out[:n_rows, :, :n_theta]
+    B_anchors = _anchor_block(
+        X, anchors, S, E, kind, scale, xp, out=None if B is None else B[:, :, :n_block]
+    )
+    B_anchors = xp.reshape(B_anchors, (n_rows, n_targets, n_block))
     if not params.learn_softness:
-        return out, B_anchors
+        return prediction, B_anchors
     B_log = xp.sum(E * S[:, :, None], axis=1)  # (b, t): d out / d log K at fixed C
     if params.scaled:
         # C = U / K: d/dU = d/dC / K; at fixed U, d/dlog K = d/dlog K|_C - <d/dC, C>.
-        B_log = B_log - (B_anchors @ xp.reshape(anchors, (n_anchors * n_features,))) / scale
-    return out, xp.concat([B_anchors, B_log[:, :, None]], axis=2)
+        B_log = B_log - (B_anchors @ xp.reshape(anchors, (n_block,))) / scale
+    if B is None:
+        return prediction, xp.concat([B_anchors, B_log[:, :, None]], axis=2)
+    B[:, :, n_block] = B_log
+    return prediction, B
 
 
-def _anchor_block(X, anchors, S, E, kind, scale, xp):
+def _anchor_block(X, anchors, S, E, kind, scale, xp, out=None):
     """``scale * E_ikt (a_ik x_i + b_ik c_k)`` of shape (b, t, m, d), with few temporaries.
 
     ``(a, b)`` are :func:`similarity_slopes`; the euclidean and the dot products
     (the common cases) are written out so that no ``(b, t, m, d)`` array is formed
-    twice.
+    twice. ``out`` (numpy, a (b, t, m * d) view) receives the euclidean block.
     """
     Et = xp.permute_dims(E, (0, 2, 1))  # (b, t, m)
     if kind == "euclidean":  # a = 2, b = -2: 2 E (x_i - c_k)
-        difference = X[:, None, :] - anchors[None, :, :]  # (b, m, d)
-        return (2.0 * scale) * Et[:, :, :, None] * difference[:, None, :, :]
+        difference = (2.0 * scale) * (X[:, None, :] - anchors[None, :, :])  # (b, m, d)
+        if out is None:
+            return Et[:, :, :, None] * difference[:, None, :, :]
+        block = np.reshape(out, Et.shape + (X.shape[1],), copy=False)  # a view, or raise
+        # One input at a time: numpy's inner loop then runs over the anchors,
+        # not over d (4 on the arm); 0.6x the time of the 4-d broadcast.
+        for j in range(X.shape[1]):
+            np.multiply(Et, difference[:, None, :, j], out=block[..., j])
+        return out
     slope_x, slope_c = similarity_slopes(X, anchors, S, kind, xp)
     Ex = Et * (scale * xp.permute_dims(slope_x[:, :, None], (0, 2, 1)))
     block = Ex[:, :, :, None] * X[:, None, None, :]
@@ -241,7 +263,7 @@ def jacobian_pass(
     n_theta = n_anchors * n_features + int(params.learn_softness)
     pairs = jacobian_in_pairs(n_anchors, n_features, n_targets, n_theta, kind)
 
-    def chunk_terms(start, S, A):
+    def chunk_terms(start, S, A, buffer):
         stop = min(start + rows, X.shape[0])
         X_c, Y_c, w_c = X[start:stop, ...], Y[start:stop, ...], w[start:stop]
         n_rows = stop - start
@@ -256,13 +278,16 @@ def jacobian_pass(
             return _pair_terms(X_c, X1T, UT, residual, factors, kind, matrices, xp)
         X1 = xp.concat([X_c, xp.ones((n_rows, 1), dtype=X_c.dtype)], axis=1)
         P = xp.permute_dims(xp.reshape(X1 @ W_by_input, (n_rows, n_targets, n_anchors)), (0, 2, 1))
-        out, Bw = output_jacobian(X_c, anchors, softness, S, A, P, params, kind, xp, sqrt_w=sqrt_w)
+        out, Bw = output_jacobian(
+            X_c, anchors, softness, S, A, P, params, kind, xp, sqrt_w=sqrt_w, out=buffer[0]
+        )
         residual = (out - (Y_c - y_mean[None, :])) * sqrt_w[:, None]
         n_theta = Bw.shape[2]
         B2 = xp.reshape(Bw, (n_rows * n_targets, n_theta))
         terms = [float(xp.sum(residual * residual)), B2.T @ xp.reshape(residual, (-1,))]
         if matrices:
-            Zw = lift(X_c, A * sqrt_w[:, None], xp)
+            lifted = None if buffer[1] is None else buffer[1][:n_rows]
+            Zw = lift(X_c, A * sqrt_w[:, None], xp, out=lifted)
             ZtB = Zw.T @ xp.reshape(Bw, (n_rows, n_targets * n_theta))
             terms += [B2.T @ B2, xp.reshape(ZtB, (-1, n_targets, n_theta))]
         return terms
@@ -272,8 +297,16 @@ def jacobian_pass(
     sums = [None] * n_groups
 
     def run_group(group):
+        # One B buffer per group, reused by its chunks (numpy, lifted form).
+        buffer = (None, None)
+        if is_numpy(X) and not pairs:
+            n_rows, dtype = min(rows, X.shape[0]), np.result_type(X, anchors, W)
+            buffer = (
+                np.empty((n_rows, n_targets, n_theta), dtype=dtype),
+                np.empty((n_rows, lifted_size(n_anchors, n_features)), dtype=dtype),
+            )
         for start, (S, A) in chunks[group::n_groups]:
-            terms = chunk_terms(start, S, A)
+            terms = chunk_terms(start, S, A, buffer)
             sums[group] = terms if sums[group] is None else add_terms(sums[group], terms)
 
     if n_groups > 1:
