@@ -20,10 +20,11 @@ with 15 others or more (overlapping clusters), those rows go first through
 one GEMM per set (:class:`_FrequentSets`).
 
 The compiled kernel (``_pair_gram_c.pyx``, an optional extension: see
-``setup.py``) gathers each small pair's rows four at a time and adds their
-rank-4 updates to the upper triangle of the pair's store block, one ``nogil``
-call per piece of about 16k entries, so that the task threads run in
-parallel; :meth:`PairBlockStore.finish` then mirrors the triangles. It replaced
+``setup.py``) takes every pair: it gathers a pair's scaled rows 64 at a time,
+sums them in 4 x 8 register tiles and adds the result to the upper triangle of
+the pair's packed store block, one ``nogil`` call per piece of about 16k
+entries, so that the task threads run in parallel; :meth:`PairBlockStore.finish`
+then unpacks the triangles. It replaced
 the per-pair BLAS calls on stacks of a few rows, the padded gathers and the
 store's read-add-write of whole blocks. The anchors' GEMMs stay on BLAS (their
 ``Z^T Y`` product, 113 x 31 per row at d = 30, t = 81, runs near BLAS speed).
@@ -68,7 +69,7 @@ COMPILED = _pair_gram_c is not None and compiled_kernels_enabled()
 # stack (1 MiB at d = 30) and its (pairs, d1, d1) product stay in cache.
 _BATCH_ROWS = 4096
 _BATCH_PAIRS = 512
-# Entries of small pairs per call of the compiled kernel (a task's unit of work).
+# Entries per call of the compiled kernel (a task's unit of work).
 _COMPILED_ENTRIES = 16384
 # Blocks added to the store at a time (a 0.5 MiB temporary at d = 30).
 _ADD_BLOCKS = 64
@@ -431,7 +432,7 @@ def accumulate_chunk(X, Y, w, idx, vals, store, zty1, run=_sequential, n_tasks=1
         buffers = None
         for batch in batches[bounds[part] : bounds[part + 1]]:
             if isinstance(batch, _CompiledRun):
-                batch.add_to(X1, slots, first_new)
+                batch.add_to(X1, first_new)
                 continue
             if buffers is None:
                 buffers = _PairBatch.buffers(d1)
@@ -618,8 +619,7 @@ class _CompiledRun:
         self.slots = slots
         self.work = int(self.counts.sum())
 
-    def add_to(self, X1, slots, first_new):
-        # (``slots``: the chunk's, as _PairBatch takes them; this run holds its own.)
+    def add_to(self, X1, first_new):
         _pair_gram_c.add_pair_blocks(
             X1, self.entries.rows, self.entries.scale, self.starts, self.counts,
             self.slots, self.pages, self.store.page_blocks, first_new,

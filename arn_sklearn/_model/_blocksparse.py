@@ -92,17 +92,16 @@ _CG_FLOP_SHARE = {"numpy": 0.5, "compiled": 1.0}
 _CG_ITERATIONS = 20
 # Block CG (one Krylov space for all targets) when its own ~16 p t^2 flops per
 # iteration are at most a fifth of the Gram product's 2 n_blocks (d + 1)^2 t:
-# at least this many times t / (d + 1) stored blocks per anchor row. The same
-# with either product: the compiled one (2.1-2.3x numpy's rate per CPU-second)
-# leaves block CG's own work up to ~0.4 of the product's time there, which its
-# fewer iterations on patch graphs (1.4-1.6x fewer) still pay for. With the
-# compiled product (x3 patch statistics, load 4-6, benchmarks/cg_solve.py and
-# solver_grid.py): 131 blocks per row, block CG 8 iterations where columns CG
-# took 12 (11.0 s); 164, 222 and 273 (154k, 300k, 1M rows), block CG 0.67-0.86x
-# columns CG's time, wall and CPU (14 against 20, twice, and 17 against 27
-# iterations); and 1024
-# anchors of overlapping clusters, 16 blocks per row, same 6 iterations,
-# columns CG 0.75-0.8x block CG's CPU time.
+# at least this many times t / (d + 1) stored blocks per anchor row, with either
+# product. The compiled one (2.1-2.3x numpy's rate per CPU-second) leaves block
+# CG's own work up to ~0.4 of the product's time, which its fewer iterations on
+# patch graphs still pay for (x3 patch statistics, compiled product, load 4-6,
+# benchmarks/cg_solve.py and solver_grid.py):
+# - 131 blocks per row: block CG 8 iterations, columns CG 12 (11.0 s);
+# - 164, 222 and 273 (154k, 300k, 1M rows): block CG 0.67-0.86x columns CG's
+#   time, wall and CPU (14 against 20 iterations, twice; 17 against 27).
+# On 1024 anchors of overlapping clusters (16 blocks per row, 6 iterations each)
+# columns CG took 0.75-0.8x block CG's CPU time.
 _BLOCK_CG_WORK = 40.0
 # Most unknowns per aggregate of CG's preconditioner (16 anchors at d = 30):
 # its inverses take at most ``p x 512`` doubles.
